@@ -1,0 +1,3 @@
+from flowsched.cli.main import main
+
+main()

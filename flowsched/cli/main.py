@@ -1,0 +1,412 @@
+"""The ``flowsched`` command.
+
+Every subcommand turns flowsched's own errors into one clear line on stderr
+and exit code 1, instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+from sqlalchemy import func, select
+
+from flowsched import __version__
+from flowsched.config import get_config, render_defaults
+from flowsched.exceptions import FlowschedError
+from flowsched.timezone import display, parse_datetime
+
+
+def setup_logging() -> None:
+    level = get_config().logging.level
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+class FlowschedGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FlowschedError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+def _table(rows: list[list[Any]], headers: list[str]) -> None:
+    cells = [headers, *[[("-" if c is None else str(c)) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for index, row in enumerate(cells):
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        if index == 0:
+            click.echo("  ".join("-" * width for width in widths))
+
+
+def _parse_date(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group(cls=FlowschedGroup)
+@click.version_option(__version__, prog_name="flowsched")
+def cli() -> None:
+    """flowsched: a distributed workflow scheduler."""
+
+
+@cli.command()
+def version() -> None:
+    """Print the installed version."""
+    click.echo(__version__)
+
+
+# -- config ---------------------------------------------------------------
+@cli.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("show")
+@click.option("--defaults", is_flag=True, help="Print every option with its default and meaning.")
+def config_show(defaults: bool) -> None:
+    """Print the effective configuration (secrets hidden)."""
+    if defaults:
+        click.echo(render_defaults())
+        return
+    conf = get_config()
+    click.echo(f"# source: {conf.source or 'defaults and environment only'}")
+    for section, values in conf.as_dict().items():
+        click.echo(f"[{section}]")
+        for key, value in values.items():
+            click.echo(f"{key} = {value}")
+        click.echo()
+
+
+# -- db -------------------------------------------------------------------
+@cli.group()
+def db() -> None:
+    """Create, migrate and check the metadata database."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest version (idempotent)."""
+    from flowsched.db import migrate
+
+    applied = migrate.upgrade()
+    if applied:
+        click.echo(f"applied migrations: {', '.join(applied)}")
+    else:
+        click.echo(f"schema already at {migrate.head_revision()}: nothing to do")
+
+
+@db.command("check")
+def db_check() -> None:
+    """Check connectivity and pending migrations; exit 1 if either fails."""
+    from flowsched.db import migrate
+
+    status = migrate.check()
+    click.echo(f"database: {status.url} ({status.dialect} {status.server_version})")
+    click.echo(f"schema: {status.current or 'empty'} (newest {status.head})")
+    if status.pending:
+        click.echo("pending migrations: run `flowsched db upgrade`", err=True)
+        sys.exit(1)
+    click.echo("ok")
+
+
+# -- long-running components ---------------------------------------------
+@cli.command()
+@click.option("--num-runs", type=int, default=None, help="Stop after this many loop passes.")
+@click.option("--no-dag-processor", is_flag=True, help="Do not start the DAG processor.")
+def scheduler(num_runs: int | None, no_dag_processor: bool) -> None:
+    """Run the scheduler in the foreground (SIGTERM stops it cleanly)."""
+    from flowsched.executors import get_executor
+    from flowsched.scheduler.loop import Scheduler
+
+    setup_logging()
+    Scheduler(get_executor(), num_runs=num_runs, run_dag_processor=not no_dag_processor).run()
+
+
+@cli.command("dag-processor")
+@click.option("--num-runs", type=int, default=None, help="Stop after this many passes.")
+def dag_processor(num_runs: int | None) -> None:
+    """Parse the DAG folder every scheduler.dag_dir_list_interval seconds."""
+    from flowsched.dag_processor import DagProcessor
+
+    setup_logging()
+    DagProcessor(num_runs=num_runs).run()
+
+
+@cli.command()
+def standalone() -> None:
+    """Everything on this machine: SQLite, example DAGs, scheduler. Ctrl-C stops it."""
+    from flowsched.standalone import run_standalone
+
+    run_standalone()
+
+
+# -- dags -----------------------------------------------------------------
+@cli.group()
+def dags() -> None:
+    """List, show, trigger, pause, backfill and delete DAGs."""
+
+
+@dags.command("list")
+def dags_list() -> None:
+    """Every known DAG with its schedule, next run and last run."""
+    from flowsched.db.engine import session_scope
+    from flowsched.db.models import Dag, DagRun
+
+    with session_scope() as session:
+        rows = []
+        for dag in session.scalars(select(Dag).order_by(Dag.dag_id)):
+            last = session.scalar(
+                select(DagRun)
+                .where(DagRun.dag_id == dag.dag_id)
+                .order_by(DagRun.logical_date.desc())
+                .limit(1)
+            )
+            rows.append(
+                [
+                    dag.dag_id,
+                    dag.schedule or "None",
+                    "yes" if dag.is_paused else "no",
+                    "" if dag.is_active else "(file gone)",
+                    display(dag.next_data_interval_start) if dag.next_data_interval_start else None,
+                    f"{last.run_id} {last.state}" if last else None,
+                    dag.fileloc,
+                ]
+            )
+        errors = session.scalar(select(func.count()).select_from(_import_error_model()))
+    _table(rows, ["dag_id", "schedule", "paused", "active", "next run", "last run", "file"])
+    if errors:
+        click.echo(f"\n{errors} file(s) failed to import: see `flowsched dags errors`", err=True)
+
+
+def _import_error_model() -> Any:
+    from flowsched.db.models import ImportError_
+
+    return ImportError_
+
+
+@dags.command("errors")
+def dags_errors() -> None:
+    """Import errors of DAG files, with tracebacks."""
+    from flowsched.db.engine import session_scope
+
+    with session_scope() as session:
+        for error in session.scalars(select(_import_error_model())):
+            click.echo(f"== {error.filename} ({display(error.created_at)})")
+            click.echo(error.traceback)
+
+
+@dags.command("show")
+@click.argument("dag_id")
+def dags_show(dag_id: str) -> None:
+    """Tasks, dependencies and the current version of a DAG."""
+    from flowsched.db.engine import session_scope
+    from flowsched.scheduler.runs import latest_version
+    from flowsched.serialization import SerializedDAG
+
+    with session_scope() as session:
+        dag_row, version = latest_version(session, dag_id)
+        dag = SerializedDAG(version.serialized)
+        click.echo(f"DAG {dag_id}  ({dag_row.fileloc})")
+        click.echo(f"schedule: {dag_row.schedule or 'None'}  timezone: {dag_row.timezone}")
+        click.echo(f"version: {version.version_number}  sha256: {version.fingerprint}")
+        click.echo(f"paused: {dag_row.is_paused}  max_active_runs: {dag_row.max_active_runs}")
+        click.echo("tasks:")
+        for task_id in dag.topological_order():
+            spec = dag.tasks[task_id]
+            upstream = f" <- {', '.join(spec.upstream)}" if spec.upstream else ""
+            click.echo(
+                f"  {task_id} [{spec.operator}, {spec.trigger_rule.value}, "
+                f"retries={spec.retries}]{upstream}"
+            )
+
+
+@dags.command("trigger")
+@click.argument("dag_id")
+@click.option("--conf", "conf_text", default=None, help="JSON object passed to the run.")
+@click.option("--run-id", default=None)
+@click.option("--logical-date", default=None, help="ISO date; naive means the cluster zone.")
+def dags_trigger(
+    dag_id: str, conf_text: str | None, run_id: str | None, logical_date: str | None
+) -> None:
+    """Start a manual run now."""
+    from flowsched.operations import trigger_dag
+
+    conf = None
+    if conf_text:
+        try:
+            conf = json.loads(conf_text)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--conf") from None
+    run = trigger_dag(
+        dag_id, conf=conf, run_id=run_id, logical_date=_parse_date(logical_date), actor="cli"
+    )
+    click.echo(f"created run {run.run_id}")
+
+
+@dags.command("pause")
+@click.argument("dag_id")
+def dags_pause(dag_id: str) -> None:
+    """Stop creating and running new runs of a DAG."""
+    from flowsched.operations import set_paused
+
+    set_paused(dag_id, True, actor="cli")
+    click.echo(f"paused {dag_id}")
+
+
+@dags.command("unpause")
+@click.argument("dag_id")
+def dags_unpause(dag_id: str) -> None:
+    """Resume a paused DAG."""
+    from flowsched.operations import set_paused
+
+    set_paused(dag_id, False, actor="cli")
+    click.echo(f"unpaused {dag_id}")
+
+
+@dags.command("backfill")
+@click.argument("dag_id")
+@click.option("--start-date", "-s", required=True)
+@click.option("--end-date", "-e", required=True)
+def dags_backfill(dag_id: str, start_date: str, end_date: str) -> None:
+    """Create runs for every interval between two dates (the scheduler runs them)."""
+    from flowsched.operations import backfill
+
+    start, end = _parse_date(start_date), _parse_date(end_date)
+    assert start is not None and end is not None
+    created = backfill(dag_id, start, end, actor="cli")
+    click.echo(f"created {len(created)} backfill run(s)")
+    for run_id in created:
+        click.echo(f"  {run_id}")
+
+
+@dags.command("delete")
+@click.argument("dag_id")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Delete even while a run is queued or running.")
+def dags_delete(dag_id: str, yes: bool, force: bool) -> None:
+    """Delete a DAG and everything that refers to it, in one transaction."""
+    from flowsched.operations import delete_dag
+
+    if not yes:
+        click.confirm(f"Delete DAG '{dag_id}' and all its runs, tasks, logs rows?", abort=True)
+    result = delete_dag(dag_id, force=force, actor="cli")
+    click.echo(f"deleted DAG {dag_id}:")
+    for table, count in result.counts.items():
+        click.echo(f"  {table}: {count}")
+
+
+# -- tasks ----------------------------------------------------------------
+@cli.group()
+def tasks() -> None:
+    """Clear, run and inspect task instances."""
+
+
+@tasks.command("clear")
+@click.argument("dag_id")
+@click.option("--task", "task_regex", default=None, help="Regex of task ids.")
+@click.option("--run", "run_id", default=None, help="Only this run.")
+@click.option("--only-failed", is_flag=True, help="Only failed and upstream_failed tasks.")
+@click.option("--downstream", is_flag=True, help="Also clear everything downstream.")
+def tasks_clear(
+    dag_id: str, task_regex: str | None, run_id: str | None, only_failed: bool, downstream: bool
+) -> None:
+    """Re-run tasks from the failure point; what succeeded stays done."""
+    from flowsched.operations import clear_tasks
+
+    result = clear_tasks(
+        dag_id,
+        task_regex=task_regex,
+        run_id=run_id,
+        only_failed=only_failed,
+        downstream=downstream,
+        actor="cli",
+    )
+    click.echo(f"cleared {len(result.cleared)} task instance(s)")
+    for run, task in result.cleared:
+        click.echo(f"  {run}  {task}")
+
+
+@tasks.command("run")
+@click.argument("dag_id")
+@click.argument("task_id")
+@click.argument("run_id")
+def tasks_run(dag_id: str, task_id: str, run_id: str) -> None:
+    """Run one task of a run in the foreground, for debugging."""
+    from flowsched.hostname import get_hostname
+    from flowsched.runner import foreground_workload, run_try
+
+    workload = foreground_workload(dag_id, task_id, run_id)
+    run_try(workload, nodename=f"cli@{get_hostname()}", foreground=True)
+    from flowsched.operations import task_states
+
+    state = next(ti.state for ti in task_states(dag_id, run_id) if ti.task_id == task_id)
+    click.echo(f"{dag_id}.{task_id} try {workload.try_number}: {state}")
+    if state != "success":
+        sys.exit(1)
+
+
+@tasks.command("states")
+@click.argument("dag_id")
+@click.argument("run_id")
+def tasks_states(dag_id: str, run_id: str) -> None:
+    """The state of every task in a run."""
+    from flowsched.operations import task_states
+
+    rows = [
+        [
+            ti.task_id,
+            ti.state,
+            ti.try_number,
+            ti.worker_nodename,
+            ti.hostname,
+            display(ti.start_date, seconds=True) if ti.start_date else None,
+            f"{ti.duration:.2f}s" if ti.duration is not None else None,
+        ]
+        for ti in task_states(dag_id, run_id)
+    ]
+    _table(rows, ["task_id", "state", "try", "nodename", "hostname", "started", "duration"])
+
+
+@tasks.command("log")
+@click.argument("dag_id")
+@click.argument("task_id")
+@click.argument("run_id")
+@click.option("--try", "try_number", type=int, default=None, help="Default: the latest try.")
+def tasks_log(dag_id: str, task_id: str, run_id: str, try_number: int | None) -> None:
+    """Print a try's log (from this machine's log folder)."""
+    from flowsched.operations import task_states
+    from flowsched.task_logs import log_path, read_local_log
+
+    ti = next((t for t in task_states(dag_id, run_id) if t.task_id == task_id), None)
+    if ti is None:
+        raise FlowschedError(f"run '{run_id}' of '{dag_id}' has no task '{task_id}'")
+    number = try_number or ti.try_number
+    if number < 1:
+        raise FlowschedError(f"{dag_id}.{task_id} has not run yet in {run_id}")
+    text = read_local_log(dag_id, run_id, task_id, number)
+    if text is None:
+        raise FlowschedError(
+            f"no log at {log_path(dag_id, run_id, task_id, number)} "
+            f"(try {number} ran on {ti.hostname or 'an unknown host'})"
+        )
+    click.echo(text, nl=False)
+
+
+def main() -> None:
+    cli(prog_name="flowsched")
+
+
+if __name__ == "__main__":
+    main()

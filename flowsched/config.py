@@ -1,0 +1,344 @@
+"""Typed configuration: one INI file plus ``FLOWSCHED__SECTION__KEY`` overrides.
+
+Every option is declared once in :data:`OPTIONS` with its type, default and
+meaning; that table is the documentation (``flowsched config show --defaults``
+prints it). Values are parsed and validated when the config is loaded, so a
+typo fails at start with the key named, not hours later in a task.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flowsched.exceptions import ConfigError
+
+ENV_PREFIX = "FLOWSCHED__"
+
+
+def flowsched_home() -> Path:
+    return Path(os.environ.get("FLOWSCHED_HOME", "~/flowsched")).expanduser()
+
+
+def config_path() -> Path:
+    explicit = os.environ.get("FLOWSCHED_CONFIG")
+    return Path(explicit).expanduser() if explicit else flowsched_home() / "flowsched.cfg"
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+
+
+def _parse_timezone(raw: str) -> str:
+    from flowsched.timezone import parse_timezone
+
+    parse_timezone(raw)
+    return raw
+
+
+def _parse_executor(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"local", "celery"}:
+        raise ValueError(f"expected 'local' or 'celery', got {raw!r}")
+    return value
+
+
+def _parse_port(raw: str) -> int:
+    port = int(raw)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be between 1 and 65535, got {port}")
+    return port
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        value = kind(raw)
+        if value <= 0:
+            raise ValueError(f"must be positive, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _path(raw: str) -> str:
+    return str(Path(os.path.expandvars(raw)).expanduser())
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+@dataclass(frozen=True)
+class Option:
+    parse: Callable[[str], Any]
+    default: str
+    doc: str
+    secret: bool = False
+
+
+_HOME = "${FLOWSCHED_HOME}"
+
+OPTIONS: dict[str, dict[str, Option]] = {
+    "core": {
+        "dags_folder": Option(_path, f"{_HOME}/dags", "Folder scanned recursively for DAG files."),
+        "plugins_folder": Option(_path, f"{_HOME}/plugins", "Folder of plugin modules."),
+        "default_timezone": Option(
+            _parse_timezone,
+            "Etc/GMT-8",
+            "Zone for naive start dates, cron schedules and every displayed time. "
+            "Etc/GMT-8 is UTC+8: POSIX inverts the sign of Etc/ zones.",
+        ),
+        "executor": Option(_parse_executor, "local", "'local' (subprocess pool) or 'celery'."),
+        "parallelism": Option(_positive(int), "8", "Tasks the local executor runs at once."),
+        "dagbag_import_timeout": Option(
+            _positive(float), "30", "Seconds one DAG file may take to import."
+        ),
+        "dags_are_paused_at_creation": Option(
+            _parse_bool, "false", "Whether a newly discovered DAG starts paused."
+        ),
+        "hostname_callable": Option(
+            _text, "", "'module:function' returning the hostname recorded on task instances."
+        ),
+        "secret_key": Option(
+            _text, "", "Signs log-server tokens and web sessions; required with celery.", True
+        ),
+        "max_xcom_size": Option(_positive(int), "65536", "Largest XCom value in bytes (JSON)."),
+    },
+    "database": {
+        "sql_alchemy_conn": Option(
+            _text,
+            f"sqlite:///{_HOME}/flowsched.db",
+            "SQLAlchemy URL; MySQL: mysql+mysqldb://user:pass@host:3306/db?charset=utf8mb4",
+            True,
+        ),
+        "pool_size": Option(_positive(int), "5", "Connections kept per process (MySQL)."),
+        "pool_recycle": Option(_positive(int), "1800", "Seconds before a connection is renewed."),
+        "connect_timeout": Option(_positive(int), "10", "Seconds to wait for the database."),
+    },
+    "logging": {
+        "base_log_folder": Option(_path, f"{_HOME}/logs", "Where task logs are written."),
+        "level": Option(_text, "INFO", "Log level of the components."),
+    },
+    "scheduler": {
+        "loop_interval": Option(_positive(float), "1.0", "Longest idle sleep of the loop (s)."),
+        "dag_dir_list_interval": Option(
+            _positive(float), "30", "Seconds between scans of the DAG folder."
+        ),
+        "parsing_processes": Option(_positive(int), "2", "DAG files imported at once."),
+        "task_heartbeat_interval": Option(
+            _positive(float), "5", "Seconds between heartbeats of a running task."
+        ),
+        "zombie_threshold": Option(
+            _positive(float), "120", "A running task silent this long (s) is failed and retried."
+        ),
+        "task_queued_timeout": Option(
+            _positive(float), "600", "A task queued this long (s) without starting is retried."
+        ),
+        "max_tis_per_query": Option(_positive(int), "512", "Tasks queued per loop at most."),
+        "shutdown_grace": Option(
+            _positive(float), "60", "Seconds a stopping scheduler waits for local tasks."
+        ),
+    },
+    "celery": {
+        "broker_url": Option(_text, "redis://127.0.0.1:6379/0", "Broker URL (Redis).", True),
+        "result_backend": Option(
+            _text, "", "Unused by default: task state lives in the metadata DB.", True
+        ),
+        "worker_concurrency": Option(_positive(int), "8", "Tasks one worker runs at once."),
+        "default_queue": Option(_text, "default", "Queue of tasks that name none."),
+        "visibility_timeout": Option(
+            _positive(int), "21600", "Seconds before an unacked message is redelivered."
+        ),
+    },
+    "worker": {
+        "nodename": Option(_text, "", "Celery nodename; default {ip}@{ip}."),
+        "log_server_port": Option(_parse_port, "8793", "Port of the worker's log server."),
+        "shutdown_grace": Option(
+            _positive(float), "600", "Seconds a warm shutdown waits for running tasks."
+        ),
+    },
+    "webserver": {
+        "bind": Option(_text, "0.0.0.0:8081", "host:port gunicorn listens on."),
+        "workers": Option(_positive(int), "4", "gunicorn worker processes."),
+        "timeout": Option(_positive(int), "120", "gunicorn worker timeout (s)."),
+        "flower_url": Option(_text, "", "Link to Flower from the workers page."),
+    },
+    "flower": {
+        "port": Option(_parse_port, "5555", "Flower's port."),
+        "basic_auth": Option(_text, "", "user:password for Flower.", True),
+    },
+}
+
+# Keys renamed since Airflow 1.10-era configs: still read, with a warning.
+DEPRECATED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("celery", "celeryd_concurrency"): ("celery", "worker_concurrency"),
+    ("celery", "celery_result_backend"): ("celery", "result_backend"),
+}
+
+
+class Section:
+    """Attribute access to one section's parsed values: ``conf.core.executor``."""
+
+    def __init__(self, name: str, values: Mapping[str, Any]) -> None:
+        self._name = name
+        self._values = dict(values)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"no option [{self._name}] {key}") from None
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self._values.items())
+
+
+class Config:
+    """The loaded configuration; sections are attributes."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], source: Path | None) -> None:
+        self.source = source
+        self._values = values
+        for name, section in values.items():
+            setattr(self, name, Section(name, section))
+
+    def get(self, section: str, key: str) -> Any:
+        return self._values[section][key]
+
+    def as_dict(self, redact: bool = True) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for section, keys in self._values.items():
+            out[section] = {}
+            for key, value in keys.items():
+                secret = OPTIONS[section][key].secret
+                out[section][key] = "***" if (redact and secret and value) else value
+        return out
+
+
+def _unknown_key_error(where: str, section: str, key: str) -> ConfigError:
+    if section not in OPTIONS:
+        hint = difflib.get_close_matches(section, OPTIONS, n=1)
+        extra = f" (did you mean [{hint[0]}]?)" if hint else ""
+        return ConfigError(f"{where}: unknown section [{section}]{extra}")
+    hint = difflib.get_close_matches(key, OPTIONS[section], n=1)
+    extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+    return ConfigError(f"{where}: unknown key '{key}' in section [{section}]{extra}")
+
+
+def _read_file(path: Path) -> dict[tuple[str, str], str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: cannot parse: {exc}") from exc
+    raw: dict[tuple[str, str], str] = {}
+    for section in parser.sections():
+        for key, value in parser.items(section):
+            raw[(section, key)] = value
+    return raw
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    raw: dict[tuple[str, str], str] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].split("__")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"environment variable {name}: expected FLOWSCHED__SECTION__KEY")
+        raw[(parts[0].lower(), parts[1].lower())] = value
+    return raw
+
+
+def _resolve_deprecated(raw: dict[tuple[str, str], str], where: str) -> dict[tuple[str, str], str]:
+    resolved: dict[tuple[str, str], str] = {}
+    for (section, key), value in raw.items():
+        if (section, key) in DEPRECATED_KEYS:
+            new_section, new_key = DEPRECATED_KEYS[(section, key)]
+            warnings.warn(
+                f"{where}: [{section}] {key} is deprecated, use [{new_section}] {new_key}",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            resolved.setdefault((new_section, new_key), value)
+            continue
+        if section not in OPTIONS or key not in OPTIONS[section]:
+            raise _unknown_key_error(where, section, key)
+        resolved[(section, key)] = value
+    return resolved
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read defaults, then the file (if any), then the environment; validate all."""
+    environ = os.environ if environ is None else environ
+    path = config_path() if path is None else path
+    merged: dict[tuple[str, str], tuple[str, str]] = {}
+    source: Path | None = None
+    if path.exists():
+        source = path
+        for key, value in _resolve_deprecated(_read_file(path), str(path)).items():
+            merged[key] = (value, str(path))
+    for key, value in _resolve_deprecated(_read_env(environ), "environment").items():
+        merged[key] = (
+            value,
+            f"environment variable {ENV_PREFIX}{key[0].upper()}__{key[1].upper()}",
+        )
+
+    home = str(Path(environ.get("FLOWSCHED_HOME", "~/flowsched")).expanduser())
+    values: dict[str, dict[str, Any]] = {}
+    for section, options in OPTIONS.items():
+        values[section] = {}
+        for key, option in options.items():
+            raw, where = merged.get((section, key), (option.default, "default"))
+            raw = raw.replace(_HOME, home)
+            try:
+                values[section][key] = option.parse(raw)
+            except (ValueError, ConfigError) as exc:
+                raise ConfigError(f"{where}: [{section}] {key} = {raw!r}: {exc}") from exc
+    if values["core"]["executor"] == "celery" and not values["core"]["secret_key"]:
+        raise ConfigError(
+            f"{source or 'config'}: [core] secret_key must be set when executor = celery "
+            "(it signs log-server tokens shared by the cluster)"
+        )
+    return Config(values, source)
+
+
+_current: Config | None = None
+
+
+def get_config() -> Config:
+    """The process-wide config, loaded on first use."""
+    global _current
+    if _current is None:
+        _current = load_config()
+    return _current
+
+
+def set_config(config: Config | None) -> None:
+    """Replace the process-wide config (tests, and the CLI after creating a home)."""
+    global _current
+    _current = config
+
+
+def render_defaults() -> str:
+    """The documented default config file, as `flowsched config show --defaults` prints it."""
+    lines: list[str] = []
+    for section, options in OPTIONS.items():
+        lines.append(f"[{section}]")
+        for key, option in options.items():
+            lines.append(f"# {option.doc}")
+            lines.append(f"{key} = {option.default}")
+        lines.append("")
+    return "\n".join(lines)

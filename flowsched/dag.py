@@ -1,0 +1,200 @@
+"""The DAG: a named graph of tasks with a schedule.
+
+A DAG object lives only inside the process that imported its file. What the
+scheduler and webserver use is its serialized form (:mod:`flowsched.serialization`),
+so they never execute user code, and workers import the file itself only after
+checking its fingerprint.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from flowsched.exceptions import CycleError, DagDefinitionError, DuplicateTaskIdError
+from flowsched.schedules import Schedule, make_schedule
+from flowsched.timezone import default_timezone, is_aware, to_utc
+
+if TYPE_CHECKING:
+    from flowsched.operators.base import BaseOperator
+
+DAG_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+
+
+class DagContext:
+    """The DAG that ``with DAG(...):`` makes current, so tasks attach themselves."""
+
+    _stack: ClassVar[list[DAG]] = []
+    # Every DAG created while a file is imported; the loader reads this.
+    created: ClassVar[list[DAG]] = []
+
+    @classmethod
+    def current(cls) -> DAG | None:
+        return cls._stack[-1] if cls._stack else None
+
+
+class DAG:
+    def __init__(
+        self,
+        dag_id: str,
+        schedule: Any = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+        catchup: bool = False,
+        max_active_runs: int = 16,
+        default_args: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        description: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(dag_id, str) or not DAG_ID_PATTERN.match(dag_id):
+            raise DagDefinitionError(
+                f"invalid dag_id {dag_id!r}: use letters, digits, '_', '.', '-' (at most 250)"
+            )
+        self.dag_id = dag_id
+        self.default_args = dict(default_args or {})
+        self.timezone = default_timezone()
+        start_date = start_date or self.default_args.get("start_date")
+        self.start_date = self._aware(start_date, "start_date")
+        self.end_date = self._aware(end_date or self.default_args.get("end_date"), "end_date")
+        if self.start_date and self.start_date.tzinfo is not None and is_aware(self.start_date):
+            self.timezone = self.start_date.tzinfo
+        try:
+            self.schedule: Schedule = make_schedule(schedule, self.timezone)
+        except DagDefinitionError as exc:
+            raise DagDefinitionError(f"DAG '{dag_id}': {exc}") from None
+        if self.schedule.kind != "none" and self.start_date is None:
+            raise DagDefinitionError(f"DAG '{dag_id}': a scheduled DAG needs a start_date")
+        self.catchup = bool(catchup)
+        if int(max_active_runs) < 1:
+            raise DagDefinitionError(f"DAG '{dag_id}': max_active_runs must be >= 1")
+        self.max_active_runs = int(max_active_runs)
+        self.tags = list(tags or [])
+        self.description = description
+        self.params = dict(params or {})
+        self.fileloc: str | None = None
+        self.tasks: dict[str, BaseOperator] = {}
+        DagContext.created.append(self)
+
+    def _aware(self, value: datetime | None, name: str) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime) is False:
+            raise DagDefinitionError(
+                f"DAG '{self.dag_id}': {name} must be a datetime, got {value!r}"
+            )
+        if not is_aware(value):
+            # Naive wall-clock time in a DAG file means the cluster's zone.
+            value = value.replace(tzinfo=self.timezone)
+        return value
+
+    def __enter__(self) -> DAG:
+        DagContext._stack.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        DagContext._stack.pop()
+
+    def add_task(self, task: BaseOperator) -> None:
+        if task.task_id in self.tasks and self.tasks[task.task_id] is not task:
+            raise DuplicateTaskIdError(f"DAG '{self.dag_id}': duplicate task_id '{task.task_id}'")
+        task.dag = self
+        self.tasks[task.task_id] = task
+
+    def get_task(self, task_id: str) -> BaseOperator:
+        return self.tasks[task_id]
+
+    @property
+    def task_ids(self) -> list[str]:
+        return list(self.tasks)
+
+    def unique_task_id(self, base: str) -> str:
+        """``base``, or ``base__1``, ``base__2``... for repeated @task calls."""
+        if base not in self.tasks:
+            return base
+        n = 1
+        while f"{base}__{n}" in self.tasks:
+            n += 1
+        return f"{base}__{n}"
+
+    def check_cycles(self) -> None:
+        """Raise CycleError naming the cycle, e.g. ``a -> b -> c -> a``."""
+        white, grey, black = 0, 1, 2
+        color = dict.fromkeys(self.tasks, white)
+        for root in sorted(self.tasks):
+            if color[root] != white:
+                continue
+            path: list[str] = []
+            stack: list[tuple[str, list[str]]] = [
+                (root, sorted(self.tasks[root].downstream_task_ids))
+            ]
+            color[root] = grey
+            path.append(root)
+            while stack:
+                node, children = stack[-1]
+                if children:
+                    child = children.pop(0)
+                    if color[child] == grey:
+                        cycle = [*path[path.index(child) :], child]
+                        raise CycleError(f"DAG '{self.dag_id}' has a cycle: {' -> '.join(cycle)}")
+                    if color[child] == white:
+                        color[child] = grey
+                        path.append(child)
+                        stack.append((child, sorted(self.tasks[child].downstream_task_ids)))
+                else:
+                    color[node] = black
+                    path.pop()
+                    stack.pop()
+
+    def validate(self) -> None:
+        for task in self.tasks.values():
+            for other in task.upstream_task_ids | task.downstream_task_ids:
+                if other not in self.tasks:
+                    raise DagDefinitionError(
+                        f"DAG '{self.dag_id}': task '{task.task_id}' is linked to unknown '{other}'"
+                    )
+        self.check_cycles()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The serialized form the scheduler and webserver use; validates first."""
+        self.validate()
+
+        def seconds(value: timedelta | None) -> float | None:
+            return None if value is None else value.total_seconds()
+
+        return {
+            "dag_id": self.dag_id,
+            "schedule": self.schedule.to_dict(),
+            "schedule_description": self.schedule.describe(),
+            "timezone": str(self.timezone),
+            "start_date": to_utc(self.start_date).isoformat() if self.start_date else None,
+            "end_date": to_utc(self.end_date).isoformat() if self.end_date else None,
+            "catchup": self.catchup,
+            "max_active_runs": self.max_active_runs,
+            "tags": self.tags,
+            "description": self.description,
+            "params": self.params,
+            "tasks": [
+                {
+                    "task_id": task.task_id,
+                    "operator": type(task).__name__,
+                    "upstream": sorted(task.upstream_task_ids),
+                    "retries": task.retries,
+                    "retry_delay": seconds(task.retry_delay),
+                    "retry_exponential_backoff": task.retry_exponential_backoff,
+                    "max_retry_delay": seconds(task.max_retry_delay),
+                    "execution_timeout": seconds(task.execution_timeout),
+                    "trigger_rule": task.trigger_rule.value,
+                    "queue": task.queue,
+                    "pool": task.pool,
+                    "priority_weight": task.priority_weight,
+                    "template_fields": list(task.template_fields),
+                    "doc": task.doc,
+                }
+                for task in self.tasks.values()
+            ],
+        }
+
+    def __repr__(self) -> str:
+        return f"<DAG {self.dag_id}>"

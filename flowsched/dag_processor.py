@@ -1,0 +1,199 @@
+"""Keeps the database's view of the DAG folder current.
+
+It parses every file (see :mod:`flowsched.discovery`), records import errors,
+upserts ``dag`` rows, adds a ``dag_version`` whenever a file's fingerprint
+changes, and marks DAGs whose files disappeared inactive. It runs as its own
+process beside the scheduler so a slow file never delays scheduling.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from flowsched.config import get_config
+from flowsched.db.engine import session_scope
+from flowsched.db.models import Dag, DagVersion, ImportError_
+from flowsched.discovery import ParseResult, list_dag_files, parse_files
+from flowsched.scheduler.timetable import next_run_fields
+from flowsched.serialization import SerializedDAG
+from flowsched.timezone import utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessReport:
+    files: int = 0
+    dags: int = 0
+    errors: list[str] = field(default_factory=list)
+    new_versions: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+
+def process_folder(folder: Path | None = None) -> ProcessReport:
+    """Parse the DAG folder once and sync the DB.
+
+    The folder is resolved at every pass, so a deployment that swaps a
+    ``current`` symlink is picked up without a restart.
+    """
+    started = time.monotonic()
+    conf = get_config()
+    report = ProcessReport()
+    root = Path(folder or conf.core.dags_folder).resolve()
+    results = list(
+        parse_files(
+            root,
+            list_dag_files(root),
+            conf.core.dagbag_import_timeout,
+            conf.scheduler.parsing_processes,
+        )
+    )
+    report.files = len(results)
+    with session_scope() as session:
+        _sync(session, results, report)
+    report.duration = time.monotonic() - started
+    return report
+
+
+def _sync(session: Session, results: list[ParseResult], report: ProcessReport) -> None:
+    now = utcnow()
+    seen_dag_ids: dict[str, str] = {}
+    failed_files = {result.relative for result in results if result.error}
+    session.execute(delete(ImportError_))
+    for result in results:
+        if result.error:
+            report.errors.append(result.error)
+            session.add(
+                ImportError_(filename=result.relative, traceback=result.error, created_at=now)
+            )
+            continue
+        for data in result.dags:
+            dag_id = data["dag_id"]
+            if dag_id in seen_dag_ids:
+                message = (
+                    f"{result.relative}: DAG id '{dag_id}' is already defined in "
+                    f"{seen_dag_ids[dag_id]}; this definition is ignored"
+                )
+                report.errors.append(message)
+                session.add(
+                    ImportError_(filename=result.relative, traceback=message, created_at=now)
+                )
+                continue
+            seen_dag_ids[dag_id] = result.relative
+            _upsert_dag(session, data, result, now, report)
+    report.dags = len(seen_dag_ids)
+    # DAGs whose file still fails keep their last good version active.
+    stale = select(Dag.dag_id).where(Dag.is_active.is_(True))
+    for (dag_id,) in session.execute(stale).all():
+        if dag_id in seen_dag_ids:
+            continue
+        fileloc = session.scalar(select(Dag.fileloc).where(Dag.dag_id == dag_id))
+        if fileloc in failed_files:
+            continue
+        session.execute(update(Dag).where(Dag.dag_id == dag_id).values(is_active=False))
+
+
+def _upsert_dag(
+    session: Session,
+    data: dict[str, Any],
+    result: ParseResult,
+    now: datetime,
+    report: ProcessReport,
+) -> None:
+    dag_id = data["dag_id"]
+    dag = session.get(Dag, dag_id, with_for_update=True)
+    serialized = SerializedDAG(data)
+    if dag is None:
+        dag = Dag(
+            dag_id=dag_id,
+            is_paused=get_config().core.dags_are_paused_at_creation,
+            tags=[],
+            timezone=data["timezone"],
+            fileloc=result.relative,
+        )
+        session.add(dag)
+    latest = session.get(DagVersion, dag.latest_version_id) if dag.latest_version_id else None
+    schedule_changed = latest is None or (
+        latest.serialized.get("schedule") != data["schedule"]
+        or latest.serialized.get("start_date") != data["start_date"]
+        or latest.serialized.get("catchup") != data["catchup"]
+    )
+    if latest is None or latest.fingerprint != result.fingerprint:
+        number = (
+            session.scalar(
+                select(func.max(DagVersion.version_number)).where(DagVersion.dag_id == dag_id)
+            )
+            or 0
+        ) + 1
+        version = DagVersion(
+            dag_id=dag_id,
+            version_number=number,
+            fingerprint=result.fingerprint,
+            fileloc=result.relative,
+            source=result.source or "",
+            serialized=data,
+            created_at=now,
+        )
+        session.add(version)
+        session.flush()
+        dag.latest_version_id = version.id
+        report.new_versions.append(f"{dag_id} v{number}")
+    dag.fileloc = result.relative
+    dag.is_active = True
+    dag.description = data.get("description")
+    dag.schedule = data.get("schedule_description")
+    dag.timezone = data["timezone"]
+    dag.tags = data.get("tags") or []
+    dag.max_active_runs = data["max_active_runs"]
+    dag.last_parsed_at = now
+    if schedule_changed:
+        fields = next_run_fields(session, serialized, now)
+        dag.next_data_interval_start = fields[0]
+        dag.next_data_interval_end = fields[1]
+        dag.next_run_create_after = fields[2]
+
+
+class DagProcessor:
+    """The loop of ``flowsched dag-processor``: parse every interval until stopped."""
+
+    def __init__(self, interval: float | None = None, num_runs: int | None = None) -> None:
+        self.interval = interval or get_config().scheduler.dag_dir_list_interval
+        self.num_runs = num_runs
+        self._stop = threading.Event()
+
+    def stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        runs = 0
+        while not self._stop.is_set():
+            try:
+                report = process_folder()
+                log.info(
+                    "parsed %d files, %d DAGs, %d errors in %.2fs%s",
+                    report.files,
+                    report.dags,
+                    len(report.errors),
+                    report.duration,
+                    f"; new versions: {', '.join(report.new_versions)}"
+                    if report.new_versions
+                    else "",
+                )
+            except Exception:
+                log.exception("DAG folder processing failed; retrying next interval")
+            runs += 1
+            if self.num_runs is not None and runs >= self.num_runs:
+                break
+            self._stop.wait(self.interval)

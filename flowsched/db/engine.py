@@ -1,0 +1,143 @@
+"""One engine per process, safe across fork, with the settings each backend needs.
+
+SQLite runs in WAL mode with a busy timeout so the scheduler and task processes
+can write at once. MySQL/MariaDB runs at READ COMMITTED: the scheduler's
+``FOR UPDATE SKIP LOCKED`` queries and short transactions want no gap locks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from flowsched.config import get_config
+from flowsched.exceptions import DatabaseUnavailable
+
+_engine: Engine | None = None
+_sessionmaker: sessionmaker[Session] | None = None
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def build_engine(url: str) -> Engine:
+    conf = get_config().database
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, pool_pre_ping=True
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # Let SQLAlchemy, not pysqlite, open transactions, so BEGIN IMMEDIATE works.
+        event.listen(engine, "connect", lambda conn, _r: setattr(conn, "isolation_level", None))
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        return engine
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "mysql":
+        connect_args["connect_timeout"] = conf.connect_timeout
+    return create_engine(
+        url,
+        pool_size=conf.pool_size,
+        max_overflow=conf.pool_size,
+        pool_recycle=conf.pool_recycle,
+        pool_pre_ping=True,
+        isolation_level="READ COMMITTED",
+        connect_args=connect_args,
+    )
+
+
+def get_engine() -> Engine:
+    global _engine, _sessionmaker
+    if _engine is None:
+        _engine = build_engine(get_config().database.sql_alchemy_conn)
+        _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
+    return _engine
+
+
+def reset_engine() -> None:
+    """Forget the engine (after a config change, or in a forked child)."""
+    global _engine, _sessionmaker
+    if _engine is not None:
+        _engine.dispose(close=False)
+    _engine = None
+    _sessionmaker = None
+
+
+def _after_fork_in_child() -> None:
+    # A child must never reuse the parent's sockets: drop them without closing.
+    if _engine is not None:
+        _engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def new_session() -> Session:
+    get_engine()
+    assert _sessionmaker is not None
+    return _sessionmaker()
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A transaction: committed on success, rolled back on error."""
+    session = new_session()
+    try:
+        yield session
+        session.commit()
+    except OperationalError as exc:
+        session.rollback()
+        unavailable = _unavailable(exc)
+        if unavailable is None:
+            raise
+        raise unavailable from exc
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _unavailable(exc: OperationalError) -> DatabaseUnavailable | None:
+    text = str(exc.orig) if exc.orig is not None else str(exc)
+    markers = (
+        "Can't connect",
+        "Lost connection",
+        "gone away",
+        "unable to open",
+        "Unknown database",
+        "Access denied",
+        "Connection refused",
+    )
+    if any(marker in text for marker in markers):
+        url = safe_url(get_config().database.sql_alchemy_conn)
+        return DatabaseUnavailable(f"cannot reach the metadata database {url}: {text}")
+    return None
+
+
+def dialect_name() -> str:
+    return get_engine().dialect.name

@@ -1,0 +1,239 @@
+"""SQLAlchemy models of the metadata database.
+
+Every timestamp is :class:`UtcDateTime` (aware UTC). Rows that belong to a DAG
+carry ``dag_id`` so :func:`flowsched.operations.delete_dag` can remove all of
+them in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from flowsched.db.types import JsonText, LongText, UtcDateTime
+from flowsched.state import TaskState
+
+ID_LENGTH = 250
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Dag(Base):
+    __tablename__ = "dag"
+
+    dag_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    fileloc: Mapped[str] = mapped_column(String(1000))
+    is_paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str | None] = mapped_column(String(2000))
+    schedule: Mapped[str | None] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(100))
+    tags: Mapped[Any] = mapped_column(JsonText, default=list)
+    max_active_runs: Mapped[int] = mapped_column(Integer, default=16)
+    latest_version_id: Mapped[int | None] = mapped_column(Integer)
+    next_data_interval_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_run_create_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_parsed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("idx_dag_next_run", "is_paused", "is_active", "next_run_create_after"),)
+
+
+class DagVersion(Base):
+    """One row per distinct content of a DAG's file: runs and tries point here."""
+
+    __tablename__ = "dag_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    version_number: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    fileloc: Mapped[str] = mapped_column(String(1000))
+    source: Mapped[str] = mapped_column(LongText)
+    serialized: Mapped[Any] = mapped_column(JsonText)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (UniqueConstraint("dag_id", "version_number", name="uq_dag_version_number"),)
+
+
+class DagRun(Base):
+    __tablename__ = "dag_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    run_type: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20))
+    logical_date: Mapped[datetime] = mapped_column(UtcDateTime)
+    data_interval_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    conf: Mapped[Any] = mapped_column(JsonText, nullable=True)
+    dag_version_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_scheduling_decision: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    task_instances: Mapped[list[TaskInstance]] = relationship(
+        back_populates="dag_run", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (
+        UniqueConstraint("dag_id", "run_id", name="uq_dag_run_id"),
+        Index("idx_dag_run_state", "state", "dag_id"),
+        Index("idx_dag_run_dag_logical", "dag_id", "logical_date"),
+    )
+
+
+class TaskInstance(Base):
+    """The current state of one task in one run; ``task_try`` keeps every try."""
+
+    __tablename__ = "task_instance"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_run_id: Mapped[int] = mapped_column(ForeignKey("dag_run.id", ondelete="CASCADE"))
+    dag_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    task_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    state: Mapped[str] = mapped_column(String(20), default=TaskState.NONE.value)
+    try_number: Mapped[int] = mapped_column(Integer, default=0)
+    max_tries: Mapped[int] = mapped_column(Integer, default=0)
+    operator: Mapped[str | None] = mapped_column(String(100))
+    queue: Mapped[str | None] = mapped_column(String(100))
+    pool: Mapped[str] = mapped_column(String(100), default="default_pool")
+    priority_weight: Mapped[int] = mapped_column(Integer, default=1)
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    worker_nodename: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    dag_version_id: Mapped[int | None] = mapped_column(Integer)
+    queued_by_job_id: Mapped[int | None] = mapped_column(Integer)
+    scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    duration: Mapped[float | None] = mapped_column(Float)
+    next_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_heartbeat: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    dag_run: Mapped[DagRun] = relationship(back_populates="task_instances")
+
+    __table_args__ = (
+        UniqueConstraint("dag_run_id", "task_id", name="uq_ti_run_task"),
+        Index("idx_ti_state", "state", "pool"),
+        Index("idx_ti_dag_task", "dag_id", "task_id"),
+    )
+
+
+class TaskTry(Base):
+    """History: one row per try, kept when the task instance is cleared and re-run."""
+
+    __tablename__ = "task_try"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_instance_id: Mapped[int] = mapped_column(
+        ForeignKey("task_instance.id", ondelete="CASCADE")
+    )
+    dag_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    task_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    try_number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    worker_nodename: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    dag_version_id: Mapped[int | None] = mapped_column(Integer)
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    duration: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(LongText)
+    rendered_fields: Mapped[Any] = mapped_column(JsonText, nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("task_instance_id", "try_number", name="uq_try_ti_number"),
+        Index("idx_try_dag", "dag_id", "run_id", "task_id"),
+    )
+
+
+class XCom(Base):
+    __tablename__ = "xcom"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_instance_id: Mapped[int] = mapped_column(
+        ForeignKey("task_instance.id", ondelete="CASCADE")
+    )
+    dag_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    task_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    key: Mapped[str] = mapped_column(String(512))
+    value: Mapped[Any] = mapped_column(JsonText, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("task_instance_id", "key", name="uq_xcom_ti_key"),
+        Index("idx_xcom_dag_run", "dag_id", "run_id"),
+    )
+
+
+class ImportError_(Base):
+    __tablename__ = "import_error"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    filename: Mapped[str] = mapped_column(String(1000))
+    traceback: Mapped[str] = mapped_column(LongText)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Job(Base):
+    """A running component (scheduler, dag processor, worker) and its heartbeat."""
+
+    __tablename__ = "job"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_type: Mapped[str] = mapped_column(String(30))
+    state: Mapped[str] = mapped_column(String(20))
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[str | None] = mapped_column(String(50))
+    start_date: Mapped[datetime] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    latest_heartbeat: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("idx_job_type_state", "job_type", "state", "latest_heartbeat"),)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    event: Mapped[str] = mapped_column(String(60))
+    actor: Mapped[str | None] = mapped_column(String(255))
+    dag_id: Mapped[str | None] = mapped_column(String(ID_LENGTH), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    task_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    extra: Mapped[Any] = mapped_column(JsonText, nullable=True)
+
+
+class Pool(Base):
+    __tablename__ = "pool"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    slots: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str | None] = mapped_column(String(500))

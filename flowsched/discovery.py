@@ -1,0 +1,220 @@
+"""Finding and importing DAG files, each in isolation.
+
+Each file is imported in a forked child with a deadline, so a file that raises,
+loops or blocks on an import only produces an import error for itself. The
+child hashes the exact bytes it compiles, so the fingerprint always matches
+the code that defined the DAG.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from flowsched.exceptions import DagDefinitionError, DagFileMismatch
+
+IGNORE_FILE = ".flowschedignore"
+
+
+def fingerprint_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _ignored(relative: str, patterns: list[tuple[str, str]]) -> bool:
+    for base, pattern in patterns:
+        if base and not (relative == base or relative.startswith(base + "/")):
+            continue
+        local = relative[len(base) + 1 :] if base else relative
+        candidates = [local, *local.split("/")]
+        if any(fnmatch.fnmatch(candidate, pattern) for candidate in candidates):
+            return True
+    return False
+
+
+def list_dag_files(folder: Path) -> list[Path]:
+    """Every ``.py`` file under ``folder``, minus ``.flowschedignore`` matches.
+
+    A ``.flowschedignore`` holds glob patterns (one a line, ``#`` comments)
+    that apply to its own folder and below, like ``.gitignore``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    patterns: list[tuple[str, str]] = []
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        relative_root = os.path.relpath(root, folder)
+        relative_root = "" if relative_root == "." else relative_root
+        if IGNORE_FILE in files:
+            for line in (Path(root) / IGNORE_FILE).read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    patterns.append((relative_root, line.rstrip("/")))
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not d.startswith((".", "__pycache__"))
+            and not _ignored(os.path.join(relative_root, d) if relative_root else d, patterns)
+        )
+        for name in sorted(files):
+            if not name.endswith(".py"):
+                continue
+            relative = os.path.join(relative_root, name) if relative_root else name
+            if not _ignored(relative, patterns):
+                found.append(Path(root) / name)
+    return found
+
+
+def module_name_for(relative: str) -> str:
+    return "flowsched_dag_" + hashlib.sha1(relative.encode()).hexdigest()[:16]
+
+
+def exec_dag_file(
+    path: Path, relative: str, expected: str | None = None
+) -> tuple[str, bytes, list[Any]]:
+    """Import ``path`` as a fresh module; return (fingerprint, source, DAGs it defined).
+
+    With ``expected``, refuse to run a file whose fingerprint differs: a worker
+    must never execute code other than what the scheduler queued.
+    """
+    from flowsched.dag import DAG, DagContext
+
+    data = path.read_bytes()
+    fingerprint = fingerprint_bytes(data)
+    if expected is not None and fingerprint != expected:
+        raise DagFileMismatch(fingerprint)
+    name = module_name_for(relative)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    sys.modules[name] = module
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    DagContext.created.clear()
+    code = compile(data, str(path), "exec")
+    exec(code, module.__dict__)
+    dags: list[DAG] = []
+    seen: set[int] = set()
+    for candidate in [*module.__dict__.values(), *DagContext.created]:
+        if isinstance(candidate, DAG) and id(candidate) not in seen:
+            seen.add(id(candidate))
+            candidate.fileloc = relative
+            dags.append(candidate)
+    DagContext.created.clear()
+    return fingerprint, data, dags
+
+
+@dataclass
+class ParseResult:
+    relative: str
+    fingerprint: str | None = None
+    source: str | None = None
+    dags: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    duration: float = 0.0
+
+
+def _parse_in_child(path: Path, relative: str, connection: Connection) -> None:
+    result: dict[str, Any] = {"relative": relative}
+    try:
+        fingerprint, source, dags = exec_dag_file(path, relative)
+        result["fingerprint"] = fingerprint
+        result["source"] = source.decode("utf-8", errors="replace")
+        ids: dict[str, int] = {}
+        serialized = []
+        for dag in dags:
+            if dag.dag_id in ids:
+                raise DagDefinitionError(f"DAG id '{dag.dag_id}' is defined twice in {relative}")
+            ids[dag.dag_id] = 1
+            data = dag.to_dict()
+            data["fileloc"] = relative
+            serialized.append(data)
+        result["dags"] = serialized
+    except DagDefinitionError as exc:
+        result["error"] = f"{relative}: {exc}"
+    except BaseException:
+        result["error"] = traceback.format_exc()
+    try:
+        connection.send_bytes(json.dumps(result, default=str).encode())
+    except Exception:
+        connection.send_bytes(
+            json.dumps({"relative": relative, "error": traceback.format_exc()}).encode()
+        )
+    connection.close()
+
+
+def _child_main(path: str, relative: str, connection: Connection) -> None:
+    # The child must not write to the parent's terminal or reuse its DB sockets.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    _parse_in_child(Path(path), relative, connection)
+    os._exit(0)
+
+
+def parse_files(
+    folder: Path, paths: list[Path], timeout: float, processes: int
+) -> Iterator[ParseResult]:
+    """Import each file in its own forked child, ``processes`` at a time."""
+    context = multiprocessing.get_context("fork")
+    pending = list(paths)
+    running: dict[Connection, tuple[Any, str, float]] = {}
+    while pending or running:
+        while pending and len(running) < processes:
+            path = pending.pop(0)
+            relative = str(path.relative_to(folder))
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(target=_child_main, args=(str(path), relative, sender))
+            process.start()
+            sender.close()
+            running[receiver] = (process, relative, time.monotonic())
+        now = time.monotonic()
+        nearest = min(started + timeout for _, _, started in running.values())
+        ready = wait(list(running), timeout=max(0.0, nearest - now))
+        for receiver in ready:
+            process, relative, started = running.pop(receiver)  # type: ignore[index]
+            try:
+                payload = json.loads(receiver.recv_bytes())
+                result = ParseResult(
+                    relative=relative,
+                    fingerprint=payload.get("fingerprint"),
+                    source=payload.get("source"),
+                    dags=payload.get("dags", []),
+                    error=payload.get("error"),
+                )
+            except (EOFError, OSError, ValueError):
+                result = ParseResult(
+                    relative=relative,
+                    error=f"{relative}: the import process died (exit code {process.exitcode})",
+                )
+            receiver.close()
+            process.join()
+            result.duration = time.monotonic() - started
+            yield result
+        now = time.monotonic()
+        for receiver, (process, relative, started) in list(running.items()):
+            if now - started >= timeout:
+                process.terminate()
+                process.join(2)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+                receiver.close()
+                del running[receiver]
+                yield ParseResult(
+                    relative=relative,
+                    error=f"{relative}: import timed out after {timeout:g} s "
+                    "(core.dagbag_import_timeout)",
+                    duration=now - started,
+                )

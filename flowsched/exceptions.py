@@ -1,0 +1,53 @@
+"""Errors that name what is wrong and where: every one is meant to be read by a user."""
+
+
+class FlowschedError(Exception):
+    """Base of flowsched's own errors."""
+
+
+class ConfigError(FlowschedError):
+    """A config file or environment value is unknown or malformed."""
+
+
+class DagDefinitionError(FlowschedError):
+    """A DAG file defines something invalid (cycle, duplicate task id, bad schedule...)."""
+
+
+class CycleError(DagDefinitionError):
+    """The task graph of a DAG has a cycle."""
+
+
+class DuplicateTaskIdError(DagDefinitionError):
+    """Two tasks of one DAG share an id."""
+
+
+class DatabaseUnavailable(FlowschedError):
+    """The metadata database cannot be reached."""
+
+
+class DagNotFound(FlowschedError):
+    """No DAG with that id is known."""
+
+
+class DagRunNotFound(FlowschedError):
+    """No run with that id exists for the DAG."""
+
+
+class TaskNotFound(FlowschedError):
+    """No task with that id exists in the DAG."""
+
+
+class DagFileMismatch(FlowschedError):
+    """The DAG file on this worker differs from the one the scheduler queued."""
+
+
+class TaskTimeout(FlowschedError):
+    """A task ran longer than its execution_timeout."""
+
+
+class TaskTerminated(FlowschedError):
+    """A task was stopped from outside (shutdown, clear, mark)."""
+
+
+class SchedulerNotAllowed(FlowschedError):
+    """A second scheduler cannot run safely on this database."""

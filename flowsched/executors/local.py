@@ -1,0 +1,123 @@
+"""LocalExecutor: a pool of ``parallelism`` processes on this machine.
+
+The pool processes are forked once when the scheduler starts; each try is
+then forked again from a pool process (see :func:`flowsched.runner.fork_and_run`),
+so every try gets a fresh process at the cost of a fork, not of a Python start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import threading
+import time
+from typing import Any
+
+from flowsched.config import get_config
+from flowsched.executors.base import BaseExecutor, ExecutorEvent
+from flowsched.hostname import get_hostname
+from flowsched.lifecycle import Workload
+
+log = logging.getLogger(__name__)
+
+
+def _pool_process(tasks: Any, results: Any, parent: int, nodename: str) -> None:
+    from flowsched.runner import fork_and_run
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        if os.getppid() != parent:
+            return  # the scheduler died: take no new work; running tries finish alone
+        try:
+            item = tasks.get(timeout=1.0)
+        except queue_module.Empty:
+            continue
+        if item is None:
+            return
+        workload = Workload.from_dict(item)
+        code = fork_and_run(workload, nodename=nodename)
+        results.put((workload.ti_id, workload.try_number, code))
+
+
+class LocalExecutor(BaseExecutor):
+    name = "local"
+    tasks_die_with_scheduler = True
+
+    def __init__(self, parallelism: int | None = None) -> None:
+        super().__init__()
+        self.parallelism = parallelism or get_config().core.parallelism
+        self._context = multiprocessing.get_context("fork")
+        self._tasks: Any = None
+        self._results: Any = None
+        self._processes: list[Any] = []
+        self._in_flight = 0
+        self._events: list[ExecutorEvent] = []
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._tasks = self._context.Queue()
+        self._results = self._context.Queue()
+        nodename = f"local@{get_hostname()}"
+        for _ in range(self.parallelism):
+            process = self._context.Process(
+                target=_pool_process,
+                args=(self._tasks, self._results, os.getpid(), nodename),
+                daemon=False,
+            )
+            process.start()
+            self._processes.append(process)
+        self._reader = threading.Thread(target=self._read_results, daemon=True, name="results")
+        self._reader.start()
+
+    def _read_results(self) -> None:
+        while True:
+            item = self._results.get()
+            if item is None:
+                return
+            ti_id, try_number, code = item
+            with self._lock:
+                self._in_flight -= 1
+                self._events.append(ExecutorEvent(ti_id, try_number, code))
+            self.wakeup.set()
+
+    def queue(self, workload: Workload) -> None:
+        with self._lock:
+            self._in_flight += 1
+        self._tasks.put(workload.to_dict())
+
+    def slots_available(self) -> int:
+        with self._lock:
+            return self.parallelism - self._in_flight
+
+    def sync(self) -> list[ExecutorEvent]:
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    def end(self, grace: float) -> None:
+        if not self._processes:
+            return
+        for _ in self._processes:
+            self._tasks.put(None)
+        deadline = time.monotonic() + grace
+        for process in self._processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in self._processes:
+            if process.is_alive():
+                # SIGTERM: the pool process forwards it to its try, which records
+                # itself as interrupted (up for retry) and exits.
+                process.terminate()
+        for process in self._processes:
+            process.join(30)
+        self._results.put(None)
+        if self._reader is not None:
+            self._reader.join(5)
+        with contextlib.suppress(Exception):
+            self._tasks.close()
+        self._processes = []

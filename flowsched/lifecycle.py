@@ -1,0 +1,243 @@
+"""State transitions of a task try, each one a conditional UPDATE.
+
+Every transition names the state and try number it expects, so two processes
+that race (two schedulers, a duplicated Celery message, a zombie sweep and a
+late finishing task) cannot both win: the loser's UPDATE matches no row.
+This is what makes "never run twice at the same time" hold by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from flowsched.db.models import TaskInstance, TaskTry
+from flowsched.state import TaskState
+from flowsched.timezone import utcnow
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What an executor carries to a worker: ids and a fingerprint, never code."""
+
+    ti_id: int
+    dag_id: str
+    task_id: str
+    run_id: str
+    try_number: int
+    fingerprint: str
+    fileloc: str
+    queue: str
+    dag_version_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Workload:
+        required = {"ti_id", "dag_id", "task_id", "run_id", "try_number", "fingerprint", "fileloc"}
+        missing = required - set(data)
+        if missing:
+            raise ValueError(f"workload is missing {', '.join(sorted(missing))}")
+        return cls(
+            ti_id=int(data["ti_id"]),
+            dag_id=str(data["dag_id"]),
+            task_id=str(data["task_id"]),
+            run_id=str(data["run_id"]),
+            try_number=int(data["try_number"]),
+            fingerprint=str(data["fingerprint"]),
+            fileloc=str(data["fileloc"]),
+            queue=str(data.get("queue") or "default"),
+            dag_version_id=data.get("dag_version_id"),
+        )
+
+    def describe(self) -> str:
+        return f"{self.dag_id}.{self.task_id} run={self.run_id} try={self.try_number}"
+
+
+def queue_try(
+    session: Session,
+    ti: TaskInstance,
+    *,
+    fingerprint: str,
+    dag_version_id: int | None,
+    fileloc: str,
+    queue: str,
+    job_id: int | None,
+    now: datetime,
+) -> Workload | None:
+    """scheduled/none -> queued with the next try number; None if someone else moved it."""
+    next_try = ti.try_number + 1
+    result = session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.id == ti.id,
+            TaskInstance.try_number == ti.try_number,
+            TaskInstance.state.in_([TaskState.SCHEDULED.value, TaskState.NONE.value]),
+        )
+        .values(
+            state=TaskState.QUEUED.value,
+            try_number=next_try,
+            queued_at=now,
+            queue=queue,
+            fingerprint=fingerprint,
+            dag_version_id=dag_version_id,
+            queued_by_job_id=job_id,
+            hostname=None,
+            worker_nodename=None,
+            pid=None,
+            start_date=None,
+            end_date=None,
+            duration=None,
+            next_retry_at=None,
+            last_heartbeat=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    session.add(
+        TaskTry(
+            task_instance_id=ti.id,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            try_number=next_try,
+            state=TaskState.QUEUED.value,
+            fingerprint=fingerprint,
+            dag_version_id=dag_version_id,
+            queued_at=now,
+        )
+    )
+    return Workload(
+        ti_id=ti.id,
+        dag_id=ti.dag_id,
+        task_id=ti.task_id,
+        run_id=ti.run_id,
+        try_number=next_try,
+        fingerprint=fingerprint,
+        fileloc=fileloc,
+        queue=queue,
+        dag_version_id=dag_version_id,
+    )
+
+
+def claim_try(
+    session: Session, workload: Workload, *, hostname: str, nodename: str, pid: int
+) -> bool:
+    """queued -> running for exactly this try; False means do not run it."""
+    now = utcnow()
+    result = session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.id == workload.ti_id,
+            TaskInstance.try_number == workload.try_number,
+            TaskInstance.state == TaskState.QUEUED.value,
+        )
+        .values(
+            state=TaskState.RUNNING.value,
+            start_date=now,
+            last_heartbeat=now,
+            hostname=hostname,
+            worker_nodename=nodename,
+            pid=pid,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    session.execute(
+        update(TaskTry)
+        .where(
+            TaskTry.task_instance_id == workload.ti_id,
+            TaskTry.try_number == workload.try_number,
+        )
+        .values(
+            state=TaskState.RUNNING.value,
+            start_date=now,
+            hostname=hostname,
+            worker_nodename=nodename,
+            pid=pid,
+        )
+    )
+    return True
+
+
+def heartbeat_try(session: Session, ti_id: int, try_number: int) -> bool:
+    """Refresh the heartbeat; False if the try is no longer running (cleared, marked...)."""
+    result = session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.id == ti_id,
+            TaskInstance.try_number == try_number,
+            TaskInstance.state == TaskState.RUNNING.value,
+        )
+        .values(last_heartbeat=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def finish_try(
+    session: Session,
+    ti_id: int,
+    try_number: int,
+    *,
+    success: bool,
+    error: str | None = None,
+    retry_delay: timedelta = timedelta(0),
+    expected_states: tuple[TaskState, ...] = (TaskState.RUNNING,),
+    interrupted: bool = False,
+    rendered_fields: dict[str, Any] | None = None,
+) -> TaskState | None:
+    """Record the end of a try and apply the retry policy.
+
+    A failed try becomes ``up_for_retry`` while tries remain, else ``failed``.
+    An ``interrupted`` try (shutdown) is retried without using up a retry.
+    Returns the new state, or None if the try was not in ``expected_states``.
+    """
+    now = utcnow()
+    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
+    if ti is None or ti.try_number != try_number:
+        return None
+    if ti.state not in {state.value for state in expected_states}:
+        return None
+    values: dict[str, Any] = {"end_date": now, "pid": None}
+    duration = (now - ti.start_date).total_seconds() if ti.start_date else None
+    values["duration"] = duration
+    if success:
+        new_state = TaskState.SUCCESS
+    elif interrupted:
+        new_state = TaskState.UP_FOR_RETRY
+        values["max_tries"] = ti.max_tries + 1
+        values["next_retry_at"] = now
+    elif try_number <= ti.max_tries:
+        new_state = TaskState.UP_FOR_RETRY
+        values["next_retry_at"] = now + retry_delay
+    else:
+        new_state = TaskState.FAILED
+    values["state"] = new_state.value
+    session.execute(
+        update(TaskInstance)
+        .where(TaskInstance.id == ti_id, TaskInstance.try_number == try_number)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    try_values: dict[str, Any] = {
+        "state": TaskState.SUCCESS.value if success else TaskState.FAILED.value,
+        "end_date": now,
+        "duration": duration,
+        "error": error,
+    }
+    if rendered_fields is not None:
+        try_values["rendered_fields"] = rendered_fields
+    session.execute(
+        update(TaskTry)
+        .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
+        .values(**try_values)
+    )
+    return new_state

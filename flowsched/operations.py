@@ -1,0 +1,339 @@
+"""What operators do to DAGs and runs: trigger, pause, clear, mark, delete.
+
+The CLI and the webserver both call these functions, so an action behaves the
+same wherever it is taken from, and each writes an audit row.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from flowsched.db.engine import session_scope
+from flowsched.db.models import (
+    AuditLog,
+    Dag,
+    DagRun,
+    DagVersion,
+    ImportError_,
+    TaskInstance,
+    TaskTry,
+    XCom,
+)
+from flowsched.exceptions import DagNotFound, DagRunNotFound, FlowschedError
+from flowsched.scheduler.runs import create_run, latest_version, make_run_id
+from flowsched.schedules import Interval
+from flowsched.serialization import SerializedDAG
+from flowsched.state import RunState, RunType, TaskState
+from flowsched.timezone import utcnow
+
+
+def audit(
+    session: Session,
+    event: str,
+    *,
+    actor: str | None = None,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    task_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        AuditLog(
+            created_at=utcnow(),
+            event=event,
+            actor=actor,
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id=task_id,
+            extra=extra,
+        )
+    )
+
+
+def get_dag(session: Session, dag_id: str) -> Dag:
+    dag = session.get(Dag, dag_id)
+    if dag is None:
+        raise DagNotFound(f"no DAG '{dag_id}'")
+    return dag
+
+
+def get_run(session: Session, dag_id: str, run_id: str) -> DagRun:
+    run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+    if run is None:
+        raise DagRunNotFound(f"DAG '{dag_id}' has no run '{run_id}'")
+    return run
+
+
+def trigger_dag(
+    dag_id: str,
+    *,
+    conf: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    logical_date: datetime | None = None,
+    actor: str | None = None,
+) -> DagRun:
+    if conf is not None and not isinstance(conf, dict):
+        raise FlowschedError("run conf must be a JSON object")
+    now = utcnow()
+    logical_date = logical_date or now
+    with session_scope() as session:
+        get_dag(session, dag_id)
+        run = create_run(
+            session,
+            dag_id,
+            run_type=RunType.MANUAL,
+            logical_date=logical_date,
+            interval=None,
+            now=now,
+            conf=conf,
+            run_id=run_id or make_run_id(RunType.MANUAL, logical_date),
+        )
+        audit(session, "trigger", actor=actor, dag_id=dag_id, run_id=run.run_id, extra=conf)
+        session.flush()
+        session.expunge(run)
+        return run
+
+
+def backfill(dag_id: str, start: datetime, end: datetime, *, actor: str | None = None) -> list[str]:
+    """Create a backfill run for every interval whose start lies in [start, end]."""
+    if end < start:
+        raise FlowschedError("backfill end date is before its start date")
+    now = utcnow()
+    created: list[str] = []
+    with session_scope() as session:
+        _, version = latest_version(session, dag_id)
+        dag = SerializedDAG(version.serialized)
+        intervals: list[Interval] = dag.schedule.intervals_between(start, end)
+        if not intervals:
+            raise FlowschedError(f"DAG '{dag_id}' has no schedule intervals between those dates")
+        for interval in intervals:
+            run_id = make_run_id(RunType.BACKFILL, interval.start)
+            exists = session.scalar(
+                select(DagRun.id).where(
+                    DagRun.dag_id == dag_id, DagRun.logical_date == interval.start
+                )
+            )
+            if exists:
+                continue
+            create_run(
+                session,
+                dag_id,
+                run_type=RunType.BACKFILL,
+                logical_date=interval.start,
+                interval=interval,
+                now=now,
+                run_id=run_id,
+            )
+            created.append(run_id)
+        audit(session, "backfill", actor=actor, dag_id=dag_id, extra={"runs": created})
+    return created
+
+
+def set_paused(dag_id: str, paused: bool, *, actor: str | None = None) -> None:
+    with session_scope() as session:
+        get_dag(session, dag_id).is_paused = paused
+        audit(session, "pause" if paused else "unpause", actor=actor, dag_id=dag_id)
+
+
+@dataclass
+class ClearResult:
+    cleared: list[tuple[str, str]] = field(default_factory=list)
+
+
+def clear_tasks(
+    dag_id: str,
+    *,
+    task_regex: str | None = None,
+    run_id: str | None = None,
+    only_failed: bool = False,
+    downstream: bool = False,
+    actor: str | None = None,
+) -> ClearResult:
+    """Reset matching task instances so they run again; successes elsewhere stay.
+
+    A cleared instance keeps its try history and gets its full retry budget
+    again; its run goes back to running.
+    """
+    try:
+        pattern = re.compile(task_regex) if task_regex else None
+    except re.error as exc:
+        raise FlowschedError(f"bad --task regex {task_regex!r}: {exc}") from None
+    result = ClearResult()
+    with session_scope() as session:
+        _, version = latest_version(session, dag_id)
+        dag = SerializedDAG(version.serialized)
+        selected = {t for t in dag.tasks if pattern is None or pattern.search(t)}
+        if pattern is not None and not selected:
+            raise FlowschedError(f"no task of DAG '{dag_id}' matches {task_regex!r}")
+        runs_query = select(DagRun).where(DagRun.dag_id == dag_id)
+        if run_id is not None:
+            get_run(session, dag_id, run_id)
+            runs_query = runs_query.where(DagRun.run_id == run_id)
+        for run in session.scalars(runs_query).all():
+            tis = {
+                ti.task_id: ti
+                for ti in session.scalars(
+                    select(TaskInstance).where(TaskInstance.dag_run_id == run.id)
+                )
+            }
+            targets = {
+                task_id
+                for task_id in selected
+                if task_id in tis
+                and (
+                    not only_failed
+                    or tis[task_id].state
+                    in (TaskState.FAILED.value, TaskState.UPSTREAM_FAILED.value)
+                )
+            }
+            if downstream:
+                targets |= _descendants(dag, targets)
+            targets = {t for t in targets if t in tis}
+            if any(
+                tis[t].state in (TaskState.RUNNING.value, TaskState.QUEUED.value) for t in targets
+            ):
+                busy = sorted(t for t in targets if tis[t].state in ("running", "queued"))
+                raise FlowschedError(
+                    f"run '{run.run_id}': {', '.join(busy)} still queued or running; "
+                    "wait for them or mark them first"
+                )
+            if not targets:
+                continue
+            ids = [tis[t].id for t in targets]
+            session.execute(delete(XCom).where(XCom.task_instance_id.in_(ids)))
+            for task_id in targets:
+                ti = tis[task_id]
+                spec = dag.tasks.get(task_id)
+                ti.state = TaskState.NONE.value
+                ti.max_tries = ti.try_number + (spec.retries if spec else 0)
+                ti.end_date = None
+                ti.next_retry_at = None
+                result.cleared.append((run.run_id, task_id))
+            run.state = RunState.RUNNING.value
+            run.end_date = None
+        audit(
+            session,
+            "clear",
+            actor=actor,
+            dag_id=dag_id,
+            run_id=run_id,
+            extra={
+                "task_regex": task_regex,
+                "only_failed": only_failed,
+                "downstream": downstream,
+                "count": len(result.cleared),
+            },
+        )
+    return result
+
+
+def _descendants(dag: SerializedDAG, roots: set[str]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        for child in dag.downstream.get(stack.pop(), []):
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return seen
+
+
+def mark_task(
+    dag_id: str, run_id: str, task_id: str, state: TaskState, *, actor: str | None = None
+) -> None:
+    """Mark an instance success or failed by hand; a running try is told to stop."""
+    if state not in (TaskState.SUCCESS, TaskState.FAILED):
+        raise FlowschedError("a task can only be marked success or failed")
+    with session_scope() as session:
+        run = get_run(session, dag_id, run_id)
+        ti = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_run_id == run.id, TaskInstance.task_id == task_id
+            )
+        )
+        if ti is None:
+            raise FlowschedError(f"run '{run_id}' of '{dag_id}' has no task '{task_id}'")
+        ti.state = state.value
+        ti.end_date = utcnow()
+        if run.state in (RunState.SUCCESS.value, RunState.FAILED.value):
+            run.state = RunState.RUNNING.value
+            run.end_date = None
+        audit(
+            session,
+            f"mark_{state.value}",
+            actor=actor,
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id=task_id,
+        )
+
+
+@dataclass
+class DeleteResult:
+    counts: dict[str, int]
+
+
+def delete_dag(dag_id: str, *, force: bool = False, actor: str | None = None) -> DeleteResult:
+    """Remove a DAG and every row that refers to it, in one transaction.
+
+    Refuses while a run is running (its tasks would write to deleted rows)
+    unless ``force``. The DAG comes back on the next parse if its file is
+    still in the DAGs folder: delete the file first.
+    """
+    with session_scope() as session:
+        dag = get_dag(session, dag_id)
+        active = session.scalar(
+            select(func.count())
+            .select_from(DagRun)
+            .where(
+                DagRun.dag_id == dag_id,
+                DagRun.state.in_([RunState.RUNNING.value, RunState.QUEUED.value]),
+            )
+        )
+        if active and not force:
+            raise FlowschedError(
+                f"DAG '{dag_id}' has {active} queued or running run(s); "
+                "wait for them, or force the deletion"
+            )
+        counts: dict[str, int] = {}
+        for name, model in (
+            ("xcom", XCom),
+            ("task_try", TaskTry),
+            ("task_instance", TaskInstance),
+            ("dag_run", DagRun),
+            ("dag_version", DagVersion),
+            ("audit_log", AuditLog),
+        ):
+            counts[name] = session.execute(delete(model).where(model.dag_id == dag_id)).rowcount
+        counts["import_error"] = session.execute(
+            delete(ImportError_).where(ImportError_.filename == dag.fileloc)
+        ).rowcount
+        session.delete(dag)
+        counts["dag"] = 1
+        audit(session, "delete_dag", actor=actor, dag_id=None, extra={"dag_id": dag_id, **counts})
+    return DeleteResult(counts)
+
+
+def task_states(dag_id: str, run_id: str) -> list[TaskInstance]:
+    with session_scope() as session:
+        run = get_run(session, dag_id, run_id)
+        tis = session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_run_id == run.id).order_by(TaskInstance.id)
+        ).all()
+        for ti in tis:
+            session.expunge(ti)
+        return list(tis)
+
+
+def run_is_finished(dag_id: str, run_id: str) -> bool:
+    with session_scope() as session:
+        return get_run(session, dag_id, run_id).state in (
+            RunState.SUCCESS.value,
+            RunState.FAILED.value,
+        )

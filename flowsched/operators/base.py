@@ -1,0 +1,236 @@
+"""BaseOperator: one task of a DAG, its retry policy, and the ``>>`` dependency syntax."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from flowsched.exceptions import DagDefinitionError
+from flowsched.state import TriggerRule
+
+if TYPE_CHECKING:
+    from flowsched.dag import DAG
+
+TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+
+# Per-task settings that default_args may provide, with their defaults.
+TASK_DEFAULTS: dict[str, Any] = {
+    "retries": 0,
+    "retry_delay": timedelta(minutes=5),
+    "retry_exponential_backoff": False,
+    "max_retry_delay": None,
+    "execution_timeout": None,
+    "trigger_rule": TriggerRule.ALL_SUCCESS,
+    "queue": None,
+    "pool": "default_pool",
+    "priority_weight": 1,
+    "params": None,
+}
+
+
+def _as_timedelta(name: str, value: Any, task_id: str) -> timedelta | None:
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    raise DagDefinitionError(
+        f"task '{task_id}': {name} must be a timedelta or seconds, got {value!r}"
+    )
+
+
+class DependencyMixin:
+    """``a >> b``, ``[a, b] >> c`` and ``a << b`` for operators and XCom references."""
+
+    def _operators(self) -> list[BaseOperator]:
+        raise NotImplementedError
+
+    def __rshift__(self, other: Any) -> Any:
+        for op in self._operators():
+            for target in _flatten(other):
+                op.set_downstream(target)
+        return other
+
+    def __lshift__(self, other: Any) -> Any:
+        for op in self._operators():
+            for source in _flatten(other):
+                op.set_upstream(source)
+        return other
+
+    def __rrshift__(self, other: Any) -> Any:
+        self.__lshift__(other)
+        return self
+
+    def __rlshift__(self, other: Any) -> Any:
+        self.__rshift__(other)
+        return self
+
+
+def _flatten(value: Any) -> list[BaseOperator]:
+    if isinstance(value, DependencyMixin):
+        return value._operators()
+    if isinstance(value, Sequence | set):
+        out: list[BaseOperator] = []
+        for item in value:
+            out.extend(_flatten(item))
+        return out
+    raise DagDefinitionError(f"cannot set a dependency on {value!r}: not a task")
+
+
+class BaseOperator(DependencyMixin):
+    """A unit of work; subclasses implement :meth:`execute`.
+
+    ``template_fields`` names attributes rendered with Jinja2 before execution.
+    """
+
+    template_fields: Sequence[str] = ()
+
+    def __init__(
+        self,
+        task_id: str,
+        dag: DAG | None = None,
+        *,
+        retries: int | None = None,
+        retry_delay: timedelta | float | None = None,
+        retry_exponential_backoff: bool | None = None,
+        max_retry_delay: timedelta | float | None = None,
+        execution_timeout: timedelta | float | None = None,
+        trigger_rule: str | None = None,
+        queue: str | None = None,
+        pool: str | None = None,
+        priority_weight: int | None = None,
+        params: dict[str, Any] | None = None,
+        doc: str | None = None,
+        **unexpected: Any,
+    ) -> None:
+        from flowsched.dag import DagContext
+
+        if unexpected:
+            raise DagDefinitionError(
+                f"task '{task_id}': unknown argument(s) {', '.join(sorted(unexpected))} "
+                f"for {type(self).__name__}"
+            )
+        if not isinstance(task_id, str) or not TASK_ID_PATTERN.match(task_id):
+            raise DagDefinitionError(
+                f"invalid task_id {task_id!r}: use letters, digits, '_', '.', '-' (at most 250)"
+            )
+        self.task_id = task_id
+        self.upstream_task_ids: set[str] = set()
+        self.downstream_task_ids: set[str] = set()
+        self.doc = doc
+        dag = dag or DagContext.current()
+        given = {
+            "retries": retries,
+            "retry_delay": retry_delay,
+            "retry_exponential_backoff": retry_exponential_backoff,
+            "max_retry_delay": max_retry_delay,
+            "execution_timeout": execution_timeout,
+            "trigger_rule": trigger_rule,
+            "queue": queue,
+            "pool": pool,
+            "priority_weight": priority_weight,
+            "params": params,
+        }
+        defaults = dag.default_args if dag is not None else {}
+        resolved = {
+            key: given[key] if given[key] is not None else defaults.get(key, fallback)
+            for key, fallback in TASK_DEFAULTS.items()
+        }
+        self.retries = int(resolved["retries"])
+        if self.retries < 0:
+            raise DagDefinitionError(f"task '{task_id}': retries must be >= 0")
+        self.retry_delay = _as_timedelta("retry_delay", resolved["retry_delay"], task_id)
+        self.retry_exponential_backoff = bool(resolved["retry_exponential_backoff"])
+        self.max_retry_delay = _as_timedelta(
+            "max_retry_delay", resolved["max_retry_delay"], task_id
+        )
+        self.execution_timeout = _as_timedelta(
+            "execution_timeout", resolved["execution_timeout"], task_id
+        )
+        try:
+            self.trigger_rule = TriggerRule(resolved["trigger_rule"])
+        except ValueError:
+            known = ", ".join(rule.value for rule in TriggerRule)
+            raise DagDefinitionError(
+                f"task '{task_id}': unknown trigger_rule {resolved['trigger_rule']!r} "
+                f"(known: {known})"
+            ) from None
+        self.queue = resolved["queue"]
+        self.pool = str(resolved["pool"])
+        self.priority_weight = int(resolved["priority_weight"])
+        self.params = dict(resolved["params"] or {})
+        self.dag: DAG | None = None
+        if dag is not None:
+            dag.add_task(self)
+
+    # -- dependencies -------------------------------------------------------
+    def _operators(self) -> list[BaseOperator]:
+        return [self]
+
+    def _same_dag(self, other: BaseOperator) -> DAG:
+        if self.dag is None or other.dag is None:
+            raise DagDefinitionError(
+                f"tasks '{self.task_id}' and '{other.task_id}' must belong to a DAG "
+                "before they are linked"
+            )
+        if self.dag is not other.dag:
+            raise DagDefinitionError(
+                f"cannot link '{self.task_id}' ({self.dag.dag_id}) to "
+                f"'{other.task_id}' ({other.dag.dag_id}): tasks of different DAGs"
+            )
+        return self.dag
+
+    def set_downstream(self, other: BaseOperator | Iterable[BaseOperator]) -> None:
+        for target in _flatten(other):
+            self._same_dag(target)
+            self.downstream_task_ids.add(target.task_id)
+            target.upstream_task_ids.add(self.task_id)
+
+    def set_upstream(self, other: BaseOperator | Iterable[BaseOperator]) -> None:
+        for source in _flatten(other):
+            source.set_downstream(self)
+
+    @property
+    def output(self) -> Any:
+        """This task's return value, for passing to downstream tasks."""
+        from flowsched.xcom_arg import XComArg
+
+        return XComArg(self)
+
+    # -- execution ----------------------------------------------------------
+    def execute(self, context: dict[str, Any]) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement execute()")
+
+    def on_kill(self) -> None:
+        """Called when the try is stopped from outside; stop child processes here."""
+
+    def render_template_fields(self, context: dict[str, Any]) -> dict[str, Any]:
+        """Render ``template_fields`` in place; returns what was rendered (for the record)."""
+        from flowsched.templating import render_value
+
+        rendered: dict[str, Any] = {}
+        for name in self.template_fields:
+            value = render_value(getattr(self, name), context)
+            setattr(self, name, value)
+            rendered[name] = value
+        return rendered
+
+    def retry_delay_for(self, try_number: int) -> timedelta:
+        """Delay before the try after ``try_number``; exponential if asked, capped."""
+        delay = self.retry_delay or timedelta(0)
+        return compute_retry_delay(
+            delay, try_number, self.retry_exponential_backoff, self.max_retry_delay
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.task_id}>"
+
+
+def compute_retry_delay(
+    base: timedelta, try_number: int, exponential: bool, cap: timedelta | None
+) -> timedelta:
+    delay = base * 2 ** max(try_number - 1, 0) if exponential else base
+    if cap is not None and delay > cap:
+        delay = cap
+    return delay

@@ -1,0 +1,335 @@
+"""Running one try of one task: the code every executor ends up calling.
+
+A try runs in its own process (forked by :func:`fork_and_run`), in its own
+session so terminal signals aimed at the scheduler or worker do not reach it.
+The runner claims the try atomically, checks the DAG file's fingerprint
+against the one the scheduler queued, heartbeats, enforces the timeout,
+records the result and applies the retry policy. Whatever happens, the try's
+outcome is written by the only process that knows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from flowsched.config import get_config
+from flowsched.db.engine import reset_engine, session_scope
+from flowsched.db.models import DagRun, DagVersion, TaskInstance
+from flowsched.discovery import exec_dag_file
+from flowsched.exceptions import DagFileMismatch, FlowschedError, TaskTerminated, TaskTimeout
+from flowsched.hostname import get_hostname
+from flowsched.lifecycle import Workload, claim_try, finish_try, heartbeat_try
+from flowsched.serialization import SerializedDAG
+from flowsched.task_logs import log_path
+from flowsched.timezone import default_timezone, display, utcnow
+from flowsched.xcom import TaskInstanceContext, push_xcom
+
+log = logging.getLogger("flowsched.task")
+
+
+class _LogFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        from datetime import UTC, datetime
+
+        return display(datetime.fromtimestamp(record.created, UTC), seconds=True)
+
+
+def _configure_logging(stream: Any) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(_LogFormatter("[%(asctime)s] %(levelname)s - %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(get_config().logging.level)
+
+
+def _redirect_output(path: Path) -> None:
+    """Send this process's stdout/stderr (and its children's) to the try's log file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", closefd=False)
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps the try alive in the DB; if the try was cleared or marked, stops the task."""
+
+    def __init__(self, workload: Workload, interval: float) -> None:
+        super().__init__(daemon=True, name="heartbeat")
+        self.workload = workload
+        self.interval = interval
+        self.halt = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        while not self.halt.wait(self.interval):
+            try:
+                with session_scope() as session:
+                    alive = heartbeat_try(session, self.workload.ti_id, self.workload.try_number)
+            except Exception:
+                log.warning("heartbeat failed; retrying", exc_info=True)
+                continue
+            if not alive:
+                self.lost = True
+                log.warning("this try is no longer running in the database; stopping the task")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+
+@contextlib.contextmanager
+def _timeout(limit: timedelta | None) -> Iterator[None]:
+    if limit is None:
+        yield
+        return
+
+    def expire(*_: object) -> None:
+        raise TaskTimeout(f"execution_timeout of {limit} exceeded")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, limit.total_seconds())
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _terminate(*_: object) -> None:
+    raise TaskTerminated("the task was stopped (SIGTERM)")
+
+
+def _retry_delay(session: Any, workload: Workload) -> timedelta:
+    if workload.dag_version_id is None:
+        return timedelta(0)
+    version = session.get(DagVersion, workload.dag_version_id)
+    if version is None:
+        return timedelta(0)
+    spec = SerializedDAG(version.serialized).tasks.get(workload.task_id)
+    return spec.retry_delay_for(workload.try_number) if spec else timedelta(0)
+
+
+def build_context(workload: Workload, task: Any, dag: Any, run: DagRun) -> dict[str, Any]:
+    zone = default_timezone()
+    logical_local = run.logical_date.astimezone(zone)
+    ti = TaskInstanceContext(workload.dag_id, workload.run_id, workload.task_id, workload.ti_id)
+    return {
+        "dag": dag,
+        "task": task,
+        "ti": ti,
+        "dag_id": workload.dag_id,
+        "task_id": workload.task_id,
+        "run_id": workload.run_id,
+        "try_number": workload.try_number,
+        "logical_date": logical_local,
+        "data_interval_start": run.data_interval_start,
+        "data_interval_end": run.data_interval_end,
+        "ds": logical_local.strftime("%Y-%m-%d"),
+        "ds_nodash": logical_local.strftime("%Y%m%d"),
+        "ts": logical_local.isoformat(),
+        "params": {**dag.params, **task.params, **(run.conf or {}).get("params", {})},
+        "conf": run.conf or {},
+    }
+
+
+def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[str, Any] | None]:
+    """Load, check and execute the task; (success, error, rendered fields)."""
+    conf = get_config()
+    folder = Path(conf.core.dags_folder).resolve()
+    path = folder / workload.fileloc
+    rendered: dict[str, Any] | None = None
+    try:
+        _, _, dags = exec_dag_file(path, workload.fileloc, expected=workload.fingerprint)
+    except DagFileMismatch as exc:
+        return (
+            False,
+            (
+                f"dag file differs on worker {nodename}: scheduler has sha256 "
+                f"{workload.fingerprint[:12]}…, this worker has {str(exc)[:12]}… ({path})"
+            ),
+            None,
+        )
+    except FileNotFoundError:
+        return False, f"dag file {path} does not exist on worker {nodename}", None
+    dag = next((d for d in dags if d.dag_id == workload.dag_id), None)
+    if dag is None:
+        return False, f"{path} no longer defines DAG '{workload.dag_id}'", None
+    task = dag.tasks.get(workload.task_id)
+    if task is None:
+        return False, f"DAG '{workload.dag_id}' has no task '{workload.task_id}'", None
+    with session_scope() as session:
+        run = session.scalar(
+            select(DagRun).where(DagRun.dag_id == workload.dag_id, DagRun.run_id == workload.run_id)
+        )
+        assert run is not None
+        session.expunge(run)
+    context = build_context(workload, task, dag, run)
+    try:
+        # Stored with the try for the record: anything not JSON is kept as its repr.
+        rendered = json.loads(json.dumps(task.render_template_fields(context), default=repr))
+        with _timeout(task.execution_timeout):
+            result = task.execute(context)
+        if result is not None:
+            with session_scope() as session:
+                push_xcom(session, workload, "return_value", result)
+        return True, None, rendered
+    except (TaskTerminated, TaskTimeout):
+        with contextlib.suppress(Exception):
+            task.on_kill()
+        raise
+
+
+def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> int:
+    """Run one try in this process. Returns 0 when the outcome was recorded."""
+    conf = get_config()
+    path = log_path(workload.dag_id, workload.run_id, workload.task_id, workload.try_number)
+    if foreground:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _configure_logging(sys.stdout)
+        file_handler = logging.FileHandler(path, encoding="utf-8")
+        file_handler.setFormatter(logging.getLogger().handlers[0].formatter)
+        logging.getLogger().addHandler(file_handler)
+    else:
+        _redirect_output(path)
+        _configure_logging(sys.stderr)
+    hostname = get_hostname()
+    with session_scope() as session:
+        claimed = claim_try(
+            session, workload, hostname=hostname, nodename=nodename, pid=os.getpid()
+        )
+    if not claimed:
+        log.info(
+            "%s was not claimable (already taken, cleared or timed out); not running it",
+            workload.describe(),
+        )
+        return 0
+    log.info("running %s on %s (%s), pid %s", workload.describe(), nodename, hostname, os.getpid())
+    previous_term = signal.signal(signal.SIGTERM, _terminate)
+    heartbeat = _Heartbeat(workload, conf.scheduler.task_heartbeat_interval)
+    heartbeat.start()
+    success, error, rendered, interrupted = False, None, None, False
+    try:
+        success, error, rendered = _execute(workload, nodename)
+        if error:
+            log.error("%s", error)
+    except TaskTerminated as exc:
+        interrupted = not heartbeat.lost
+        error = f"{exc}: will be retried" if interrupted else f"{exc}: stopped from outside"
+        log.error("%s", error)
+    except TaskTimeout as exc:
+        error = str(exc)
+        log.error("%s", error)
+    except BaseException as exc:
+        error = "".join(traceback.format_exception(exc))
+        log.error("task failed:\n%s", error)
+    finally:
+        heartbeat.halt.set()
+        signal.signal(signal.SIGTERM, previous_term)
+    with session_scope() as session:
+        state = finish_try(
+            session,
+            workload.ti_id,
+            workload.try_number,
+            success=success,
+            error=error.splitlines()[-1] if error else None,
+            retry_delay=_retry_delay(session, workload),
+            interrupted=interrupted,
+            rendered_fields=rendered,
+        )
+    log.info("%s finished: %s", workload.describe(), state or "state changed elsewhere")
+    return 0
+
+
+def fork_and_run(workload: Workload, *, nodename: str) -> int:
+    """Run a try in a child process and wait; forward SIGTERM to it. Returns its exit code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setsid()
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            reset_engine()
+            code = run_try(workload, nodename=nodename)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return os.waitstatus_to_exitcode(status)
+
+
+class RunnerError(FlowschedError):
+    pass
+
+
+def foreground_workload(dag_id: str, task_id: str, run_id: str) -> Workload:
+    """Queue one task of an existing run for ``flowsched tasks run`` (debugging)."""
+    from flowsched.lifecycle import queue_try
+
+    with session_scope() as session:
+        ti = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_id,
+                TaskInstance.run_id == run_id,
+                TaskInstance.task_id == task_id,
+            )
+        )
+        if ti is None:
+            raise RunnerError(f"no task '{task_id}' in run '{run_id}' of DAG '{dag_id}'")
+        if ti.state in ("queued", "running"):
+            raise RunnerError(
+                f"{dag_id}.{task_id} in {run_id} is {ti.state}; not starting it twice"
+            )
+        version = session.get(DagVersion, ti.dag_version_id) if ti.dag_version_id else None
+        if version is None:
+            from flowsched.scheduler.runs import latest_version
+
+            _, version = latest_version(session, dag_id)
+        ti.state = "scheduled"
+        session.flush()
+        workload = queue_try(
+            session,
+            ti,
+            fingerprint=version.fingerprint,
+            dag_version_id=version.id,
+            fileloc=version.fileloc,
+            queue=ti.queue or get_config().celery.default_queue,
+            job_id=None,
+            now=utcnow(),
+        )
+        if workload is None:
+            raise RunnerError(f"{dag_id}.{task_id} changed state meanwhile; try again")
+        return workload

@@ -1,0 +1,1 @@
+"""The scheduler: runs from schedules, tasks from dependencies, retries, zombies."""

@@ -1,0 +1,561 @@
+"""The scheduler loop.
+
+Each pass, in short transactions:
+
+1. create runs for DAGs whose next interval has ended (``dag`` rows locked
+   ``FOR UPDATE SKIP LOCKED``, so two schedulers never create the same run);
+2. start queued runs up to ``max_active_runs``;
+3. for running runs (locked ``SKIP LOCKED``): apply trigger rules, queue
+   what is ready within pool limits, finish runs whose tasks are all done;
+4. sweep zombies (running, silent past ``zombie_threshold``) and tasks queued
+   past ``task_queued_timeout``: both are failed and retried by policy.
+
+Work that finishes in the executor wakes the loop at once, so a downstream
+task starts milliseconds after its upstream ends rather than a poll later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from flowsched import __version__
+from flowsched.config import get_config
+from flowsched.db.engine import get_engine, session_scope
+from flowsched.db.models import Dag, DagRun, DagVersion, Job, Pool, TaskInstance, TaskTry
+from flowsched.exceptions import SchedulerNotAllowed
+from flowsched.executors.base import BaseExecutor, ExecutorEvent
+from flowsched.hostname import get_hostname
+from flowsched.lifecycle import Workload, finish_try, queue_try
+from flowsched.scheduler.dependencies import Decision, evaluate
+from flowsched.scheduler.runs import add_task_instances, create_run
+from flowsched.scheduler.timetable import next_run_fields
+from flowsched.schedules import Interval
+from flowsched.serialization import SerializedDAG
+from flowsched.state import FINISHED_TASK_STATES, RunState, RunType, TaskState
+from flowsched.timezone import utcnow
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_JOB = "scheduler"
+SWEEP_INTERVAL = 5.0
+
+
+def skip_locked_supported() -> tuple[bool, str]:
+    """Whether this database can run several schedulers, and why not if it cannot."""
+    engine = get_engine()
+    name = engine.dialect.name
+    if name == "sqlite":
+        return False, "SQLite has no row locks"
+    if name == "mysql":
+        with engine.connect() as connection:
+            version = connection.exec_driver_sql("SELECT VERSION()").scalar() or ""
+        numbers = tuple(int(part) for part in version.split("-")[0].split(".")[:2])
+        if "mariadb" in version.lower():
+            if numbers >= (10, 6):
+                return True, ""
+            return False, f"MariaDB {version} lacks SKIP LOCKED (needs 10.6+)"
+        if numbers >= (8, 0):
+            return True, ""
+        return False, f"MySQL {version} lacks SKIP LOCKED (needs 8.0+)"
+    return True, ""
+
+
+class Scheduler:
+    def __init__(
+        self,
+        executor: BaseExecutor,
+        *,
+        num_runs: int | None = None,
+        run_dag_processor: bool = True,
+    ) -> None:
+        self.executor = executor
+        self.num_runs = num_runs
+        self.run_dag_processor = run_dag_processor
+        self.conf = get_config()
+        self.job_id: int | None = None
+        self._stopping = threading.Event()
+        self._serialized: dict[int, SerializedDAG] = {}
+        self._last_sweep = 0.0
+        self._last_heartbeat = 0.0
+        self._processor: subprocess.Popen[bytes] | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+    def stop(self, *_: object) -> None:
+        self._stopping.set()
+        self.executor.wakeup.set()
+
+    def run(self) -> None:
+        self._register_job()
+        try:
+            self.executor.start()
+            if self.run_dag_processor:
+                self._start_dag_processor()
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, self.stop)
+                signal.signal(signal.SIGINT, self.stop)
+            self._reset_orphans()
+            log.info("scheduler started (job %s, executor %s)", self.job_id, self.executor.name)
+            passes = 0
+            while not self._stopping.is_set():
+                did_work = self.run_once()
+                passes += 1
+                if self.num_runs is not None and passes >= self.num_runs:
+                    break
+                if not did_work:
+                    self.executor.wakeup.wait(self.conf.scheduler.loop_interval)
+                    self.executor.wakeup.clear()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        log.info(
+            "scheduler stopping: waiting up to %ss for running tasks",
+            self.conf.scheduler.shutdown_grace,
+        )
+        self.executor.end(self.conf.scheduler.shutdown_grace)
+        self._handle_events(self.executor.sync())
+        if self._processor is not None and self._processor.poll() is None:
+            self._processor.terminate()
+            try:
+                self._processor.wait(30)
+            except subprocess.TimeoutExpired:
+                self._processor.kill()
+        if self.job_id is not None:
+            with session_scope() as session:
+                session.execute(
+                    update(Job)
+                    .where(Job.id == self.job_id)
+                    .values(state="success", end_date=utcnow())
+                )
+        log.info("scheduler stopped")
+
+    def _start_dag_processor(self) -> None:
+        self._processor = subprocess.Popen([sys.executable, "-m", "flowsched", "dag-processor"])
+
+    def _register_job(self) -> None:
+        alive_after = utcnow() - timedelta(seconds=self.conf.scheduler.zombie_threshold)
+        with session_scope() as session:
+            others = session.scalars(
+                select(Job).where(
+                    Job.job_type == SCHEDULER_JOB,
+                    Job.state == "running",
+                    Job.latest_heartbeat > alive_after,
+                )
+            ).all()
+            if others:
+                supported, reason = skip_locked_supported()
+                if not supported:
+                    other = others[0]
+                    raise SchedulerNotAllowed(
+                        f"another scheduler is running (job {other.id} on {other.hostname}, "
+                        f"pid {other.pid}) and this database cannot run two safely: {reason}. "
+                        "Stop the other one, or use MySQL 8+ / MariaDB 10.6+."
+                    )
+            now = utcnow()
+            job = Job(
+                job_type=SCHEDULER_JOB,
+                state="running",
+                hostname=get_hostname(),
+                pid=os.getpid(),
+                version=__version__,
+                start_date=now,
+                latest_heartbeat=now,
+            )
+            session.add(job)
+            session.flush()
+            self.job_id = job.id
+
+    def _heartbeat(self) -> None:
+        if time.monotonic() - self._last_heartbeat < 1.0:
+            return
+        self._last_heartbeat = time.monotonic()
+        with session_scope() as session:
+            session.execute(
+                update(Job).where(Job.id == self.job_id).values(latest_heartbeat=utcnow())
+            )
+
+    # -- one pass -----------------------------------------------------------
+    def run_once(self) -> bool:
+        self._heartbeat()
+        did_work = self._handle_events(self.executor.sync())
+        did_work |= self.create_due_runs() > 0
+        did_work |= self.start_queued_runs() > 0
+        workloads = self.schedule_runs()
+        for workload in workloads:
+            self.executor.queue(workload)
+        did_work |= bool(workloads)
+        if time.monotonic() - self._last_sweep >= SWEEP_INTERVAL:
+            self._last_sweep = time.monotonic()
+            did_work |= self.sweep_zombies() > 0
+            did_work |= self.sweep_stuck_queued() > 0
+        return did_work
+
+    def _dag(self, session: Session, version_id: int) -> SerializedDAG:
+        dag = self._serialized.get(version_id)
+        if dag is None:
+            version = session.get(DagVersion, version_id)
+            assert version is not None
+            dag = SerializedDAG(version.serialized)
+            self._serialized[version_id] = dag
+        return dag
+
+    def _latest_versions(self, session: Session, dag_ids: set[str]) -> dict[str, DagVersion]:
+        rows = session.execute(
+            select(Dag.dag_id, DagVersion)
+            .join(DagVersion, DagVersion.id == Dag.latest_version_id)
+            .where(Dag.dag_id.in_(dag_ids))
+        ).all()
+        return {dag_id: version for dag_id, version in rows}
+
+    # -- runs ---------------------------------------------------------------
+    def create_due_runs(self) -> int:
+        now = utcnow()
+        created = 0
+        with session_scope() as session:
+            dags = session.scalars(
+                select(Dag)
+                .where(
+                    Dag.is_paused.is_(False),
+                    Dag.is_active.is_(True),
+                    Dag.next_run_create_after <= now,
+                )
+                .limit(50)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for dag in dags:
+                if dag.latest_version_id is None or dag.next_data_interval_start is None:
+                    continue
+                serialized = self._dag(session, dag.latest_version_id)
+                interval = Interval(dag.next_data_interval_start, dag.next_data_interval_end)
+                create_run(
+                    session,
+                    dag.dag_id,
+                    run_type=RunType.SCHEDULED,
+                    logical_date=interval.start,
+                    interval=interval,
+                    now=now,
+                )
+                created += 1
+                fields = next_run_fields(session, serialized, now, after=interval)
+                dag.next_data_interval_start, dag.next_data_interval_end = fields[0], fields[1]
+                dag.next_run_create_after = fields[2]
+        return created
+
+    def start_queued_runs(self) -> int:
+        started = 0
+        now = utcnow()
+        with session_scope() as session:
+            queued = session.scalars(
+                select(DagRun)
+                .where(DagRun.state == RunState.QUEUED.value)
+                .order_by(DagRun.logical_date, DagRun.id)
+                .limit(200)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not queued:
+                return 0
+            dag_ids = {run.dag_id for run in queued}
+            active = dict(
+                session.execute(
+                    select(DagRun.dag_id, func.count())
+                    .where(DagRun.dag_id.in_(dag_ids), DagRun.state == RunState.RUNNING.value)
+                    .group_by(DagRun.dag_id)
+                ).all()
+            )
+            limits = dict(
+                session.execute(
+                    select(Dag.dag_id, Dag.max_active_runs).where(Dag.dag_id.in_(dag_ids))
+                ).all()
+            )
+            paused = set(
+                session.scalars(
+                    select(Dag.dag_id).where(Dag.dag_id.in_(dag_ids), Dag.is_paused.is_(True))
+                ).all()
+            )
+            for run in queued:
+                if run.dag_id in paused:
+                    continue
+                if active.get(run.dag_id, 0) >= limits.get(run.dag_id, 16):
+                    continue
+                run.state = RunState.RUNNING.value
+                run.start_date = now
+                active[run.dag_id] = active.get(run.dag_id, 0) + 1
+                started += 1
+        return started
+
+    def schedule_runs(self) -> list[Workload]:
+        """Apply trigger rules in running runs and queue what is ready."""
+        now = utcnow()
+        with session_scope() as session:
+            runs = session.scalars(
+                select(DagRun)
+                .where(DagRun.state == RunState.RUNNING.value)
+                .order_by(DagRun.last_scheduling_decision, DagRun.id)
+                .limit(100)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not runs:
+                return []
+            versions = self._latest_versions(session, {run.dag_id for run in runs})
+            tis_by_run: dict[int, dict[str, TaskInstance]] = defaultdict(dict)
+            for ti in session.scalars(
+                select(TaskInstance).where(TaskInstance.dag_run_id.in_([run.id for run in runs]))
+            ):
+                tis_by_run[ti.dag_run_id][ti.task_id] = ti
+            candidates: list[tuple[TaskInstance, DagVersion, SerializedDAG]] = []
+            for run in runs:
+                run.last_scheduling_decision = now
+                version = versions.get(run.dag_id)
+                if version is None:
+                    continue
+                dag = self._dag(session, version.id)
+                tis = tis_by_run[run.id]
+                if set(dag.tasks) - set(tis):
+                    add_task_instances(session, run, dag, set(tis))
+                    session.flush()
+                    tis = {
+                        ti.task_id: ti
+                        for ti in session.scalars(
+                            select(TaskInstance).where(TaskInstance.dag_run_id == run.id)
+                        )
+                    }
+                self._apply_trigger_rules(dag, tis, now)
+                for ti in tis.values():
+                    if ti.state == TaskState.SCHEDULED.value:
+                        candidates.append((ti, version, dag))
+                self._maybe_finish_run(run, dag, tis, now)
+            session.flush()
+            return self._queue_candidates(session, candidates, now)
+
+    def _apply_trigger_rules(
+        self, dag: SerializedDAG, tis: dict[str, TaskInstance], now: datetime
+    ) -> None:
+        states = {task_id: ti.state for task_id, ti in tis.items()}
+        for task_id in dag.topological_order():
+            ti = tis[task_id]
+            spec = dag.tasks[task_id]
+            if ti.state == TaskState.UP_FOR_RETRY.value:
+                if ti.next_retry_at is None or ti.next_retry_at <= now:
+                    ti.state = TaskState.SCHEDULED.value
+                    ti.scheduled_at = now
+            elif ti.state == TaskState.NONE.value:
+                decision = evaluate(spec.trigger_rule, [states[up] for up in spec.upstream])
+                if decision is Decision.READY:
+                    ti.state = TaskState.SCHEDULED.value
+                    ti.scheduled_at = now
+                elif decision is Decision.UPSTREAM_FAILED:
+                    ti.state = TaskState.UPSTREAM_FAILED.value
+                    ti.end_date = now
+                elif decision is Decision.SKIP:
+                    ti.state = TaskState.SKIPPED.value
+                    ti.end_date = now
+            states[task_id] = ti.state
+        for task_id, ti in tis.items():
+            if task_id not in dag.tasks and ti.state not in FINISHED_TASK_STATES:
+                # The task was removed from the DAG's file since the run began.
+                ti.state = TaskState.SKIPPED.value
+                ti.end_date = now
+
+    def _maybe_finish_run(
+        self, run: DagRun, dag: SerializedDAG, tis: dict[str, TaskInstance], now: datetime
+    ) -> None:
+        if not all(ti.state in FINISHED_TASK_STATES for ti in tis.values()):
+            return
+        leaves = [task_id for task_id, children in dag.downstream.items() if not children]
+        failed = any(
+            tis[task_id].state in (TaskState.FAILED.value, TaskState.UPSTREAM_FAILED.value)
+            for task_id in leaves
+            if task_id in tis
+        )
+        run.state = RunState.FAILED.value if failed else RunState.SUCCESS.value
+        run.end_date = now
+        log.info("run %s of %s finished: %s", run.run_id, run.dag_id, run.state)
+
+    def _queue_candidates(
+        self,
+        session: Session,
+        candidates: list[tuple[TaskInstance, DagVersion, SerializedDAG]],
+        now: datetime,
+    ) -> list[Workload]:
+        if not candidates:
+            return []
+        open_slots = self.executor.slots_available()
+        if open_slots <= 0:
+            return []
+        # Pool rows are locked (not skipped): schedulers take turns counting slots.
+        pools = {
+            pool.name: pool.slots for pool in session.scalars(select(Pool).with_for_update()).all()
+        }
+        occupied = dict(
+            session.execute(
+                select(TaskInstance.pool, func.count())
+                .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
+                .group_by(TaskInstance.pool)
+            ).all()
+        )
+        candidates.sort(key=lambda item: (-item[0].priority_weight, item[0].scheduled_at or now))
+        default_queue = self.conf.celery.default_queue
+        workloads: list[Workload] = []
+        for ti, version, dag in candidates:
+            if len(workloads) >= min(open_slots, self.conf.scheduler.max_tis_per_query):
+                break
+            spec = dag.tasks[ti.task_id]
+            if spec.pool not in pools:
+                ti.state = TaskState.FAILED.value
+                ti.end_date = now
+                log.error("%s.%s: pool '%s' does not exist", ti.dag_id, ti.task_id, spec.pool)
+                continue
+            if occupied.get(spec.pool, 0) >= pools[spec.pool]:
+                continue
+            session.flush()
+            workload = queue_try(
+                session,
+                ti,
+                fingerprint=version.fingerprint,
+                dag_version_id=version.id,
+                fileloc=version.fileloc,
+                queue=spec.queue or default_queue,
+                job_id=self.job_id,
+                now=now,
+            )
+            if workload is not None:
+                occupied[spec.pool] = occupied.get(spec.pool, 0) + 1
+                workloads.append(workload)
+        return workloads
+
+    # -- failures -----------------------------------------------------------
+    def _retry_delay(self, session: Session, ti: TaskInstance) -> timedelta:
+        if ti.dag_version_id is None:
+            return timedelta(0)
+        dag = self._dag(session, ti.dag_version_id)
+        spec = dag.tasks.get(ti.task_id)
+        return spec.retry_delay_for(ti.try_number) if spec else timedelta(0)
+
+    def _fail(
+        self,
+        session: Session,
+        ti: TaskInstance,
+        error: str,
+        expected: tuple[TaskState, ...],
+    ) -> None:
+        state = finish_try(
+            session,
+            ti.id,
+            ti.try_number,
+            success=False,
+            error=error,
+            retry_delay=self._retry_delay(session, ti),
+            expected_states=expected,
+        )
+        if state is not None:
+            log.warning(
+                "%s.%s try %s: %s -> %s", ti.dag_id, ti.task_id, ti.try_number, error, state
+            )
+
+    def _handle_events(self, events: list[ExecutorEvent]) -> bool:
+        if not events:
+            return False
+        with session_scope() as session:
+            for event in events:
+                ti = session.get(TaskInstance, event.ti_id)
+                if ti is None or ti.try_number != event.try_number:
+                    continue
+                if ti.state in (TaskState.RUNNING.value, TaskState.QUEUED.value):
+                    self._fail(
+                        session,
+                        ti,
+                        f"task process exited with code {event.exit_code} "
+                        "before recording a result",
+                        (TaskState.RUNNING, TaskState.QUEUED),
+                    )
+        return True
+
+    def sweep_zombies(self) -> int:
+        limit = utcnow() - timedelta(seconds=self.conf.scheduler.zombie_threshold)
+        with session_scope() as session:
+            zombies = session.scalars(
+                select(TaskInstance)
+                .where(
+                    TaskInstance.state == TaskState.RUNNING.value,
+                    TaskInstance.last_heartbeat < limit,
+                )
+                .limit(100)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for ti in zombies:
+                self._fail(
+                    session,
+                    ti,
+                    f"zombie: no heartbeat from {ti.worker_nodename or ti.hostname} "
+                    f"(pid {ti.pid}) for over {self.conf.scheduler.zombie_threshold:g} s",
+                    (TaskState.RUNNING,),
+                )
+            return len(zombies)
+
+    def sweep_stuck_queued(self) -> int:
+        limit = utcnow() - timedelta(seconds=self.conf.scheduler.task_queued_timeout)
+        with session_scope() as session:
+            stuck = session.scalars(
+                select(TaskInstance)
+                .where(
+                    TaskInstance.state == TaskState.QUEUED.value,
+                    TaskInstance.queued_at < limit,
+                )
+                .limit(100)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for ti in stuck:
+                self._fail(
+                    session,
+                    ti,
+                    f"queued for over {self.conf.scheduler.task_queued_timeout:g} s without "
+                    "starting (lost message or dead worker)",
+                    (TaskState.QUEUED,),
+                )
+            return len(stuck)
+
+    def _reset_orphans(self) -> None:
+        """Queued tasks of a dead scheduler's local executor will never start: requeue them."""
+        if not self.executor.tasks_die_with_scheduler:
+            return
+        with session_scope() as session:
+            alive_after = utcnow() - timedelta(seconds=self.conf.scheduler.zombie_threshold)
+            dead = session.scalars(
+                select(Job.id).where(
+                    Job.job_type == SCHEDULER_JOB,
+                    Job.id != self.job_id,
+                    (Job.state != "running") | (Job.latest_heartbeat < alive_after),
+                )
+            ).all()
+            orphans = session.scalars(
+                select(TaskInstance).where(
+                    TaskInstance.state == TaskState.QUEUED.value,
+                    TaskInstance.queued_by_job_id.in_(dead),
+                )
+            ).all()
+            for ti in orphans:
+                session.execute(
+                    update(TaskTry)
+                    .where(TaskTry.task_instance_id == ti.id, TaskTry.try_number == ti.try_number)
+                    .values(state=TaskState.FAILED.value, error="orphaned: its scheduler died")
+                )
+                ti.state = TaskState.SCHEDULED.value
+                ti.max_tries += 1
+            if orphans:
+                log.info("re-queued %d tasks orphaned by a dead scheduler", len(orphans))
+            session.execute(
+                update(Job)
+                .where(Job.id.in_(dead), Job.state == "running")
+                .values(state="failed", end_date=utcnow())
+            )

@@ -1,0 +1,106 @@
+"""Read-only view of a serialized DAG: what the scheduler and webserver work from.
+
+They never import user code; they read the JSON the DAG processor stored with
+each :class:`~flowsched.db.models.DagVersion`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from flowsched.operators.base import compute_retry_delay
+from flowsched.schedules import Schedule, schedule_from_dict
+from flowsched.state import TriggerRule
+from flowsched.timezone import parse_timezone
+
+
+def _delta(seconds: float | None) -> timedelta | None:
+    return None if seconds is None else timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task_id: str
+    operator: str
+    upstream: tuple[str, ...]
+    retries: int
+    retry_delay: timedelta | None
+    retry_exponential_backoff: bool
+    max_retry_delay: timedelta | None
+    execution_timeout: timedelta | None
+    trigger_rule: TriggerRule
+    queue: str | None
+    pool: str
+    priority_weight: int
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
+        return cls(
+            task_id=data["task_id"],
+            operator=data["operator"],
+            upstream=tuple(data["upstream"]),
+            retries=data["retries"],
+            retry_delay=_delta(data["retry_delay"]),
+            retry_exponential_backoff=data["retry_exponential_backoff"],
+            max_retry_delay=_delta(data["max_retry_delay"]),
+            execution_timeout=_delta(data["execution_timeout"]),
+            trigger_rule=TriggerRule(data["trigger_rule"]),
+            queue=data["queue"],
+            pool=data["pool"],
+            priority_weight=data["priority_weight"],
+        )
+
+    def retry_delay_for(self, try_number: int) -> timedelta:
+        return compute_retry_delay(
+            self.retry_delay or timedelta(0),
+            try_number,
+            self.retry_exponential_backoff,
+            self.max_retry_delay,
+        )
+
+
+class SerializedDAG:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.dag_id: str = data["dag_id"]
+        self.fileloc: str = data.get("fileloc", "")
+        self.timezone = parse_timezone(data["timezone"])
+        self.catchup: bool = data["catchup"]
+        self.max_active_runs: int = data["max_active_runs"]
+        self.start_date = _parse_dt(data.get("start_date"))
+        self.end_date = _parse_dt(data.get("end_date"))
+        self.tasks: dict[str, TaskSpec] = {
+            task["task_id"]: TaskSpec.from_dict(task) for task in data["tasks"]
+        }
+
+    @cached_property
+    def schedule(self) -> Schedule:
+        return schedule_from_dict(self.data.get("schedule"), self.timezone)
+
+    @cached_property
+    def downstream(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {task_id: [] for task_id in self.tasks}
+        for task in self.tasks.values():
+            for upstream in task.upstream:
+                out[upstream].append(task.task_id)
+        return out
+
+    def topological_order(self) -> list[str]:
+        order: list[str] = []
+        indegree = {task_id: len(task.upstream) for task_id, task in self.tasks.items()}
+        ready = sorted(task_id for task_id, degree in indegree.items() if degree == 0)
+        while ready:
+            task_id = ready.pop(0)
+            order.append(task_id)
+            for child in sorted(self.downstream[task_id]):
+                indegree[child] -= 1
+                if indegree[child] == 0:
+                    ready.append(child)
+        return order
+
+
+def _parse_dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

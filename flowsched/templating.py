@@ -1,0 +1,23 @@
+"""Jinja2 rendering of operators' templated fields (``{{ ds }}``, ``{{ params.x }}``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+
+_environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def render_value(value: Any, context: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        if "{{" not in value and "{%" not in value:
+            return value
+        return _environment.from_string(value).render(**context)
+    if isinstance(value, list):
+        return [render_value(item, context) for item in value]
+    if isinstance(value, tuple):
+        return tuple(render_value(item, context) for item in value)
+    if isinstance(value, dict):
+        return {key: render_value(item, context) for key, item in value.items()}
+    return value
