@@ -385,9 +385,9 @@ def tasks_states(dag_id: str, run_id: str) -> None:
 @click.argument("run_id")
 @click.option("--try", "try_number", type=int, default=None, help="Default: the latest try.")
 def tasks_log(dag_id: str, task_id: str, run_id: str, try_number: int | None) -> None:
-    """Print a try's log (from this machine's log folder)."""
+    """Print a try's log, fetched from the host that ran it."""
+    from flowsched.log_client import fetch_task_log
     from flowsched.operations import task_states
-    from flowsched.task_logs import log_path, read_local_log
 
     ti = next((t for t in task_states(dag_id, run_id) if t.task_id == task_id), None)
     if ti is None:
@@ -395,13 +395,7 @@ def tasks_log(dag_id: str, task_id: str, run_id: str, try_number: int | None) ->
     number = try_number or ti.try_number
     if number < 1:
         raise FlowschedError(f"{dag_id}.{task_id} has not run yet in {run_id}")
-    text = read_local_log(dag_id, run_id, task_id, number)
-    if text is None:
-        raise FlowschedError(
-            f"no log at {log_path(dag_id, run_id, task_id, number)} "
-            f"(try {number} ran on {ti.hostname or 'an unknown host'})"
-        )
-    click.echo(text, nl=False)
+    click.echo(fetch_task_log(ti.hostname, dag_id, run_id, task_id, number), nl=False)
 
 
 def main() -> None:

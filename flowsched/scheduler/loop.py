@@ -95,17 +95,28 @@ class Scheduler:
         self._stopping.set()
         self.executor.wakeup.set()
 
-    def run(self) -> None:
+    def __enter__(self) -> Scheduler:
+        """Register the job, start the executor, requeue orphans: ready for run_once()."""
         self._register_job()
         try:
             self.executor.start()
             if self.run_dag_processor:
                 self._start_dag_processor()
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, self.stop)
-                signal.signal(signal.SIGINT, self.stop)
             self._reset_orphans()
-            log.info("scheduler started (job %s, executor %s)", self.job_id, self.executor.name)
+        except BaseException:
+            self._shutdown()
+            raise
+        log.info("scheduler started (job %s, executor %s)", self.job_id, self.executor.name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._shutdown()
+
+    def run(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        with self:
             passes = 0
             while not self._stopping.is_set():
                 did_work = self.run_once()
@@ -115,8 +126,6 @@ class Scheduler:
                 if not did_work:
                     self.executor.wakeup.wait(self.conf.scheduler.loop_interval)
                     self.executor.wakeup.clear()
-        finally:
-            self._shutdown()
 
     def _shutdown(self) -> None:
         log.info(

@@ -1,0 +1,186 @@
+"""Real Redis and MariaDB servers on free loopback ports, started and stopped by the suite.
+
+They are Debian's ``redis-server`` and ``mariadbd``, each with its own data
+directory under the test run's temporary folder, so the suite never touches
+a system service and can run anywhere those packages are installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import MySQLdb
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def _require(binary: str, package: str) -> str:
+    path = shutil.which(binary) or (
+        f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None
+    )
+    if path is None:
+        raise RuntimeError(f"{binary} not found: install Debian's {package} (scripts/test does)")
+    return path
+
+
+@dataclass
+class RedisServer:
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.process = _spawn_redis(self.port, Path(self.process.args[-1]))
+        wait_for_port(self.port, proc=self.process)
+
+
+def _spawn_redis(port: int, workdir: Path) -> subprocess.Popen:
+    binary = _require("redis-server", "redis-server")
+    return subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        cwd=workdir,
+    )
+
+
+def start_redis(workdir: Path) -> RedisServer:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    process = _spawn_redis(port, workdir)
+    wait_for_port(port, proc=process)
+    return RedisServer(port, process)
+
+
+@dataclass
+class MariaDBServer:
+    port: int
+    socket_path: str
+    process: subprocess.Popen
+    user: str = "flowsched"
+    password: str = "flowsched-test"
+
+    def admin(self) -> MySQLdb.Connection:
+        return MySQLdb.connect(unix_socket=self.socket_path, user="root")
+
+    def create_database(self, name: str) -> str:
+        conn = self.admin()
+        try:
+            conn.cursor().execute(
+                f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            )
+        finally:
+            conn.close()
+        return (
+            f"mysql+mysqldb://{self.user}:{self.password}@127.0.0.1:{self.port}/{name}"
+            "?charset=utf8mb4"
+        )
+
+    def drop_database(self, name: str) -> None:
+        conn = self.admin()
+        try:
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+
+
+def start_mariadb(workdir: Path) -> MariaDBServer:
+    mariadbd = _require("mariadbd", "mariadb-server")
+    install = _require("mariadb-install-db", "mariadb-server")
+    datadir = workdir / "data"
+    datadir.mkdir(parents=True, exist_ok=True)
+    user = ["--user=root"] if os.geteuid() == 0 else []
+    subprocess.run(
+        [
+            install,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            "--auth-root-authentication-method=socket",
+            "--skip-test-db",
+            *user,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    socket_path = str(workdir / "mariadb.sock")
+    process = subprocess.Popen(
+        [
+            mariadbd,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            f"--socket={socket_path}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            "--skip-name-resolve",
+            f"--pid-file={workdir / 'mariadb.pid'}",
+            "--innodb-buffer-pool-size=64M",
+            "--explicit-defaults-for-timestamp=1",
+            "--character-set-server=utf8mb4",
+            "--max-connections=500",
+            "--innodb-flush-log-at-trx-commit=2",
+            *user,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "mariadb.err", "wb"),  # noqa: SIM115 - lives with the server
+    )
+    wait_for_port(port, timeout=60, proc=process)
+    server = MariaDBServer(port, socket_path, process)
+    conn = server.admin()
+    try:
+        cursor = conn.cursor()
+        cursor.execute(f"CREATE USER '{server.user}'@'%' IDENTIFIED BY '{server.password}'")
+        cursor.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{server.user}'@'%'")
+    finally:
+        conn.close()
+    return server

@@ -1,0 +1,87 @@
+"""The metadata database: migrations, UTC storage, connectivity errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import inspect, select
+
+from flowsched.db import migrate
+from flowsched.db.engine import get_engine, session_scope
+from flowsched.db.models import AuditLog, Pool
+from flowsched.exceptions import DatabaseUnavailable
+
+EXPECTED_TABLES = {
+    "dag",
+    "dag_version",
+    "dag_run",
+    "task_instance",
+    "task_try",
+    "xcom",
+    "import_error",
+    "job",
+    "audit_log",
+    "pool",
+    "alembic_version",
+}
+
+
+def test_upgrade_creates_schema_and_is_idempotent(home):
+    tables = set(inspect(get_engine()).get_table_names())
+    assert EXPECTED_TABLES <= tables
+    assert migrate.upgrade() == []  # second run: nothing applied
+    status = migrate.check()
+    assert not status.pending
+    assert status.current == migrate.head_revision()
+    with session_scope() as session:
+        pools = session.scalars(select(Pool)).all()
+    assert [(p.name, p.slots) for p in pools] == [("default_pool", 128)]
+
+
+def test_timestamps_round_trip_as_aware_utc(home):
+    shanghai = timezone(timedelta(hours=8))
+    moment = datetime(2026, 11, 24, 8, 0, 0, 123456, tzinfo=shanghai)
+    with session_scope() as session:
+        session.add(AuditLog(created_at=moment, event="probe"))
+    with session_scope() as session:
+        stored = session.scalar(select(AuditLog.created_at).where(AuditLog.event == "probe"))
+    assert stored.tzinfo is UTC
+    assert stored == moment  # same instant, microseconds kept on both backends
+    assert stored.hour == 0
+
+
+def test_naive_datetime_is_refused(home):
+    with pytest.raises(Exception, match="naive datetime"), session_scope() as session:
+        session.add(AuditLog(created_at=datetime(2026, 1, 1), event="naive"))
+
+
+def test_unreachable_database_names_the_url(sqlite_home, mariadb_server):
+    url = f"mysql+mysqldb://nobody:secret@127.0.0.1:{mariadb_server.port}/missing"
+    sqlite_home.configure(database={"sql_alchemy_conn": url, "connect_timeout": "2"})
+    with pytest.raises(DatabaseUnavailable) as info:
+        migrate.upgrade()
+    message = str(info.value)
+    assert "127.0.0.1" in message and "missing" in message
+    assert "secret" not in message  # the password is never printed
+
+
+def test_empty_database_reports_pending(mariadb_server, tmp_path, monkeypatch):
+    from flowsched.config import load_config, set_config
+    from flowsched.db.engine import reset_engine
+
+    url = mariadb_server.create_database("pending_check")
+    monkeypatch.setenv("FLOWSCHED_HOME", str(tmp_path))
+    monkeypatch.setenv("FLOWSCHED__DATABASE__SQL_ALCHEMY_CONN", url)
+    set_config(load_config(tmp_path / "none.cfg"))
+    reset_engine()
+    try:
+        status = migrate.check()
+        assert status.current is None and status.pending
+        assert status.dialect == "mysql"
+        assert migrate.upgrade() == [migrate.head_revision()]
+        assert not migrate.check().pending
+    finally:
+        reset_engine()
+        set_config(None)
+        mariadb_server.drop_database("pending_check")
