@@ -164,6 +164,9 @@ OPTIONS: dict[str, dict[str, Option]] = {
     "worker": {
         "nodename": Option(_text, "", "Celery nodename; default {ip}@{ip}."),
         "log_server_port": Option(_parse_port, "8793", "Port of the worker's log server."),
+        "log_server_host": Option(
+            _text, "0.0.0.0", "Address the worker's log server listens on (all by default)."
+        ),
         "shutdown_grace": Option(
             _positive(float), "600", "Seconds a warm shutdown waits for running tasks."
         ),

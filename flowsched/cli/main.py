@@ -398,6 +398,11 @@ def tasks_log(dag_id: str, task_id: str, run_id: str, try_number: int | None) ->
     click.echo(fetch_task_log(ti.hostname, dag_id, run_id, task_id, number), nl=False)
 
 
+from flowsched.cli.worker_commands import register as register_worker  # noqa: E402
+
+register_worker(cli)
+
+
 def main() -> None:
     cli(prog_name="flowsched")
 

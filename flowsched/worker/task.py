@@ -1,0 +1,92 @@
+"""What a worker does with one message: check it, run the try in its own process.
+
+The message body is a :class:`~flowsched.lifecycle.Workload` as a JSON dict.
+Anything that is not one is dropped with a log line (acking it: redelivering
+a message that can never be read would only loop). A well-formed message is
+checked against its task instance row before forking, so a duplicate or
+stale delivery costs one SELECT, and a message whose ids do not match the row
+it names is refused rather than allowed to run another task's code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flowsched.db.engine import session_scope
+from flowsched.db.models import TaskInstance
+from flowsched.lifecycle import Workload, finish_try
+from flowsched.state import TaskState
+
+log = logging.getLogger("flowsched.worker")
+
+
+def parse_workload(body: Any) -> Workload | None:
+    """The workload in a message body, or None (logged) when it is not one."""
+    if not isinstance(body, dict):
+        log.error("dropping malformed message: expected a JSON object, got %.200r", body)
+        return None
+    try:
+        return Workload.from_dict(body)
+    except (ValueError, TypeError) as exc:
+        log.error("dropping malformed message %.200r: %s", body, exc)
+        return None
+
+
+def refusal(workload: Workload) -> str | None:
+    """Why this message must not run (unknown, mismatched or stale), or None to run it."""
+    with session_scope() as session:
+        ti = session.get(TaskInstance, workload.ti_id)
+        if ti is None:
+            return f"unknown task instance {workload.ti_id} ({workload.describe()})"
+        named = (workload.dag_id, workload.task_id, workload.run_id)
+        if named != (ti.dag_id, ti.task_id, ti.run_id):
+            return (
+                f"message names {workload.describe()} but task instance {ti.id} is "
+                f"{ti.dag_id}.{ti.task_id} run={ti.run_id}"
+            )
+        if ti.try_number != workload.try_number or ti.state != TaskState.QUEUED.value:
+            return (
+                f"stale message for {workload.describe()}: the task is now {ti.state} "
+                f"at try {ti.try_number} (duplicate delivery or already retried)"
+            )
+    return None
+
+
+def record_crash(workload: Workload, nodename: str, exit_code: int) -> None:
+    """The try's process died without recording a result: record it for it, and retry."""
+    from flowsched.runner import _retry_delay
+
+    error = (
+        f"task process exited with code {exit_code} on worker {nodename} "
+        "before recording a result"
+    )
+    with session_scope() as session:
+        state = finish_try(
+            session,
+            workload.ti_id,
+            workload.try_number,
+            success=False,
+            error=error,
+            retry_delay=_retry_delay(session, workload),
+            expected_states=(TaskState.RUNNING, TaskState.QUEUED),
+        )
+    if state is not None:
+        log.error("%s: %s -> %s", workload.describe(), error, state)
+
+
+def run_workload(task: Any, body: Any = None) -> None:
+    """The Celery task: one message, one try, one forked process."""
+    from flowsched.runner import fork_and_run
+
+    workload = parse_workload(body)
+    if workload is None:
+        return
+    reason = refusal(workload)
+    if reason is not None:
+        log.warning("not running: %s", reason)
+        return
+    nodename = task.request.hostname or "unknown-worker"
+    code = fork_and_run(workload, nodename=nodename)
+    if code != 0:
+        record_crash(workload, nodename, code)
