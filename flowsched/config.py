@@ -54,6 +54,13 @@ def _parse_executor(raw: str) -> str:
     return value
 
 
+def _parse_cookie_secure(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"auto", "true", "false"}:
+        raise ValueError(f"expected 'auto', 'true' or 'false', got {raw!r}")
+    return value
+
+
 def _parse_port(raw: str) -> int:
     port = int(raw)
     if not 1 <= port <= 65535:
@@ -176,6 +183,12 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "workers": Option(_positive(int), "4", "gunicorn worker processes."),
         "timeout": Option(_positive(int), "120", "gunicorn worker timeout (s)."),
         "flower_url": Option(_text, "", "Link to Flower from the workers page."),
+        "cookie_secure": Option(
+            _parse_cookie_secure,
+            "auto",
+            "Secure flag of the session cookie: 'true' (HTTPS only), 'false', or 'auto' "
+            "(set when the request came over HTTPS, directly or via a trusted proxy).",
+        ),
     },
     "flower": {
         "port": Option(_parse_port, "5555", "Flower's port."),

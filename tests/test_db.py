@@ -29,7 +29,7 @@ EXPECTED_TABLES = {
 
 def test_upgrade_creates_schema_and_is_idempotent(home):
     tables = set(inspect(get_engine()).get_table_names())
-    assert EXPECTED_TABLES <= tables
+    assert tables >= EXPECTED_TABLES
     assert migrate.upgrade() == []  # second run: nothing applied
     status = migrate.check()
     assert not status.pending

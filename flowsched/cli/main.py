@@ -402,6 +402,10 @@ from flowsched.cli.worker_commands import register as register_worker  # noqa: E
 
 register_worker(cli)
 
+from flowsched.cli.web_commands import register  # noqa: E402
+
+register(cli)
+
 
 def main() -> None:
     cli(prog_name="flowsched")

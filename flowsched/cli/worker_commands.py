@@ -135,9 +135,7 @@ def _try_finished(dag_id: str, task_id: str, run_id: str, number: int) -> bool:
 @click.argument("run_id")
 @click.option("--try", "try_number", type=int, default=None, help="Default: the latest try.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the try ends.")
-def tasks_log(
-    dag_id: str, task_id: str, run_id: str, try_number: int | None, follow: bool
-) -> None:
+def tasks_log(dag_id: str, task_id: str, run_id: str, try_number: int | None, follow: bool) -> None:
     """Print a try's log, fetched from the host that ran it."""
     from flowsched.log_client import fetch_task_log, follow_task_log
 

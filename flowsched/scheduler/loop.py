@@ -71,6 +71,16 @@ def skip_locked_supported() -> tuple[bool, str]:
     return True, ""
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Scheduler:
     def __init__(
         self,
@@ -152,16 +162,32 @@ class Scheduler:
     def _start_dag_processor(self) -> None:
         self._processor = subprocess.Popen([sys.executable, "-m", "flowsched", "dag-processor"])
 
-    def _register_job(self) -> None:
+    def _live_schedulers(self, session: Session) -> tuple[list[Job], list[int]]:
+        """(live scheduler jobs, ids of dead ones still marked running).
+
+        A job is dead when its heartbeat is older than ``zombie_threshold``, or
+        at once when it ran on this host and its process no longer exists (a
+        scheduler restarted after a crash need not wait out the threshold).
+        """
         alive_after = utcnow() - timedelta(seconds=self.conf.scheduler.zombie_threshold)
+        here = get_hostname()
+        live: list[Job] = []
+        dead: list[int] = []
+        for job in session.scalars(
+            select(Job).where(Job.job_type == SCHEDULER_JOB, Job.state == "running")
+        ):
+            if job.id == self.job_id:
+                continue
+            gone_here = job.hostname == here and job.pid is not None and not _pid_alive(job.pid)
+            if job.latest_heartbeat <= alive_after or gone_here:
+                dead.append(job.id)
+            else:
+                live.append(job)
+        return live, dead
+
+    def _register_job(self) -> None:
         with session_scope() as session:
-            others = session.scalars(
-                select(Job).where(
-                    Job.job_type == SCHEDULER_JOB,
-                    Job.state == "running",
-                    Job.latest_heartbeat > alive_after,
-                )
-            ).all()
+            others, _ = self._live_schedulers(session)
             if others:
                 supported, reason = skip_locked_supported()
                 if not supported:
@@ -539,18 +565,15 @@ class Scheduler:
         if not self.executor.tasks_die_with_scheduler:
             return
         with session_scope() as session:
-            alive_after = utcnow() - timedelta(seconds=self.conf.scheduler.zombie_threshold)
-            dead = session.scalars(
-                select(Job.id).where(
-                    Job.job_type == SCHEDULER_JOB,
-                    Job.id != self.job_id,
-                    (Job.state != "running") | (Job.latest_heartbeat < alive_after),
-                )
-            ).all()
+            live, _ = self._live_schedulers(session)
+            live_ids = [job.id for job in live]
+            if self.job_id is not None:
+                live_ids.append(self.job_id)
             orphans = session.scalars(
                 select(TaskInstance).where(
                     TaskInstance.state == TaskState.QUEUED.value,
-                    TaskInstance.queued_by_job_id.in_(dead),
+                    TaskInstance.queued_by_job_id.is_not(None),
+                    TaskInstance.queued_by_job_id.not_in(live_ids),
                 )
             ).all()
             for ti in orphans:
@@ -563,6 +586,7 @@ class Scheduler:
                 ti.max_tries += 1
             if orphans:
                 log.info("re-queued %d tasks orphaned by a dead scheduler", len(orphans))
+            _, dead = self._live_schedulers(session)
             session.execute(
                 update(Job)
                 .where(Job.id.in_(dead), Job.state == "running")

@@ -58,8 +58,7 @@ def record_crash(workload: Workload, nodename: str, exit_code: int) -> None:
     from flowsched.runner import _retry_delay
 
     error = (
-        f"task process exited with code {exit_code} on worker {nodename} "
-        "before recording a result"
+        f"task process exited with code {exit_code} on worker {nodename} before recording a result"
     )
     with session_scope() as session:
         state = finish_try(

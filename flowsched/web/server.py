@@ -1,0 +1,129 @@
+"""Serving the app: gunicorn in production, Flask's dev server with ``--debug``.
+
+gunicorn runs in the foreground through its Python API, with ``bind``,
+``workers`` and ``timeout`` from ``[webserver]``. The app is built once in
+the master (``preload_app``) so a broken config fails at start, and every
+worker then opens its own database connections (the engine is reset after
+fork). SIGTERM makes gunicorn finish in-flight requests and stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from flowsched.config import flowsched_home, get_config
+from flowsched.web.app import create_app
+from flowsched.web.users import count_users, create_user
+
+log = logging.getLogger(__name__)
+
+STANDALONE_ADMIN = "admin"
+STANDALONE_PASSWORD_FILE = "standalone_admin_password.txt"
+
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn's Arbiter around an already-built app."""
+
+    def __init__(self, app: Flask, options: dict[str, Any]) -> None:
+        self.application = app
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self.application
+
+
+def secret_key() -> str:
+    """``core.secret_key``; without one, a key for this server's lifetime (sessions end at
+    restart, and every gunicorn worker shares it because the app is built before fork)."""
+    key = get_config().core.secret_key
+    if not key:
+        log.warning("core.secret_key is empty: sessions will not survive a webserver restart")
+        key = secrets.token_hex(32)
+    return key
+
+
+def gunicorn_options(bind: str | None = None, workers: int | None = None) -> dict[str, Any]:
+    conf = get_config().webserver
+    return {
+        "bind": bind or conf.bind,
+        "workers": workers or conf.workers,
+        "worker_class": "gthread",
+        "threads": 4,
+        "timeout": conf.timeout,
+        "graceful_timeout": 30,
+        "preload_app": True,
+        "accesslog": "-",
+        "errorlog": "-",
+        "proc_name": "flowsched-webserver",
+    }
+
+
+def serve(bind: str | None = None, workers: int | None = None, debug: bool = False) -> None:
+    """Run in the foreground until SIGTERM/SIGINT."""
+    app = create_app(secret_key=secret_key())
+    if debug:
+        host, _, port = (bind or get_config().webserver.bind).rpartition(":")
+        app.run(host=host or "127.0.0.1", port=int(port), debug=True, use_reloader=False)
+        return
+    GunicornServer(app, gunicorn_options(bind, workers)).run()
+
+
+class BackgroundServer:
+    """A webserver child process, for ``flowsched standalone``."""
+
+    def __init__(self, process: subprocess.Popen[bytes], bind: str) -> None:
+        self.process = process
+        self.bind = bind
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_in_background(bind: str | None = None, workers: int = 2) -> BackgroundServer:
+    """Start ``flowsched webserver`` as a child process and return at once.
+
+    A process rather than a thread: gunicorn's master needs the main thread for
+    its signals, and a slow page must never stall the scheduler.
+    """
+    bind = bind or get_config().webserver.bind
+    command = [sys.executable, "-m", "flowsched", "webserver", "--bind", bind, "--workers"]
+    process = subprocess.Popen([*command, str(workers)], env=dict(os.environ))
+    return BackgroundServer(process, bind)
+
+
+def ensure_standalone_admin(home: Path | None = None) -> tuple[str, Path] | None:
+    """Create user ``admin`` with a random password if there are no users yet.
+
+    The password goes to ``$FLOWSCHED_HOME/standalone_admin_password.txt``
+    (mode 0600), as a one-machine setup has nobody to ask. Returns the username
+    and that file when it created the user, else None.
+    """
+    if count_users() > 0:
+        return None
+    password = secrets.token_urlsafe(12)
+    create_user(STANDALONE_ADMIN, password, "admin")
+    path = (home or flowsched_home()) / STANDALONE_PASSWORD_FILE
+    path.write_text(password + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return STANDALONE_ADMIN, path
