@@ -65,15 +65,7 @@ def _since(value: datetime | None) -> str:
 def _template_globals() -> dict[str, Any]:
     zone = default_timezone()
     offset = format_offset(utcnow().astimezone(zone).utcoffset() or timedelta(0))
-    return {
-        "csrf_token": csrf.csrf_token,
-        "csrf_field": csrf.FIELD,
-        "current_user": auth.current_user(),
-        "can": auth.can,
-        "Role": Role,
-        "timezone_label": f"{zone.key} (UTC{offset})",
-        "version": __version__,
-    }
+    return {"current_user": auth.current_user(), "timezone_label": f"{zone.key} (UTC{offset})"}
 
 
 def _before_request() -> Any:
@@ -124,7 +116,16 @@ def create_app(secret_key: str | None = None, cookie_secure: str | None = None) 
         duration=format_duration,
         pretty_json=lambda value: json.dumps(value, indent=2, sort_keys=True),
     )
-    app.jinja_env.globals.update(RUN_STATES=list(RunState), TASK_STATES=list(TaskState))
+    # Globals, not a context processor: imported macros (forms) need them too.
+    app.jinja_env.globals.update(
+        RUN_STATES=list(RunState),
+        TASK_STATES=list(TaskState),
+        csrf_token=csrf.csrf_token,
+        csrf_field=csrf.FIELD,
+        can=auth.can,
+        Role=Role,
+        version=__version__,
+    )
     app.context_processor(_template_globals)
     app.before_request(_before_request)
     app.after_request(_security_headers)
