@@ -1,0 +1,238 @@
+"""Render the deployment's templates for sample inventories through real Ansible
+templating, then check them: `systemd-analyze verify` on every unit, and the
+per-host values of flowsched.cfg and flowsched.env."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import HERE, REPO, ansible_env, tool
+
+UNITS = [
+    "flow-scheduler.service",
+    "flow-webserver.service",
+    "flow-worker.service",
+    "flow-flower.service",
+    "flow-log-cleanup.service",
+    "flow-log-cleanup.timer",
+]
+LONG_RUNNING = UNITS[:4]
+
+# Sample inventories: name -> (timezone, {worker host: its address})
+SAMPLES = {
+    "gmt8": ("Etc/GMT-8", {"worker1": "10.77.0.31", "worker2": "10.77.0.32"}),
+    "shanghai": ("Asia/Shanghai", {"worker1": "192.168.50.31", "worker2": "192.168.50.32"}),
+}
+APP_HOSTS = ["master1", "worker1", "worker2"]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Render both sample inventories once; install root `current` is this venv,
+    so ExecStart points at the real `flowsched` console script."""
+    out: dict[str, Path] = {}
+    install_root = tmp_path_factory.mktemp("opt-flowsched")
+    (install_root / "current").symlink_to(sys.prefix, target_is_directory=True)
+    for name in SAMPLES:
+        root = tmp_path_factory.mktemp(f"render-{name}")
+        result = subprocess.run(
+            [
+                tool("ansible-playbook"),
+                "-i",
+                str(HERE / "inventories" / name),
+                str(HERE / "render.yml"),
+                "-e",
+                f"render_root={root}",
+                "-e",
+                f"flowsched_install_root={install_root}",
+            ],
+            cwd=REPO,
+            env=ansible_env(root),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        out[name] = root
+    return out
+
+
+def read_cfg(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(path.read_text())
+    return parser
+
+
+def read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            assert value.startswith("'") and value.endswith("'"), line
+            env[key] = value[1:-1]
+    return env
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+@pytest.mark.parametrize("host", APP_HOSTS)
+def test_every_rendered_unit_passes_systemd_analyze_verify(
+    rendered: dict[str, Path], sample: str, host: str
+) -> None:
+    assert shutil.which("systemd-analyze"), "systemd-analyze is needed (apt-get install systemd)"
+    folder = rendered[sample] / host
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *(str(folder / unit) for unit in UNITS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # verify reports unknown keys and bad values on stderr but still exits 0.
+    assert result.stderr.strip() == "", result.stderr
+
+
+def test_verify_rejects_a_broken_unit(rendered: dict[str, Path], tmp_path: Path) -> None:
+    """The check above can fail: a typo in ExecStart or a directive is caught."""
+    text = (rendered["gmt8"] / "worker1" / "flow-worker.service").read_text()
+    broken = tmp_path / "flow-worker.service"
+    broken.write_text(
+        text.replace("/bin/flowsched worker", "/bin/flowshed worker").replace(
+            "KillMode=mixed", "KillMode=mixd"
+        )
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(broken)], capture_output=True, text=True, check=False
+    )
+    assert "flowshed" in result.stderr and "mixd" in result.stderr
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+@pytest.mark.parametrize("host", APP_HOSTS)
+def test_long_running_units_stop_gracefully_and_are_hardened(
+    rendered: dict[str, Path], sample: str, host: str
+) -> None:
+    data_dir, log_dir = (
+        ("/data0/flowsched", "/data1/flowsched/logs")
+        if sample == "gmt8"
+        else ("/srv/flow/data", "/srv/flow/logs")
+    )
+    for unit in LONG_RUNNING:
+        s = unit_settings(rendered[sample] / host / unit)
+        assert s["User"] == ["flowsched"] and s["Group"] == ["flowsched"], unit
+        assert s["EnvironmentFile"] == ["/etc/flowsched/flowsched.env"]
+        assert s["Restart"] == ["on-failure"]
+        assert s["KillMode"] == ["mixed"] and s["KillSignal"] == ["SIGTERM"]
+        assert "SendSIGKILL" not in s
+        assert len(s["TimeoutStopSec"]) == 1, unit  # explicit, never systemd's implicit 90 s
+        assert s["NoNewPrivileges"] == ["yes"] and s["ProtectSystem"] == ["strict"]
+        assert s["PrivateTmp"] == ["yes"] and s["ProtectHome"] == ["yes"]
+        assert s["ReadWritePaths"][0].split()[:2] == [data_dir, log_dir]
+    stop = {
+        unit: unit_settings(rendered[sample] / host / unit)["TimeoutStopSec"]
+        for unit in LONG_RUNNING
+    }
+    assert stop == {
+        "flow-scheduler.service": ["120"],
+        "flow-webserver.service": ["150"],  # gunicorn timeout 120 + 30
+        "flow-worker.service": ["900"],  # above worker.shutdown_grace (600)
+        "flow-flower.service": ["30"],
+    }
+    worker = unit_settings(rendered[sample] / host / "flow-worker.service")
+    if (
+        sample == "shanghai"
+    ):  # an extra path is optional (-) so a missing one does not stop the unit
+        assert worker["ReadWritePaths"][0].split()[2:] == ["-/var/run/docker.sock"]
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+@pytest.mark.parametrize("host", ["worker1", "worker2"])
+def test_each_worker_gets_its_own_address(
+    rendered: dict[str, Path], sample: str, host: str
+) -> None:
+    timezone, workers = SAMPLES[sample]
+    ip = workers[host]
+    folder = rendered[sample] / host
+    cfg = read_cfg(folder / "flowsched.cfg")
+    env = read_env(folder / "flowsched.env")
+    unit = unit_settings(folder / "flow-worker.service")
+
+    assert cfg["worker"]["nodename"] == f"{ip}@{ip}"
+    assert cfg["core"]["default_timezone"] == timezone
+    assert env["FLOWSCHED_HOSTNAME"] == ip
+    assert env["FLOWSCHED_CONFIG"] == "/etc/flowsched/flowsched.cfg"
+    assert f"FLOWSCHED_HOSTNAME={ip}" in unit["Environment"]
+    exec_start = unit["ExecStart"][0].split()
+    assert exec_start[1:4] == ["worker", "--nodename", f"{ip}@{ip}"]
+    concurrency = "16" if host == "worker2" else "8"
+    assert exec_start[exec_start.index("--concurrency") + 1] == concurrency
+    assert cfg["celery"]["worker_concurrency"] == concurrency
+    assert exec_start[exec_start.index("--queues") + 1] == "default"
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_cluster_addresses_and_secrets_reach_every_host(
+    rendered: dict[str, Path], sample: str
+) -> None:
+    base = "10.77.0" if sample == "gmt8" else "192.168.50"
+    for host in APP_HOSTS:
+        cfg = read_cfg(rendered[sample] / host / "flowsched.cfg")
+        env = read_env(rendered[sample] / host / "flowsched.env")
+        assert env["FLOWSCHED__DATABASE__SQL_ALCHEMY_CONN"] == (
+            f"mysql+mysqldb://flowsched:db-secret-{sample}@{base}.11:3306/flowsched?charset=utf8mb4"
+        )
+        assert (
+            env["FLOWSCHED__CELERY__BROKER_URL"]
+            == f"redis://:broker-secret-{sample}@{base}.12:6379/0"
+        )
+        assert env["FLOWSCHED__CORE__SECRET_KEY"] == f"key-{sample}"
+        # Secrets live in flowsched.env only.
+        cfg_text = (rendered[sample] / host / "flowsched.cfg").read_text()
+        assert f"db-secret-{sample}" not in cfg_text and f"broker-secret-{sample}" not in cfg_text
+        assert cfg["core"]["executor"] == "celery"
+        assert cfg["core"]["dags_folder"].endswith("/dags/current")
+        assert cfg["core"]["plugins_folder"].endswith("/plugins/current")
+        assert cfg["webserver"]["bind"] == "0.0.0.0:8081"
+        assert cfg["webserver"]["flower_url"] == f"http://{base}.21:5555"
+        assert int(cfg["worker"]["shutdown_grace"]) < 900
+
+
+def test_timezone_is_per_inventory(rendered: dict[str, Path]) -> None:
+    zones = {
+        read_cfg(rendered[s] / "master1" / "flowsched.cfg")["core"]["default_timezone"]
+        for s in SAMPLES
+    }
+    assert zones == {"Etc/GMT-8", "Asia/Shanghai"}
+
+
+def test_log_cleanup_uses_the_retention(rendered: dict[str, Path]) -> None:
+    service = unit_settings(rendered["gmt8"] / "worker1" / "flow-log-cleanup.service")
+    assert all(
+        "-mtime +30" in line and "/data1/flowsched/logs" in line for line in service["ExecStart"]
+    )
+    timer = unit_settings(rendered["gmt8"] / "worker1" / "flow-log-cleanup.timer")
+    assert timer["Unit"] == ["flow-log-cleanup.service"] and timer["Persistent"] == ["true"]
+
+
+def test_flowsched_run_is_valid_shell(rendered: dict[str, Path]) -> None:
+    for script in ("flowsched-run", "flowsched-cli"):
+        result = subprocess.run(
+            ["sh", "-n", str(rendered["gmt8"] / "master1" / script)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr

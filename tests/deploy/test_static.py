@@ -1,0 +1,123 @@
+"""Static checks of the deployment: yamllint, ansible-lint (production), syntax, conventions."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import HERE, REPO, Run, tool
+
+DEPLOY_PATHS = ["site.yml", "playbooks", "roles", "inventories/production", "tests/deploy"]
+PLAYBOOKS = [
+    "site.yml",
+    *sorted(str(p.relative_to(REPO)) for p in (REPO / "playbooks").glob("*.yml")),
+]
+ROLES = sorted(p.name for p in (REPO / "roles").iterdir() if p.is_dir())
+
+
+def test_yamllint_is_clean(run: Run) -> None:
+    result = run(
+        tool("yamllint"), "--strict", "-c", ".yamllint", *DEPLOY_PATHS, ".yamllint", ".ansible-lint"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ansible_lint_production_profile_is_clean(run: Run) -> None:
+    result = run(
+        tool("ansible-lint"),
+        "--offline",
+        "--profile",
+        "production",
+        "site.yml",
+        "playbooks",
+        "roles",
+        "inventories/production",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Profile 'production' was required, and it passed" in output, output
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+def test_playbook_syntax(run: Run, playbook: str) -> None:
+    result = run(
+        tool("ansible-playbook"),
+        "-i",
+        str(HERE / "inventories" / "gmt8"),
+        "--syntax-check",
+        playbook,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_site_and_playbooks_are_all_checked() -> None:
+    names = {Path(p).name for p in PLAYBOOKS}
+    assert {
+        "site.yml",
+        "upgrade.yml",
+        "sync-dags.yml",
+        "services.yml",
+        "delete-dag.yml",
+        "rollback.yml",
+    } <= names
+
+
+def test_nothing_kills_hard() -> None:
+    """Stops are SIGTERM plus a wait: no SIGKILL or kill -9 anywhere in the deployment."""
+    offenders = []
+    for folder in ("roles", "templates", "playbooks"):
+        for path in (REPO / folder).rglob("*"):
+            if path.is_file() and re.search(r"SIGKILL|kill\s+-9|kill\s+-KILL", path.read_text()):
+                offenders.append(str(path.relative_to(REPO)))
+    assert (REPO / "site.yml").read_text().count("SIGKILL") == 0
+    assert offenders == []
+
+
+def _documented_defaults(role: str) -> set[str]:
+    """Variables of defaults/main.yml, including required ones documented as comments."""
+    text = (REPO / "roles" / role / "defaults" / "main.yml").read_text()
+    names = set(yaml.safe_load(text) or {})
+    names |= set(re.findall(rf"^# ({re.escape(role)}_\w+):\s*$", text, re.M))
+    return names
+
+
+def _spec_options(role: str, entry: str = "main") -> dict[str, dict]:
+    specs = yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())
+    return specs["argument_specs"][entry]["options"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_defaults_are_prefixed_documented_and_validated(role: str) -> None:
+    defaults = _documented_defaults(role)
+    options = _spec_options(role)
+    assert defaults, f"role {role} documents no variable"
+    assert all(name.startswith(f"{role}_") for name in defaults), sorted(defaults)
+    assert set(options) == defaults, (
+        f"argument_specs and defaults of {role} differ: "
+        f"only in specs {sorted(set(options) - defaults)}, only in defaults {sorted(defaults - set(options))}"
+    )
+
+
+def test_required_secrets_have_no_default() -> None:
+    options = _spec_options("flowsched")
+    defaults = yaml.safe_load((REPO / "roles" / "flowsched" / "defaults" / "main.yml").read_text())
+    for secret in ("flowsched_db_password", "flowsched_broker_password", "flowsched_secret_key"):
+        assert options[secret]["required"] is True
+        assert options[secret]["no_log"] is True
+        assert secret not in defaults
+
+
+def test_secret_tasks_hide_their_output() -> None:
+    """Every task that renders or applies a secret has no_log."""
+    checks = {
+        "roles/flowsched/tasks/config.yml": "Render flowsched.env (database and broker secrets)",
+        "roles/mariadb/tasks/database.yml": "Create or update the database and user",
+        "roles/redis/tasks/main.yml": "Configure Redis as the broker",
+    }
+    for path, name in checks.items():
+        tasks = yaml.safe_load((REPO / path).read_text())
+        task = next(t for t in tasks if t["name"] == name)
+        assert task.get("no_log") is True, f"{path}: {name}"
