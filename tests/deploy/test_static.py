@@ -95,9 +95,9 @@ def test_role_defaults_are_prefixed_documented_and_validated(role: str) -> None:
     options = _spec_options(role)
     assert defaults, f"role {role} documents no variable"
     assert all(name.startswith(f"{role}_") for name in defaults), sorted(defaults)
-    assert set(options) == defaults, (
-        f"argument_specs and defaults of {role} differ: "
-        f"only in specs {sorted(set(options) - defaults)}, only in defaults {sorted(defaults - set(options))}"
+    only_specs, only_defaults = sorted(set(options) - defaults), sorted(defaults - set(options))
+    assert not only_specs and not only_defaults, (
+        f"{role}: only in argument_specs {only_specs}, only in defaults {only_defaults}"
     )
 
 

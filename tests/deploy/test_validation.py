@@ -14,12 +14,26 @@ import yaml
 
 from tests.deploy.conftest import HERE, Run, tool
 
-NO_CONTACT = ["-e", "ansible_connection=ssh", "-e", "ansible_host=127.0.0.1", "-e", "ansible_port=9"]
+NO_CONTACT = [
+    "-e",
+    "ansible_connection=ssh",
+    "-e",
+    "ansible_host=127.0.0.1",
+    "-e",
+    "ansible_port=9",
+]
 FIRST_CHANGING_PLAY = "PLAY [Prepare every host"
 
 
-def site(run: Run, *args: str, inventory: Path = HERE / "inventories" / "gmt8", playbook: str = "site.yml"):
-    return run(tool("ansible-playbook"), "-i", str(inventory), playbook, *NO_CONTACT, *args, timeout=120)
+def site(
+    run: Run,
+    *args: str,
+    inventory: Path = HERE / "inventories" / "gmt8",
+    playbook: str = "site.yml",
+):
+    return run(
+        tool("ansible-playbook"), "-i", str(inventory), playbook, *NO_CONTACT, *args, timeout=120
+    )
 
 
 def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
@@ -35,22 +49,53 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-e", "flowsched_timezone=Mars/Olympus"], "flowsched_timezone=Mars/Olympus is not a timezone name"),
-        (["-e", "flowsched_timezone=../../../etc/passwd"], "flowsched_timezone=../../../etc/passwd is not a timezone name"),
-        (["-e", "flowsched_timezone=Etc/GMT+99"], "flowsched_timezone=Etc/GMT+99 is not a timezone name"),
-        (["-e", "flowsched_webserver_port=70000"], "flowsched_webserver_port=70000 is not a TCP port"),
+        (
+            ["-e", "flowsched_timezone=Mars/Olympus"],
+            "flowsched_timezone=Mars/Olympus is not a timezone name",
+        ),
+        (
+            ["-e", "flowsched_timezone=../../../etc/passwd"],
+            "flowsched_timezone=../../../etc/passwd is not a timezone name",
+        ),
+        (
+            ["-e", "flowsched_timezone=Etc/GMT+99"],
+            "flowsched_timezone=Etc/GMT+99 is not a timezone name",
+        ),
+        (
+            ["-e", "flowsched_webserver_port=70000"],
+            "flowsched_webserver_port=70000 is not a TCP port",
+        ),
         (["-e", "flowsched_flower_port=0"], "flowsched_flower_port=0 is not a TCP port"),
         (["-e", "flowsched_broker_port=redis"], "flowsched_broker_port"),
-        (["-e", "flowsched_db_password=CHANGE-ME-database-password"], "flowsched_db_password must be set"),
+        (
+            ["-e", "flowsched_db_password=CHANGE-ME-database-password"],
+            "flowsched_db_password must be set",
+        ),
         (["-e", "flowsched_host_ip=worker.example.org"], "flowsched_host_ip=worker.example.org"),
         (["-e", "flowsched_worker_stop_timeout=300"], "flowsched_worker_stop_timeout (300) >"),
         (["-e", "flowsched_executor=threads"], "flowsched_executor"),
-        (["-e", "webserver_stop_timeout=60"], "webserver_stop_timeout (60) > flowsched_webserver_timeout"),
+        (
+            ["-e", "webserver_stop_timeout=60"],
+            "webserver_stop_timeout (60) > flowsched_webserver_timeout",
+        ),
     ],
-    ids=["timezone", "timezone-path", "timezone-offset", "port-range", "port-zero", "port-type", "placeholder-secret",
-         "host-ip", "stop-timeout", "executor", "webserver-stop"],
+    ids=[
+        "timezone",
+        "timezone-path",
+        "timezone-offset",
+        "port-range",
+        "port-zero",
+        "port-type",
+        "placeholder-secret",
+        "host-ip",
+        "stop-timeout",
+        "executor",
+        "webserver-stop",
+    ],
 )
-def test_bad_setting_fails_before_any_host_is_contacted(run: Run, args: list[str], message: str) -> None:
+def test_bad_setting_fails_before_any_host_is_contacted(
+    run: Run, args: list[str], message: str
+) -> None:
     result = site(run, *args)
     output = result.stdout + result.stderr
     assert result.returncode != 0
@@ -84,15 +129,20 @@ def test_missing_group_is_named(run: Run, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("playbook", "args", "message"),
     [
-        ("playbooks/services.yml", ["-e", "flowsched_component=db", "-e", "flowsched_state=stopped"],
-         "flowsched_component=db"),
+        (
+            "playbooks/services.yml",
+            ["-e", "flowsched_component=db", "-e", "flowsched_state=stopped"],
+            "flowsched_component=db",
+        ),
         ("playbooks/services.yml", ["-e", "flowsched_component=worker"], "flowsched_state="),
         ("playbooks/delete-dag.yml", [], "-e dag_id=DAG_ID"),
         ("playbooks/delete-dag.yml", ["-e", "dag_id=x; rm -rf /"], "-e dag_id=DAG_ID"),
     ],
     ids=["services-component", "services-state", "delete-dag-missing", "delete-dag-shell"],
 )
-def test_playbook_arguments_are_checked(run: Run, playbook: str, args: list[str], message: str) -> None:
+def test_playbook_arguments_are_checked(
+    run: Run, playbook: str, args: list[str], message: str
+) -> None:
     # These checks run on the control machine: with hosts unreachable they must
     # still be the reason the run stops.
     result = site(run, *args, "-e", "ansible_connection=local", playbook=playbook)
@@ -106,8 +156,16 @@ def test_production_inventory_placeholders_are_refused(run: Run, tmp_path: Path)
     validation refuses its CHANGE-ME secrets."""
     password = tmp_path / "vault-password"
     password.write_text("flowsched-example-vault\n")
-    result = run(tool("ansible-playbook"), "-i", "inventories/production", "site.yml", *NO_CONTACT,
-                 "--vault-password-file", str(password), timeout=120)
+    result = run(
+        tool("ansible-playbook"),
+        "-i",
+        "inventories/production",
+        "site.yml",
+        *NO_CONTACT,
+        "--vault-password-file",
+        str(password),
+        timeout=120,
+    )
     output = result.stdout + result.stderr
     assert "flowsched_db_password must be set" in output, output
     assert "CHANGE-ME-database-password" not in output
