@@ -185,17 +185,28 @@ class Cluster:
                 proc.kill_tree()
 
     # -- DAGs and runs ----------------------------------------------------
-    def write_dag(self, dag_id: str, body: str, *, retries: int = 0, extra: str = "") -> Path:
+    def write_dag(
+        self,
+        dag_id: str,
+        body: str,
+        *,
+        retries: int = 0,
+        retry_delay: float = 0,
+        extra: str = "",
+        folder: Path | None = None,
+    ) -> Path:
         """A DAG file ``{dag_id}.py``; ``body`` defines tasks inside ``with DAG(...)``."""
         source = (
             "from datetime import datetime, timedelta\n"
             "from flowsched import DAG, BashOperator, PythonOperator\n"
             f"{extra}\n"
             f"with DAG({dag_id!r}, schedule=None, start_date=datetime(2026, 1, 1),\n"
-            f"         default_args={{'retries': {retries}, 'retry_delay': timedelta(0)}},\n"
-            "         ) as dag:\n" + "".join(f"    {line}\n" for line in body.strip().splitlines())
+            f"         default_args={{'retries': {retries},\n"
+            f"                       'retry_delay': timedelta(seconds={retry_delay})}}) as dag:\n"
         )
-        path = self.home.dags / f"{dag_id}.py"
+        source += "".join(f"    {line}\n" for line in body.strip().splitlines())
+        path = (folder or self.home.dags) / f"{dag_id}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(source)
         return path
 

@@ -30,7 +30,9 @@ def test_worker_killed_mid_task_is_a_zombie_and_the_run_still_succeeds(cluster: 
 
 
 def test_sigterm_is_a_warm_shutdown_the_running_try_finishes(cluster: Cluster) -> None:
-    cluster.write_dag("warm", "BashOperator(task_id='work', bash_command='sleep 3; echo warm-done')")
+    cluster.write_dag(
+        "warm", "BashOperator(task_id='work', bash_command='sleep 3; echo warm-done')"
+    )
     run_id = cluster.trigger("warm")
     ti = cluster.wait_state("warm", run_id, "work", "running")
     worker = cluster.worker_named(ti.worker_nodename)
