@@ -1,0 +1,195 @@
+"""Core benchmarks: a 200-task chain, a 1,000-task fan-out, parsing 1,000 DAG files.
+
+Prints tasks per second and the median and p95 time from a task's end to its
+downstream's start, on SQLite and on a MariaDB server started for the run.
+Figures are printed, never asserted.
+
+    .venv/bin/python bench/core_bench.py [--backend sqlite|mysql|both] [--parallelism N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import select
+
+from flowsched import operations
+from flowsched.config import load_config, set_config
+from flowsched.dag_processor import process_folder
+from flowsched.db import migrate
+from flowsched.db.engine import reset_engine, session_scope
+from flowsched.db.models import DagRun, TaskTry
+from flowsched.executors.local import LocalExecutor
+from flowsched.scheduler.loop import Scheduler
+
+CHAIN = """
+from datetime import datetime
+from flowsched import DAG, PythonOperator
+
+def noop():
+    pass
+
+with DAG("chain", start_date=datetime(2026, 1, 1)) as dag:
+    previous = None
+    for n in range({n}):
+        op = PythonOperator(task_id=f"t{{n:04d}}", python_callable=noop)
+        if previous is not None:
+            previous >> op
+        previous = op
+"""
+
+FAN = """
+from datetime import datetime
+from flowsched import DAG, PythonOperator
+
+def noop():
+    pass
+
+with DAG("fan", start_date=datetime(2026, 1, 1)) as dag:
+    root = PythonOperator(task_id="root", python_callable=noop)
+    for n in range({n}):
+        root >> PythonOperator(task_id=f"t{{n:04d}}", python_callable=noop)
+"""
+
+SMALL = """
+from datetime import datetime
+from flowsched import DAG, BashOperator
+with DAG("parse_{n:04d}", schedule="@daily", start_date=datetime(2026, 1, 1)) as dag:
+    a = BashOperator(task_id="a", bash_command="true")
+    b = BashOperator(task_id="b", bash_command="true")
+    a >> b
+"""
+
+
+def configure(root: Path, url: str, parallelism: int) -> Path:
+    dags = root / "dags"
+    dags.mkdir(parents=True, exist_ok=True)
+    cfg = root / "flowsched.cfg"
+    cfg.write_text(
+        textwrap.dedent(f"""
+        [core]
+        dags_folder = {dags}
+        parallelism = {parallelism}
+        [database]
+        sql_alchemy_conn = {url}
+        [logging]
+        base_log_folder = {root / "logs"}
+        level = WARNING
+        [scheduler]
+        loop_interval = 0.5
+        parsing_processes = 2
+        max_tis_per_query = 1024
+    """)
+    )
+    set_config(load_config(cfg))
+    reset_engine()
+    migrate.upgrade()
+    return dags
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def run_dag(dag_id: str, edges: list[tuple[str, str]], parallelism: int) -> dict[str, float]:
+    run = operations.trigger_dag(dag_id)
+    started = time.monotonic()
+    scheduler = Scheduler(LocalExecutor(parallelism), run_dag_processor=False)
+    with scheduler:
+        while True:
+            with session_scope() as session:
+                state = session.scalar(select(DagRun.state).where(DagRun.run_id == run.run_id))
+            if state in ("success", "failed"):
+                break
+            if not scheduler.run_once():
+                scheduler.executor.wakeup.wait(0.05)
+                scheduler.executor.wakeup.clear()
+    elapsed = time.monotonic() - started
+    with session_scope() as session:
+        tries = {
+            t.task_id: t
+            for t in session.scalars(select(TaskTry).where(TaskTry.run_id == run.run_id))
+        }
+    assert state == "success", state
+    gaps = [
+        (tries[down].start_date - tries[up].end_date).total_seconds() * 1000 for up, down in edges
+    ]
+    return {
+        "tasks": len(tries),
+        "seconds": elapsed,
+        "tasks_per_s": len(tries) / elapsed,
+        "median_ms": statistics.median(gaps),
+        "p95_ms": percentile(gaps, 0.95),
+    }
+
+
+def bench_backend(name: str, url: str, parallelism: int, chain: int, fan: int, files: int):
+    with tempfile.TemporaryDirectory() as tmp:
+        dags = configure(Path(tmp), url, parallelism)
+        (dags / "chain.py").write_text(CHAIN.format(n=chain))
+        (dags / "fan.py").write_text(FAN.format(n=fan))
+        process_folder()
+        edges = [(f"t{n:04d}", f"t{n + 1:04d}") for n in range(chain - 1)]
+        result = run_dag("chain", edges, parallelism)
+        print(
+            f"[{name}] chain of {chain}: {result['seconds']:.1f}s, "
+            f"{result['tasks_per_s']:.1f} tasks/s, end->downstream start "
+            f"median {result['median_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms"
+        )
+        edges = [("root", f"t{n:04d}") for n in range(fan)]
+        result = run_dag("fan", edges, parallelism)
+        print(
+            f"[{name}] fan-out of {fan}: {result['seconds']:.1f}s, "
+            f"{result['tasks_per_s']:.1f} tasks/s, root end->task start "
+            f"median {result['median_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms"
+        )
+        parse_dir = Path(tmp) / "parse"
+        parse_dir.mkdir()
+        for n in range(files):
+            (parse_dir / f"dag_{n:04d}.py").write_text(SMALL.format(n=n))
+        started = time.monotonic()
+        report = process_folder(parse_dir)
+        elapsed = time.monotonic() - started
+        print(
+            f"[{name}] parsing {files} DAG files: {elapsed:.1f}s "
+            f"({files / elapsed:.0f} files/s, {len(report.errors)} errors)"
+        )
+        reset_engine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", choices=["sqlite", "mysql", "both"], default="both")
+    parser.add_argument("--parallelism", type=int, default=4)
+    parser.add_argument("--chain", type=int, default=200)
+    parser.add_argument("--fan", type=int, default=1000)
+    parser.add_argument("--files", type=int, default=1000)
+    args = parser.parse_args()
+    sizes = (args.parallelism, args.chain, args.fan, args.files)
+    if args.backend in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", *sizes)
+    if args.backend in ("mysql", "both"):
+        from tests.servers import start_mariadb
+
+        with tempfile.TemporaryDirectory() as tmp:
+            server = start_mariadb(Path(tmp))
+            try:
+                url = server.create_database(f"bench_{uuid.uuid4().hex[:8]}")
+                bench_backend("mariadb", url, *sizes)
+            finally:
+                server.stop()
+
+
+if __name__ == "__main__":
+    main()
