@@ -102,7 +102,8 @@ def _dag_base(dag: Any) -> dict[str, Any]:
         "schedule": dag.schedule,
         "timezone": dag.timezone,
         "tags": list(dag.tags or []),
-        "next_run": iso(dag.next_data_interval_start),
+        "next_run": iso(dag.next_run_create_after),
+        "next_logical_date": iso(dag.next_data_interval_start),
     }
 
 

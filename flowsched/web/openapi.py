@@ -90,6 +90,21 @@ PAGING = [
     _query("size", {"type": "integer", "minimum": 1, "maximum": 100}, "Items per page."),
 ]
 
+TI_PROPERTIES: dict[str, Any] = {
+    "task_id": {"type": "string"},
+    "state": STATE,
+    "try_number": {"type": "integer"},
+    "max_tries": {"type": "integer"},
+    "operator": {"type": ["string", "null"]},
+    "queue": {"type": ["string", "null"]},
+    "pool": {"type": "string"},
+    "hostname": {"type": ["string", "null"]},
+    "worker_nodename": {"type": ["string", "null"]},
+    "start_date": TIME,
+    "end_date": TIME,
+    "duration": {"type": ["number", "null"]},
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": _object(
         {"status": {"type": "integer"}, "title": {"type": "string"}, "detail": {"type": "string"}}
@@ -118,6 +133,7 @@ SCHEMAS: dict[str, Any] = {
             "timezone": {"type": "string"},
             "tags": {"type": "array", "items": {"type": "string"}},
             "next_run": TIME,
+            "next_logical_date": TIME,
             "last_run": {"oneOf": [_ref("RunSummary"), {"type": "null"}]},
             "recent_runs": {"type": "object", "additionalProperties": {"type": "integer"}},
         }
@@ -163,6 +179,7 @@ SCHEMAS: dict[str, Any] = {
             "tags": {"type": "array", "items": {"type": "string"}},
             "max_active_runs": {"type": "integer"},
             "next_run": TIME,
+            "next_logical_date": TIME,
             "version": _ref("Version"),
             "tasks": {"type": "array", "items": _ref("Task")},
         }
@@ -183,21 +200,9 @@ SCHEMAS: dict[str, Any] = {
             "dag_version": {"type": ["integer", "null"]},
         }
     ),
-    "TaskInstance": _object(
-        {
-            "task_id": {"type": "string"},
-            "state": STATE,
-            "try_number": {"type": "integer"},
-            "max_tries": {"type": "integer"},
-            "operator": {"type": ["string", "null"]},
-            "queue": {"type": ["string", "null"]},
-            "pool": {"type": "string"},
-            "hostname": {"type": ["string", "null"]},
-            "worker_nodename": {"type": ["string", "null"]},
-            "start_date": TIME,
-            "end_date": TIME,
-            "duration": {"type": ["number", "null"]},
-        }
+    "TaskInstance": _object(TI_PROPERTIES),
+    "TaskInstanceDetail": _object(
+        {**TI_PROPERTIES, "tries": {"type": "array", "items": _ref("Try")}}
     ),
     "Try": _object(
         {
@@ -380,19 +385,7 @@ def _paths() -> dict[str, Any]:
             "parameters": [DAG_ID, RUN_ID, TASK_ID],
             "get": _op(
                 "A task instance with every try",
-                _json(
-                    {
-                        "allOf": [
-                            _ref("TaskInstance"),
-                            {
-                                "type": "object",
-                                "properties": {"tries": {"type": "array", "items": _ref("Try")}},
-                                "required": ["tries"],
-                            },
-                        ]
-                    },
-                    "The task instance",
-                ),
+                _json(_ref("TaskInstanceDetail"), "The task instance"),
             ),
             "patch": _op(
                 "Mark a task instance success or failed",

@@ -70,6 +70,7 @@ def gunicorn_options(bind: str | None = None, workers: int | None = None) -> dic
         "accesslog": "-",
         "errorlog": "-",
         "proc_name": "flowsched-webserver",
+        "control_socket_disable": True,  # gunicorn 24+: one shared ~/.gunicorn path otherwise
     }
 
 
