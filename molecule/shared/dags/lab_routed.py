@@ -1,11 +1,13 @@
 """Lab DAG: one task routed to each worker (queues `worker1` and `worker2`,
 see inventories/lab/hosts.yml), then a task on the shared default queue.
 
-The molecule verify triggers it and fetches each task's log through the
-webserver, proving that both workers ran a task and serve its log.
+The molecule verify triggers it and fetches each task's log from the worker
+that ran it. Retries leave time for the stale-DAG check
+(molecule/shared/verify/sync.yml): a worker refuses a stale DAG file, and the
+task succeeds on a retry once sync-dags has run.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flowsched import DAG, BashOperator
 
@@ -16,6 +18,7 @@ with DAG(
     catchup=False,
     tags=["lab"],
     description="A task on each worker, then one on any worker.",
+    default_args={"retries": 8, "retry_delay": timedelta(seconds=15)},
 ) as dag:
     on_worker1 = BashOperator(
         task_id="on_worker1",
