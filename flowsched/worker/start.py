@@ -122,13 +122,22 @@ def run_worker(
     timer = _GraceTimer(conf.worker.shutdown_grace)
     signals.worker_process_init.connect(_reset_db_after_fork, weak=False)
     signals.worker_shutting_down.connect(timer.on_shutting_down, weak=False)
-    log.info(
-        "worker %s: hostname %s (recorded on its tries), queues %s, concurrency %s",
-        nodename,
-        hostname,
-        ",".join(queues),
-        concurrency,
-    )
+
+    def announce(**_: Any) -> None:
+        # After Celery set up logging, before it connects: shown even if the broker is down.
+        log.info(
+            "worker %s: hostname %s (recorded on its tries), log server http://%s:%s, "
+            "queues %s, concurrency %s, shutdown grace %gs",
+            nodename,
+            hostname,
+            host,
+            port,
+            ",".join(queues),
+            concurrency,
+            conf.worker.shutdown_grace,
+        )
+
+    signals.celeryd_after_setup.connect(announce, weak=False)
     worker = app.Worker(
         hostname=nodename,
         concurrency=concurrency,
