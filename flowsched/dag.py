@@ -160,8 +160,17 @@ class DAG:
         """The serialized form the scheduler and webserver use; validates first."""
         self.validate()
 
+        from flowsched.plugins import plugin_file_of
+
         def seconds(value: timedelta | None) -> float | None:
             return None if value is None else value.total_seconds()
+
+        def plugin_files(task: BaseOperator) -> dict[str, str]:
+            found = plugin_file_of(task)
+            return dict([found]) if found else {}
+
+        tasks_plugins = {task_id: plugin_files(task) for task_id, task in self.tasks.items()}
+        all_plugins = {k: v for files in tasks_plugins.values() for k, v in files.items()}
 
         return {
             "dag_id": self.dag_id,
@@ -175,6 +184,7 @@ class DAG:
             "tags": self.tags,
             "description": self.description,
             "params": self.params,
+            "plugin_fingerprints": dict(sorted(all_plugins.items())),
             "tasks": [
                 {
                     "task_id": task.task_id,
@@ -191,6 +201,7 @@ class DAG:
                     "priority_weight": task.priority_weight,
                     "template_fields": list(task.template_fields),
                     "doc": task.doc,
+                    "plugin_files": tasks_plugins[task.task_id],
                 }
                 for task in self.tasks.values()
             ],

@@ -128,7 +128,10 @@ def _upsert_dag(
         or latest.serialized.get("start_date") != data["start_date"]
         or latest.serialized.get("catchup") != data["catchup"]
     )
-    if latest is None or latest.fingerprint != result.fingerprint:
+    plugins_changed = latest is not None and (
+        latest.serialized.get("plugin_fingerprints", {}) != data.get("plugin_fingerprints", {})
+    )
+    if latest is None or latest.fingerprint != result.fingerprint or plugins_changed:
         number = (
             session.scalar(
                 select(func.max(DagVersion.version_number)).where(DagVersion.dag_id == dag_id)

@@ -90,7 +90,9 @@ def exec_dag_file(
     must never execute code other than what the scheduler queued.
     """
     from flowsched.dag import DAG, DagContext
+    from flowsched.plugins import ensure_on_path
 
+    ensure_on_path()
     data = path.read_bytes()
     fingerprint = fingerprint_bytes(data)
     if expected is not None and fingerprint != expected:

@@ -8,7 +8,7 @@ This is what makes "never run twice at the same time" hold by construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +33,8 @@ class Workload:
     fileloc: str
     queue: str
     dag_version_id: int | None = None
+    # Plugin files the task's operator comes from: {relative path: sha256}.
+    plugins: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -53,6 +55,7 @@ class Workload:
             fileloc=str(data["fileloc"]),
             queue=str(data.get("queue") or "default"),
             dag_version_id=data.get("dag_version_id"),
+            plugins={str(k): str(v) for k, v in (data.get("plugins") or {}).items()},
         )
 
     def describe(self) -> str:
@@ -69,6 +72,7 @@ def queue_try(
     queue: str,
     job_id: int | None,
     now: datetime,
+    plugins: dict[str, str] | None = None,
 ) -> Workload | None:
     """scheduled/none -> queued with the next try number; None if someone else moved it."""
     next_try = ti.try_number + 1
@@ -123,6 +127,7 @@ def queue_try(
         fileloc=fileloc,
         queue=queue,
         dag_version_id=dag_version_id,
+        plugins=dict(plugins or {}),
     )
 
 

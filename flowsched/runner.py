@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import select
@@ -32,8 +33,10 @@ from flowsched.discovery import exec_dag_file
 from flowsched.exceptions import DagFileMismatch, FlowschedError, TaskTerminated, TaskTimeout
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import Workload, claim_try, finish_try, heartbeat_try
+from flowsched.plugins import check_plugin_files, load_plugins
 from flowsched.serialization import SerializedDAG
 from flowsched.task_logs import log_path
+from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import default_timezone, display, utcnow
 from flowsched.xcom import TaskInstanceContext, push_xcom
 
@@ -123,6 +126,11 @@ def _retry_delay(session: Any, workload: Workload) -> timedelta:
     return spec.retry_delay_for(workload.try_number) if spec else timedelta(0)
 
 
+def macros_namespace() -> SimpleNamespace:
+    """``{{ macros.ds_add(ds, 1) }}`` plus every macro the loaded plugins provide."""
+    return SimpleNamespace(**{**BUILTIN_MACROS, **load_plugins().macros})
+
+
 def build_context(workload: Workload, task: Any, dag: Any, run: DagRun) -> dict[str, Any]:
     zone = default_timezone()
     logical_local = run.logical_date.astimezone(zone)
@@ -143,6 +151,7 @@ def build_context(workload: Workload, task: Any, dag: Any, run: DagRun) -> dict[
         "ts": logical_local.isoformat(),
         "params": {**dag.params, **task.params, **(run.conf or {}).get("params", {})},
         "conf": run.conf or {},
+        "macros": macros_namespace(),
     }
 
 
@@ -152,6 +161,17 @@ def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[
     folder = Path(conf.core.dags_folder).resolve()
     path = folder / workload.fileloc
     rendered: dict[str, Any] | None = None
+    mismatches = check_plugin_files(workload.plugins)
+    if mismatches:
+        relative, expected, local = mismatches[0]
+        return (
+            False,
+            (
+                f"plugin file {relative} differs on worker {nodename}: scheduler has sha256 "
+                f"{expected[:12]}…, this worker has {local[:12] + '…' if local else 'no such file'}"
+            ),
+            None,
+        )
     try:
         _, _, dags = exec_dag_file(path, workload.fileloc, expected=workload.fingerprint)
     except DagFileMismatch as exc:
@@ -320,6 +340,7 @@ def foreground_workload(dag_id: str, task_id: str, run_id: str) -> Workload:
             _, version = latest_version(session, dag_id)
         ti.state = "scheduled"
         session.flush()
+        spec = SerializedDAG(version.serialized).tasks.get(task_id)
         workload = queue_try(
             session,
             ti,
@@ -329,6 +350,7 @@ def foreground_workload(dag_id: str, task_id: str, run_id: str) -> Workload:
             queue=ti.queue or get_config().celery.default_queue,
             job_id=None,
             now=utcnow(),
+            plugins=dict(spec.plugin_files) if spec else {},
         )
         if workload is None:
             raise RunnerError(f"{dag_id}.{task_id} changed state meanwhile; try again")

@@ -35,6 +35,7 @@ class TaskSpec:
     queue: str | None
     pool: str
     priority_weight: int
+    plugin_files: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
@@ -51,6 +52,7 @@ class TaskSpec:
             queue=data["queue"],
             pool=data["pool"],
             priority_weight=data["priority_weight"],
+            plugin_files=tuple(sorted(data.get("plugin_files", {}).items())),
         )
 
     def retry_delay_for(self, try_number: int) -> timedelta:

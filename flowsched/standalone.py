@@ -19,6 +19,7 @@ from flowsched.config import config_path, flowsched_home, load_config, set_confi
 from flowsched.db.engine import reset_engine
 
 EXAMPLES = Path(__file__).parent / "example_dags"
+EXAMPLE_PLUGINS = Path(__file__).parent / "example_plugins"
 
 
 def initialise_home() -> Path:
@@ -46,6 +47,8 @@ def initialise_home() -> Path:
         for example in sorted(EXAMPLES.glob("*.py")):
             if example.name != "__init__.py":
                 shutil.copy(example, dags / example.name)
+        for plugin in sorted(EXAMPLE_PLUGINS.glob("*.py")):
+            shutil.copy(plugin, home / "plugins" / plugin.name)
     set_config(load_config())
     reset_engine()
     from flowsched.db import migrate

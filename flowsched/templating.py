@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import jinja2
+
+
+def ds_add(ds: str, days: int) -> str:
+    """``{{ macros.ds_add(ds, -1) }}``: a YYYY-MM-DD date shifted by days."""
+    return (date.fromisoformat(ds) + timedelta(days=days)).isoformat()
+
+
+def ds_format(ds: str, input_format: str, output_format: str) -> str:
+    return datetime.strptime(ds, input_format).strftime(output_format)
+
+
+BUILTIN_MACROS: dict[str, Any] = {"ds_add": ds_add, "ds_format": ds_format}
 
 _environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 

@@ -152,6 +152,32 @@ def standalone() -> None:
     run_standalone()
 
 
+@cli.command()
+def plugins() -> None:
+    """Loaded plugins, where each comes from, its fingerprint, and failed imports."""
+    from flowsched.plugins import load_plugins, plugins_folder
+
+    registry = load_plugins()
+    click.echo(f"plugins folder: {plugins_folder()}")
+    rows = [
+        [
+            loaded.name,
+            loaded.source,
+            (loaded.fingerprint or "")[:16] or None,
+            ", ".join(op.__name__ for op in loaded.plugin.operators) or None,
+            ", ".join(loaded.plugin.macros) or None,
+            ", ".join(h.__name__ for h in loaded.plugin.hooks) or None,
+            len(loaded.plugin.blueprints),
+        ]
+        for loaded in registry.plugins
+    ]
+    _table(rows, ["name", "source", "sha256", "operators", "macros", "hooks", "views"])
+    for source, error in registry.errors.items():
+        click.echo(f"\nfailed to load {source}:\n{error}", err=True)
+    if registry.errors:
+        sys.exit(1)
+
+
 # -- dags -----------------------------------------------------------------
 @cli.group()
 def dags() -> None:

@@ -463,6 +463,7 @@ class Scheduler:
                 queue=spec.queue or default_queue,
                 job_id=self.job_id,
                 now=now,
+                plugins=dict(spec.plugin_files),
             )
             if workload is not None:
                 occupied[spec.pool] = occupied.get(spec.pool, 0) + 1
