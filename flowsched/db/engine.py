@@ -79,7 +79,7 @@ def get_engine() -> Engine:
 
 
 def reset_engine() -> None:
-    """Forget the engine (after a config change, or in a forked child)."""
+    """Forget the engine after a config change; the next use builds a new one."""
     global _engine, _sessionmaker
     if _engine is not None:
         _engine.dispose(close=False)
@@ -87,10 +87,22 @@ def reset_engine() -> None:
     _sessionmaker = None
 
 
+# Engines inherited through fork: kept referenced, never used and never closed.
+_inherited: list[Engine] = []
+
+
 def _after_fork_in_child() -> None:
-    # A child must never reuse the parent's sockets: drop them without closing.
+    """A forked child must neither use nor close the parent's connections.
+
+    Closing (even by garbage collection after ``dispose(close=False)``) sends
+    MySQL's COM_QUIT on the socket the parent still uses and kills its
+    session, so the child parks the inherited engine and builds its own.
+    """
+    global _engine, _sessionmaker
     if _engine is not None:
-        _engine.dispose(close=False)
+        _inherited.append(_engine)
+    _engine = None
+    _sessionmaker = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
