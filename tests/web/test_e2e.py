@@ -239,3 +239,74 @@ def test_operator_journey(browser, stack, home, request):
     page.goto(f"{base}/api-docs")
     shot(page, f"{backend}-api-docs")
     page.close()
+
+
+REMOTE = """
+from datetime import datetime
+from flowsched import DAG, BashOperator
+
+with DAG("remote", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+    BashOperator(task_id="where", bash_command="echo ran on $(hostname) for the web test")
+"""
+
+
+def test_celery_workers_and_remote_logs(browser, mysql_home, redis_server):
+    home = mysql_home
+    home.configure(
+        core={"executor": "celery", "secret_key": "e2e-secret"},
+        celery={"broker_url": redis_server.url},
+        worker={"log_server_port": str(free_port())},
+        webserver={"flower_url": "http://flower.example:5555"},
+    )
+    home.write_dag("remote.py", REMOTE)
+    create_user("olga", PASSWORD, "op")
+    stack = Stack(home)
+    try:
+        worker_logs = home.root / "worker-logs"
+        stack.start(
+            "worker",
+            *("worker", "--nodename", "web-a@127.0.0.2", "-c", "1", "--allow-root"),
+            env={
+                "FLOWSCHED_HOSTNAME": "127.0.0.2",
+                "FLOWSCHED__LOGGING__BASE_LOG_FOLDER": str(worker_logs),
+                "FLOWSCHED__WORKER__LOG_SERVER_HOST": "127.0.0.2",
+            },
+        )
+        stack.start("scheduler", "scheduler")
+        base = stack.webserver()
+        page = new_page(browser)
+        log_in(page, base, "olga")
+        for _ in range(60):
+            page.goto(f"{base}/workers")
+            if page.locator("#workers").count():
+                break
+            page.wait_for_timeout(500)
+        expect(page.locator("#workers")).to_contain_text("web-a@127.0.0.2")
+        expect(page.locator("a:text('Open Flower')")).to_have_attribute(
+            "href", "http://flower.example:5555"
+        )
+        shot(page, "celery-workers")
+
+        wait_for_dags(page, base, "remote")
+        trigger_from_dag_page(page, base, "remote")
+        expect(page.locator("#grid a.cell.s-success")).to_have_count(1)
+        page.locator("#grid a.cell").first.click()
+        # the webserver's own log folder is empty: this text came from the worker's log server
+        expect(page.locator("pre.log")).to_contain_text("for the web test")
+        expect(page.locator("#tries")).to_contain_text("web-a@127.0.0.2")
+        assert not any((home.logs).rglob("*.log"))
+        shot(page, "celery-task-remote-log")
+
+        process, _ = stack.procs["worker"]
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        page.reload()
+        expect(page.locator("#log-unavailable")).to_contain_text(
+            "cannot reach the log server of 127.0.0.2"
+        )
+        page.goto(f"{base}/workers")
+        expect(page.locator("#workers-message")).to_contain_text("No Celery worker answered")
+        page.close()
+    finally:
+        codes = stack.stop()
+    assert codes["webserver"] == 0, stack.output("webserver")[-3000:]
