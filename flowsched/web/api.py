@@ -18,8 +18,13 @@ from sqlalchemy import select, text
 from flowsched import operations
 from flowsched.db.engine import session_scope
 from flowsched.db.models import DagRun, DagVersion, TaskInstance, TaskTry
-from flowsched.exceptions import DagNotFound, DatabaseUnavailable, TaskNotFound
-from flowsched.log_client import LogUnavailable, fetch_task_log
+from flowsched.exceptions import (
+    DagNotFound,
+    DatabaseUnavailable,
+    FlowschedError,
+    TaskNotFound,
+)
+from flowsched.log_client import fetch_task_log
 from flowsched.state import TaskState
 from flowsched.timezone import default_timezone, parse_datetime, to_utc, utcnow
 from flowsched.web import queries
@@ -418,7 +423,7 @@ def task_log(dag_id: str, run_id: str, task_id: str, try_number: int) -> Any:
         raise TaskNotFound(f"{dag_id}.{task_id} in run '{run_id}' has no try {try_number}")
     try:
         content = fetch_task_log(attempt.hostname, dag_id, run_id, task_id, try_number)
-    except LogUnavailable as exc:
+    except FlowschedError as exc:  # LogUnavailable, or e.g. no secret_key to sign with
         abort(404, description=str(exc))
     return jsonify(try_number=try_number, hostname=attempt.hostname, content=content)
 

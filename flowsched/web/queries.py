@@ -198,6 +198,13 @@ class Grid:
     cells: dict[tuple[str, str], Cell]
     has_older: bool
 
+    def rows(self) -> list[tuple[str, list[Cell | None]]]:
+        """Each task with its cells in run order, so the template does no lookups."""
+        return [
+            (task_id, [self.cells.get((run.run_id, task_id)) for run in self.runs])
+            for task_id in self.task_ids
+        ]
+
 
 def dag_grid(
     session: Session, detail: DagDetail, *, limit: int = RECENT_RUNS, before: datetime | None = None

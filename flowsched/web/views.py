@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from flowsched.db.engine import session_scope
 from flowsched.db.models import DagVersion, TaskInstance
-from flowsched.exceptions import DagNotFound
-from flowsched.log_client import LogUnavailable, fetch_task_log
+from flowsched.exceptions import DagNotFound, FlowschedError
+from flowsched.log_client import fetch_task_log
 from flowsched.serialization import SerializedDAG
 from flowsched.state import ACTIVE_TASK_STATES, RunState, TaskState
 from flowsched.timezone import parse_datetime
@@ -183,7 +183,7 @@ def task_page(dag_id: str, run_id: str, task_id: str) -> Any:
     else:
         try:
             log_text = fetch_task_log(chosen.hostname, dag_id, run_id, task_id, selected or 0)
-        except LogUnavailable as exc:
+        except FlowschedError as exc:  # LogUnavailable, or e.g. no secret_key to sign with
             log_error = str(exc)
     live = task.ti.state in {s.value for s in ACTIVE_TASK_STATES}
     return render_template(
