@@ -145,7 +145,7 @@ def test_dag_sync_lifecycle(sync: Sync) -> None:
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "worker2: the new release of dags does not match the control" in output, output
-    assert re.search(r"these files differ: etl\.py, new_dag\.py", output), output
+    assert re.search(r"these files differ: \.flowschedignore, etl\.py, new_dag\.py", output), output
     assert sync.current("worker2") == before
     assert changed(output, "worker1") == 0
     assert not (sync.current("worker2") / "etl.py").read_text().startswith("# not what")

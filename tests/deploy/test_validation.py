@@ -104,25 +104,24 @@ def test_bad_setting_fails_before_any_host_is_contacted(
     assert "UNREACHABLE" not in output
 
 
-def test_missing_secret_is_named(run: Run, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("section", "key", "message"),
+    [
+        ("vars", "flowsched_secret_key", "missing required arguments: flowsched_secret_key"),
+        ("children", "flowsched_broker", "Inventory group flowsched_broker is missing or empty"),
+    ],
+    ids=["secret", "group"],
+)
+def test_missing_inventory_entry_is_named(
+    run: Run, tmp_path: Path, section: str, key: str, message: str
+) -> None:
     inventory = yaml.safe_load((HERE / "inventories" / "gmt8" / "hosts.yml").read_text())
-    del inventory["all"]["vars"]["flowsched_secret_key"]
+    del inventory["all"][section][key]
     path = tmp_path / "hosts.yml"
     path.write_text(yaml.safe_dump(inventory))
     result = site(run, inventory=path)
     output = result.stdout + result.stderr
-    assert "missing required arguments: flowsched_secret_key" in output, output
-    assert FIRST_CHANGING_PLAY not in output
-
-
-def test_missing_group_is_named(run: Run, tmp_path: Path) -> None:
-    inventory = yaml.safe_load((HERE / "inventories" / "gmt8" / "hosts.yml").read_text())
-    del inventory["all"]["children"]["flowsched_broker"]
-    path = tmp_path / "hosts.yml"
-    path.write_text(yaml.safe_dump(inventory))
-    result = site(run, inventory=path)
-    output = result.stdout + result.stderr
-    assert "Inventory group flowsched_broker is missing or empty" in output, output
+    assert message in output, output
     assert FIRST_CHANGING_PLAY not in output
 
 
