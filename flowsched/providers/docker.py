@@ -1,0 +1,436 @@
+"""DockerOperator: one task run as a container through the Docker Engine API.
+
+The operator talks to the engine's HTTP API (the ``docker`` SDK) rather than
+running the ``docker`` CLI, so the worker needs no Docker client binary and
+errors arrive as structured responses it can turn into readable messages.
+The endpoint is chosen at execute time, never at import, so DAG files using
+it parse on hosts without any Docker engine.
+
+Every container is labelled with its DAG, task, run and try. Those labels let
+a stopped try (timeout, SIGTERM, mark/clear) remove its container even if it
+was interrupted between "create" and "start", and let a new try remove what a
+previous, hard-killed try of the same task left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import stat
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from flowsched.exceptions import DagDefinitionError, FlowschedError
+from flowsched.operators.base import BaseOperator
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DOCKER_HOST_ENV = "FLOWSCHED_DOCKER_HOST"
+PULL_POLICIES = ("missing", "always", "never")
+API_TIMEOUT = 60  # seconds per API call; streaming the logs has no timeout
+LABEL = "flowsched."
+
+
+class DockerTaskError(FlowschedError):
+    """The container could not be run, or it failed; the message names what to fix."""
+
+
+def resolve_docker_host(docker_conn: str | None = None) -> str:
+    """The endpoint for a task: its ``docker_conn``, else ``$FLOWSCHED_DOCKER_HOST``, else
+    the local socket.
+
+    The task's own setting wins because a DAG author who names an endpoint means
+    that one; the environment variable is the worker-wide default for the rest.
+    """
+    url = docker_conn or os.environ.get(DOCKER_HOST_ENV) or DEFAULT_DOCKER_HOST
+    check_docker_url(url)
+    return url
+
+
+def check_docker_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme == "unix" and parts.path:
+        return
+    if parts.scheme == "tcp" and parts.hostname and parts.port:
+        return
+    raise DockerTaskError(
+        f"bad Docker endpoint {url!r}: use unix:///path/to/docker.sock or tcp://host:port"
+    )
+
+
+def parse_mount(spec: str | dict[str, Any]) -> dict[str, Any]:
+    """``"src:dst[:ro]"`` as the API's mount object; ``docker.types.Mount`` (a dict) as is.
+
+    A source starting with ``/`` is a bind mount of a host path, anything else a
+    named volume, as with ``docker run -v``.
+    """
+    if isinstance(spec, dict):
+        return spec
+    if not isinstance(spec, str):
+        raise DagDefinitionError(f"mount {spec!r}: expected 'src:dst[:ro]' or docker.types.Mount")
+    parts = spec.split(":")
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        source, target, mode = parts
+    elif len(parts) == 2:
+        (source, target), mode = parts, "rw"
+    else:
+        raise DagDefinitionError(
+            f"mount {spec!r}: expected 'src:dst', 'src:dst:ro' or 'src:dst:rw'"
+        )
+    if not source or not target.startswith("/"):
+        raise DagDefinitionError(f"mount {spec!r}: the target must be an absolute path")
+    return {
+        "Source": source,
+        "Target": target,
+        "Type": "bind" if source.startswith("/") else "volume",
+        "ReadOnly": mode == "ro",
+    }
+
+
+def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first ``kind`` in an exception's causes and arguments (requests nests them)."""
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return current
+        stack.extend([current.__cause__, current.__context__, *current.args])
+    return None
+
+
+def _name(lookup: Any, ident: int) -> str:
+    try:
+        return lookup(ident)[0]
+    except KeyError:
+        return str(ident)
+
+
+def permission_message(socket_path: str) -> str:
+    """What to do when this process may not open the engine's socket.
+
+    The fix is group membership, not root: the deployment's
+    ``flowsched_worker_docker_access: true`` adds the ``flowsched`` user to ``docker``.
+    """
+    user = _name(pwd.getpwuid, os.geteuid())
+    try:
+        info = os.stat(socket_path)
+        owner = f"owner {_name(pwd.getpwuid, info.st_uid)}:{_name(grp.getgrgid, info.st_gid)}"
+        where = f"{owner}, mode {stat.S_IMODE(info.st_mode):04o}"
+    except OSError as exc:
+        where = f"cannot stat it: {exc.strerror}"
+    return (
+        f"permission denied on the Docker socket {socket_path} ({where}) for user '{user}': "
+        f"add '{user}' to the socket's group, normally 'docker' (usermod -aG docker {user}; "
+        "in the deployment flowsched_worker_docker_access: true adds the 'flowsched' user "
+        "to 'docker'), then restart the worker"
+    )
+
+
+def connection_message(url: str, exc: BaseException) -> str:
+    if url.startswith("unix://") and _find_cause(exc, PermissionError) is not None:
+        return permission_message(urlsplit(url).path)
+    reason = _find_cause(exc, OSError)
+    detail = f"{type(reason).__name__}: {reason}" if reason else str(exc)
+    return f"cannot reach the Docker endpoint {url} ({detail})"
+
+
+@contextlib.contextmanager
+def _api_errors(url: str, image: str) -> Iterator[None]:
+    """Turn the SDK's errors into one-line messages naming the endpoint and image."""
+    import docker.errors
+    import requests.exceptions
+
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        explanation = exc.explanation or str(exc)
+        raise DockerTaskError(
+            f"the Docker endpoint {url} refused a request for image {image}: {explanation}"
+        ) from exc
+    except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
+        raise DockerTaskError(connection_message(url, exc)) from exc
+
+
+def connect(url: str) -> DockerClient:
+    """A client for ``url``; fails here, naming the endpoint, if it cannot be reached."""
+    import docker
+
+    return docker.DockerClient(base_url=url, timeout=API_TIMEOUT)
+
+
+class DockerOperator(BaseOperator):
+    """Runs ``command`` in a new container of ``image``; its exit code decides the task.
+
+    The container's stdout and stderr go to the task log line by line; the last
+    line is the task's XCom value. When the try is stopped (execution_timeout,
+    SIGTERM, marked or cleared) the container gets ``stop_timeout`` seconds to
+    exit after SIGTERM, then is killed and removed. ``auto_remove=False`` keeps
+    containers that exited on their own, for inspection.
+    """
+
+    template_fields = ("image", "command", "environment")
+
+    def __init__(
+        self,
+        task_id: str,
+        image: str,
+        command: str | Sequence[str] | None = None,
+        environment: dict[str, str] | None = None,
+        mounts: Sequence[str | dict[str, Any]] | None = None,
+        network_mode: str | None = None,
+        auto_remove: bool = True,
+        cpus: float | None = None,
+        mem_limit: str | int | None = None,
+        pull_policy: str = "missing",
+        docker_conn: str | None = None,
+        stop_timeout: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(task_id, **kwargs)
+        if not image or not isinstance(image, str):
+            raise DagDefinitionError(f"task '{task_id}': image must be a non-empty string")
+        if pull_policy not in PULL_POLICIES:
+            raise DagDefinitionError(
+                f"task '{task_id}': pull_policy must be one of {', '.join(PULL_POLICIES)}, "
+                f"got {pull_policy!r}"
+            )
+        if cpus is not None and cpus <= 0:
+            raise DagDefinitionError(f"task '{task_id}': cpus must be > 0, got {cpus!r}")
+        if docker_conn is not None:
+            try:
+                check_docker_url(docker_conn)
+            except DockerTaskError as exc:
+                raise DagDefinitionError(f"task '{task_id}': {exc}") from None
+        try:
+            self.mounts = [parse_mount(m) for m in mounts or ()]
+        except DagDefinitionError as exc:
+            raise DagDefinitionError(f"task '{task_id}': {exc}") from None
+        self.image = image
+        self.command = list(command) if isinstance(command, list | tuple) else command
+        self.environment = dict(environment or {})
+        self.network_mode = network_mode
+        self.auto_remove = auto_remove
+        self.cpus = cpus
+        self.mem_limit = mem_limit
+        self.pull_policy = pull_policy
+        self.docker_conn = docker_conn
+        self.stop_timeout = stop_timeout
+        # Set while a container of this try may exist: what to remove if the try stops.
+        self._running: tuple[str, dict[str, str]] | None = None
+
+    # -- execution ----------------------------------------------------------
+    def execute(self, context: dict[str, Any]) -> str | None:
+        url = resolve_docker_host(self.docker_conn)
+        labels = {
+            f"{LABEL}dag_id": context["dag_id"],
+            f"{LABEL}task_id": self.task_id,
+            f"{LABEL}run_id": context["run_id"],
+            f"{LABEL}try_number": str(context["try_number"]),
+        }
+        environment = {
+            **self.environment,
+            "FLOWSCHED_DAG_ID": context["dag_id"],
+            "FLOWSCHED_TASK_ID": self.task_id,
+            "FLOWSCHED_RUN_ID": context["run_id"],
+            "FLOWSCHED_TRY_NUMBER": str(context["try_number"]),
+            "FLOWSCHED_LOGICAL_DATE": context["logical_date"].isoformat(),
+        }
+        with _api_errors(url, self.image), contextlib.closing(connect(url)) as client:
+            _remove_containers(client, _instance_filter(labels), keep_try=labels)
+            self._ensure_image(client, url)
+            self._running = (url, labels)
+            try:
+                code, oom, last_line = self._run(client, url, environment, labels)
+            except BaseException:
+                self._discard()
+                raise
+            self._running = None
+        if code != 0:
+            why = f" (killed: out of memory, mem_limit={self.mem_limit})" if oom else ""
+            raise DockerTaskError(f"container of image {self.image} exited with code {code}{why}")
+        return last_line
+
+    def _run(
+        self, client: DockerClient, url: str, environment: dict[str, str], labels: dict[str, str]
+    ) -> tuple[int, bool, str | None]:
+        """Create, start and follow the container; (exit code, OOM-killed, last line)."""
+        container = client.containers.create(
+            self.image,
+            self.command,
+            environment=environment,
+            labels=labels,
+            mounts=self.mounts or None,
+            network_mode=self.network_mode,
+            nano_cpus=int(self.cpus * 1e9) if self.cpus else None,
+            mem_limit=self.mem_limit,
+            detach=True,
+        )
+        log.info("created container %s of image %s on %s", container.short_id, self.image, url)
+        container.start()
+        copier = _OutputCopier(container)
+        copier.start()
+        try:
+            code = int(container.wait()["StatusCode"])
+            last_line = copier.finish()
+        finally:
+            copier.close()
+        container.reload()
+        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        if self.auto_remove:
+            container.remove(force=True)
+        return code, oom, last_line
+
+    def _ensure_image(self, client: DockerClient, url: str) -> None:
+        import docker.errors
+
+        if self.pull_policy != "always":
+            try:
+                client.images.get(self.image)
+                return
+            except docker.errors.ImageNotFound:
+                if self.pull_policy == "never":
+                    raise DockerTaskError(
+                        f"image {self.image} is not on the Docker endpoint {url} and "
+                        "pull_policy is 'never': load or pull it there first"
+                    ) from None
+        log.info("pulling image %s on %s (pull_policy=%s)", self.image, url, self.pull_policy)
+        try:
+            client.images.pull(self.image)
+        except docker.errors.APIError as exc:
+            raise DockerTaskError(
+                f"cannot pull image {self.image} through {url}: {exc.explanation or exc}"
+            ) from exc
+
+    def on_kill(self) -> None:
+        self._discard()
+
+    def _discard(self) -> None:
+        """Stop and remove this try's container(s), found by label: no orphans."""
+        running, self._running = self._running, None
+        if running is None:
+            return
+        url, labels = running
+        label_filter = [f"{key}={value}" for key, value in labels.items()]
+        try:
+            with contextlib.closing(connect(url)) as client:
+                _remove_containers(client, label_filter, self.stop_timeout)
+        except Exception:
+            log.exception("could not remove the container of %s on %s", self.task_id, url)
+
+
+def _instance_filter(labels: dict[str, str]) -> list[str]:
+    """Label filter for every try of one task instance."""
+    keys = (f"{LABEL}dag_id", f"{LABEL}task_id", f"{LABEL}run_id")
+    return [f"{key}={labels[key]}" for key in keys]
+
+
+def _remove_containers(
+    client: DockerClient,
+    label_filter: list[str],
+    stop_timeout: int = 0,
+    keep_try: dict[str, str] | None = None,
+) -> None:
+    """Stop (SIGTERM, then SIGKILL after ``stop_timeout`` s) and remove matching containers.
+
+    With ``keep_try``, this is the start-of-try sweep: containers of *earlier*
+    tries of the same task instance, left by a try that was killed too hard to
+    clean up after itself.
+    """
+    for container in client.containers.list(all=True, filters={"label": label_filter}):
+        if keep_try is not None:
+            key = f"{LABEL}try_number"
+            if container.labels.get(key) == keep_try[key]:
+                continue
+        log.warning(
+            "stopping and removing container %s (%s)",
+            container.short_id,
+            ", ".join(
+                f"{k.removeprefix(LABEL)}={v}"
+                for k, v in sorted(container.labels.items())
+                if k.startswith(LABEL)
+            ),
+        )
+        if container.status == "running":
+            container.stop(timeout=stop_timeout)
+        container.remove(force=True)
+
+
+class _OutputCopier(threading.Thread):
+    """Copies the container's output into the task log as whole lines, as it comes.
+
+    It runs beside the main thread, which waits for the container to exit: the
+    exit decides when the task ends, not the end of the log stream, because
+    Podman's Docker API can leave a follow stream open after its container
+    exited. What the stream did not deliver is then read from the finished log.
+
+    stdout and stderr arrive as one stream (Podman does not reliably serve them
+    apart), so a line that stdout has not ended yet when stderr writes one is
+    continued by the stderr line, as on a terminal.
+    """
+
+    def __init__(self, container: Container) -> None:
+        super().__init__(daemon=True, name="container-output")
+        self.container = container
+        self.stream = container.logs(stream=True, follow=True)
+        self.lock = threading.Lock()
+        self.copied = 0  # bytes of output taken in so far
+        self.pending = b""  # a line not yet ended
+        self.last_line: str | None = None
+        self.closed = False
+
+    def run(self) -> None:
+        try:
+            for chunk in self.stream:
+                self._take(chunk)
+        except Exception:
+            if not self.closed:  # else: the stream was closed under us, as intended
+                log.warning("stopped copying the container's output", exc_info=True)
+
+    def _take(self, chunk: bytes) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.copied += len(chunk)
+            self.pending += chunk
+            *lines, self.pending = self.pending.split(b"\n")
+            for raw in lines:
+                self._write(raw)
+
+    def _write(self, raw: bytes) -> None:
+        self.last_line = raw.decode("utf-8", errors="replace")
+        sys.stdout.write(self.last_line + "\n")
+        sys.stdout.flush()
+
+    def finish(self, grace: float = 2.0) -> str | None:
+        """After the container exited: copy the rest, even an unended last line; the last line."""
+        self.join(grace)
+        rest = self.container.logs(stream=False) if self.is_alive() else b""
+        with self.lock:
+            self.closed = True
+            self.pending += rest[self.copied :]
+            *lines, tail = self.pending.split(b"\n")
+            for raw in [*lines, tail] if tail else lines:
+                self._write(raw)
+            self.pending = b""
+        self.close()
+        return self.last_line
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self.stream.close()
