@@ -75,3 +75,35 @@ def test_workers_lists_live_nodes_with_hostname_version_queues(cluster: Cluster)
     assert lines[0].split() == ["nodename", "hostname", "version", "queues", "active"]
     assert any(line.split()[:2] == [cluster.a.nodename, cluster.a.hostname] for line in lines)
     assert any(line.split()[:2] == [cluster.b.nodename, cluster.b.hostname] for line in lines)
+
+
+def test_tasks_log_follow_tails_a_running_try_from_its_worker_until_it_ends(
+    cluster: Cluster,
+) -> None:
+    cluster.write_dag(
+        "tail",
+        "BashOperator(task_id='t', "
+        "bash_command='for i in 1 2 3 4; do echo tail-line-$i; sleep 1; done')",
+    )
+    run_id = cluster.trigger("tail")
+    cluster.wait_state("tail", run_id, "t", "running")
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "flowsched", "tasks", "log", "tail", "t", run_id, "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cluster.cli_env(),
+    )
+    assert follower.stdout is not None
+    first = follower.stdout.readline()
+    # The first line arrives while the try is still running...
+    assert cluster.tis("tail", run_id)["t"].state == "running"
+    assert "running tail.t" in first
+    rest = follower.stdout.read()  # returns at EOF: the command ended by itself
+    # ...and the command ends once the try has ended, with every line.
+    assert follower.wait(10) == 0, rest
+    text = first + rest
+    for i in range(1, 5):
+        assert f"tail-line-{i}" in text
+    assert "finished: success" in text
+    assert cluster.tis("tail", run_id)["t"].state == "success"
