@@ -233,6 +233,8 @@ def test_operator_journey(browser, stack, home, request):
     expect(page).to_have_url(f"{base}/dags")
     expect(page.locator(".flash.success")).to_contain_text("Deleted DAG doomed")
     expect(page.locator('tr[data-dag-id="doomed"]')).to_have_count(0)
+    expect(page.locator('tr[data-dag-id="flaky"] a.count.s-success')).to_have_text("1")
+    shot(page, f"{backend}-dags-after")
 
     page.goto(f"{base}/workers")
     expect(page.locator("#workers-message")).to_contain_text("Not using Celery")
