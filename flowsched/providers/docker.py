@@ -99,7 +99,11 @@ def parse_mount(spec: str | dict[str, Any]) -> dict[str, Any]:
 
 
 def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """The first ``kind`` in an exception's causes and arguments (requests nests them)."""
+    """The first system-level ``kind`` among an exception's causes and arguments.
+
+    requests and urllib3 nest the socket's error several levels deep, and their
+    own exceptions are OSErrors too: only the builtin one says what happened.
+    """
     seen: set[int] = set()
     stack: list[Any] = [exc]
     while stack:
@@ -107,9 +111,10 @@ def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException 
         if not isinstance(current, BaseException) or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, kind):
+        if isinstance(current, kind) and type(current).__module__ in ("builtins", "socket"):
             return current
         stack.extend([current.__cause__, current.__context__, *current.args])
+        stack.append(getattr(current, "reason", None))
     return None
 
 
@@ -201,7 +206,7 @@ class DockerOperator(BaseOperator):
         stop_timeout: int = 10,
         **kwargs: Any,
     ) -> None:
-        super().__init__(task_id, **kwargs)
+        # Checked before the base class adds the task to its DAG: a bad task is never added.
         if not image or not isinstance(image, str):
             raise DagDefinitionError(f"task '{task_id}': image must be a non-empty string")
         if pull_policy not in PULL_POLICIES:
@@ -217,10 +222,12 @@ class DockerOperator(BaseOperator):
             except DockerTaskError as exc:
                 raise DagDefinitionError(f"task '{task_id}': {exc}") from None
         try:
-            self.mounts = [parse_mount(m) for m in mounts or ()]
+            parsed_mounts = [parse_mount(m) for m in mounts or ()]
         except DagDefinitionError as exc:
             raise DagDefinitionError(f"task '{task_id}': {exc}") from None
+        super().__init__(task_id, **kwargs)
         self.image = image
+        self.mounts = parsed_mounts
         self.command = list(command) if isinstance(command, list | tuple) else command
         self.environment = dict(environment or {})
         self.network_mode = network_mode
@@ -297,6 +304,7 @@ class DockerOperator(BaseOperator):
 
     def _ensure_image(self, client: DockerClient, url: str) -> None:
         import docker.errors
+        import docker.utils
 
         if self.pull_policy != "always":
             try:
@@ -309,12 +317,20 @@ class DockerOperator(BaseOperator):
                         "pull_policy is 'never': load or pull it there first"
                     ) from None
         log.info("pulling image %s on %s (pull_policy=%s)", self.image, url, self.pull_policy)
-        try:
-            client.images.pull(self.image)
-        except docker.errors.APIError as exc:
-            raise DockerTaskError(
-                f"cannot pull image {self.image} through {url}: {exc.explanation or exc}"
-            ) from exc
+        # The low-level call: the high-level images.pull() drops the errors the engine
+        # reports inside the pull's progress stream (a registry that is down, say).
+        repository, tag = docker.utils.parse_repository_tag(self.image)
+        for event in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+            if "error" in event:
+                raise DockerTaskError(
+                    f"cannot pull image {self.image} through {url}: {event['error']}"
+                )
+            if event.get("status") and not event.get("progressDetail"):
+                log.info(
+                    "pull %s: %s",
+                    self.image,
+                    " ".join(str(event[key]) for key in ("id", "status") if event.get(key)),
+                )
 
     def on_kill(self) -> None:
         self._discard()
