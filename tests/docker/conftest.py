@@ -2,10 +2,11 @@
 
 No Docker engine runs on the test machines, but ``podman system service``
 serves the Docker Engine API. The session fixture gives it a private storage,
-run directory and containers.conf (through ``CONTAINERS_CONF``), so nothing of
-the machine's own container setup is read or changed, imports a busybox image
-built from Debian's ``busybox-static`` (no registry needed), and stops the
-service at the end. Needs: ``apt-get install podman runc busybox-static``.
+run directory, containers.conf and registries.conf (``CONTAINERS_CONF``,
+``CONTAINERS_REGISTRIES_CONF``), so the machine's own container setup is
+neither read nor changed (only Podman's blob cache in /var/lib/containers/cache
+is shared), imports a busybox image built from Debian's ``busybox-static`` (no
+registry needed), and stops the service at the end. Needs: ``apt-get install podman runc busybox-static``.
 """
 
 from __future__ import annotations
@@ -94,7 +95,13 @@ def podman() -> Iterator[PodmanService]:
     base.chmod(0o755)
     conf = base / "containers.conf"
     conf.write_text(CONTAINERS_CONF.format(base=base))
-    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    registries = base / "registries.conf"
+    registries.write_text('unqualified-search-registries = ["docker.io"]\n')
+    env = {
+        **os.environ,
+        "CONTAINERS_CONF": str(conf),
+        "CONTAINERS_REGISTRIES_CONF": str(registries),
+    }
     cli = ["podman", "--root", str(base / "storage"), "--runroot", str(base / "run")]
     rootfs = base / "rootfs.tar"
     rootfs.write_bytes(_busybox_rootfs())
