@@ -29,12 +29,12 @@ from sqlalchemy import select
 from flowsched.config import get_config
 from flowsched.db.engine import reset_engine, session_scope
 from flowsched.db.models import DagRun, DagVersion, TaskInstance
-from flowsched.discovery import exec_dag_file
+from flowsched.discovery import exec_dag_file, fingerprint_bytes
 from flowsched.exceptions import DagFileMismatch, FlowschedError, TaskTerminated, TaskTimeout
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import Workload, claim_try, finish_try, heartbeat_try
 from flowsched.plugins import check_plugin_files, load_plugins
-from flowsched.serialization import SerializedDAG
+from flowsched.serialization import SerializedDAG, TaskSpec
 from flowsched.task_logs import log_path
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import default_timezone, display, utcnow
@@ -116,14 +116,17 @@ def _terminate(*_: object) -> None:
     raise TaskTerminated("the task was stopped (SIGTERM)")
 
 
-def _retry_delay(session: Any, workload: Workload) -> timedelta:
+def retry_delay_for(session: Any, workload: Workload) -> timedelta:
+    """The task's delay before its next try, from the DAG version the try was queued with."""
     if workload.dag_version_id is None:
         return timedelta(0)
     version = session.get(DagVersion, workload.dag_version_id)
     if version is None:
         return timedelta(0)
-    spec = SerializedDAG(version.serialized).tasks.get(workload.task_id)
-    return spec.retry_delay_for(workload.try_number) if spec else timedelta(0)
+    for task in version.serialized["tasks"]:
+        if task["task_id"] == workload.task_id:
+            return TaskSpec.from_dict(task).retry_delay_for(workload.try_number)
+    return timedelta(0)
 
 
 def macros_namespace() -> SimpleNamespace:
@@ -173,7 +176,11 @@ def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[
             None,
         )
     try:
-        _, _, dags = exec_dag_file(path, workload.fileloc, expected=workload.fingerprint)
+        dags = _preloaded.get((workload.fileloc, workload.fingerprint))
+        if dags is None or workload.plugins:
+            _, _, dags = exec_dag_file(path, workload.fileloc, expected=workload.fingerprint)
+        elif fingerprint_bytes(path.read_bytes()) != workload.fingerprint:
+            raise DagFileMismatch(fingerprint_bytes(path.read_bytes()))
     except DagFileMismatch as exc:
         return (
             False,
@@ -266,7 +273,7 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
             workload.try_number,
             success=success,
             error=error.splitlines()[-1] if error else None,
-            retry_delay=_retry_delay(session, workload),
+            retry_delay=timedelta(0) if success else retry_delay_for(session, workload),
             interrupted=interrupted,
             rendered_fields=rendered,
         )
@@ -274,8 +281,39 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     return 0
 
 
+# DAG files imported once by a long-lived pool process, keyed by (file, sha256),
+# so the tries it forks need not re-run a large DAG file. Each try is still a
+# fresh fork, and the file on disk is still checked against the queued sha256.
+_preloaded: dict[tuple[str, str], list[Any]] = {}
+PRELOAD_LIMIT = 32
+
+
+def _preload(workload: Workload) -> None:
+    key = (workload.fileloc, workload.fingerprint)
+    if key in _preloaded or workload.plugins:
+        return  # tasks from plugins import fresh each try: the plugin may change alone
+    path = Path(get_config().core.dags_folder).resolve() / workload.fileloc
+
+    def expire(*_: object) -> None:
+        raise TaskTimeout("DAG file import timed out")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, get_config().core.dagbag_import_timeout)
+    try:
+        _, _, dags = exec_dag_file(path, workload.fileloc, expected=workload.fingerprint)
+    except (Exception, SystemExit):  # the try imports again itself and reports it
+        return
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    if len(_preloaded) >= PRELOAD_LIMIT:
+        _preloaded.pop(next(iter(_preloaded)))
+    _preloaded[key] = dags
+
+
 def fork_and_run(workload: Workload, *, nodename: str) -> int:
     """Run a try in a child process and wait; forward SIGTERM to it. Returns its exit code."""
+    _preload(workload)
     pid = os.fork()
     if pid == 0:
         code = 1

@@ -59,16 +59,28 @@ def initialise_home() -> Path:
 
 def run_standalone() -> None:
     from flowsched.cli.main import setup_logging
+    from flowsched.config import get_config
     from flowsched.dag_processor import process_folder
     from flowsched.executors.local import LocalExecutor
     from flowsched.scheduler.loop import Scheduler
+    from flowsched.web.server import ensure_standalone_admin, start_in_background
 
     home = initialise_home()
     setup_logging()
     report = process_folder()
+    admin = ensure_standalone_admin(home)
+    web = start_in_background()
+    host, _, port = get_config().webserver.bind.rpartition(":")
+    shown_host = "127.0.0.1" if host in ("", "0.0.0.0") else host
     click.echo(f"flowsched standalone: home {home}")
     click.echo(f"  DAGs folder: {home / 'dags'} ({report.dags} DAGs, {len(report.errors)} errors)")
     click.echo(f"  logs: {home / 'logs'}")
+    click.echo(f"  webserver: http://{shown_host}:{port}/")
+    if admin is not None:
+        click.echo(f"  login: user '{admin[0]}', password in {admin[1]}")
     click.echo("  try: flowsched dags list; flowsched dags trigger example_etl")
-    click.echo("  Ctrl-C stops the scheduler; running tasks finish or are marked for retry.")
-    Scheduler(LocalExecutor()).run()
+    click.echo("  Ctrl-C stops everything; running tasks finish or are marked for retry.")
+    try:
+        Scheduler(LocalExecutor()).run()
+    finally:
+        web.stop()

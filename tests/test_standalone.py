@@ -8,7 +8,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+
+from tests.servers import free_port
 
 SLOW = """
 from datetime import datetime
@@ -36,6 +39,14 @@ def wait(predicate, timeout: float = 60.0) -> None:
     raise AssertionError(f"not reached in {timeout}s: {predicate}")
 
 
+def _http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except OSError:
+        return None
+
+
 def flowsched(env, *args):
     return subprocess.run(
         [sys.executable, "-m", "flowsched", *args],
@@ -48,12 +59,13 @@ def flowsched(env, *args):
 
 def test_standalone_from_nothing_runs_examples_and_stops_cleanly(tmp_path):
     home = tmp_path / "fresh"
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSCHED")}
     env.update(
         HOME=str(tmp_path),
         FLOWSCHED_HOME=str(home),
         FLOWSCHED__SCHEDULER__SHUTDOWN_GRACE="3",
-        FLOWSCHED__WEBSERVER__BIND="127.0.0.1:0",
+        FLOWSCHED__WEBSERVER__BIND=f"127.0.0.1:{port}",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "flowsched", "standalone"],
@@ -72,6 +84,11 @@ def test_standalone_from_nothing_runs_examples_and_stops_cleanly(tmp_path):
         )
         assert (home / "flowsched.cfg").stat().st_mode & 0o077 == 0  # holds the secret key
         assert "example_etl.py" in os.listdir(home / "dags")
+        # The webserver comes up beside the scheduler, with an admin login ready.
+        wait(lambda: _http_status(f"http://127.0.0.1:{port}/api/v1/health") == 200)
+        assert _http_status(f"http://127.0.0.1:{port}/login") == 200
+        password_file = home / "standalone_admin_password.txt"
+        assert password_file.read_text().strip() and password_file.stat().st_mode & 0o077 == 0
         (home / "dags" / "slow.py").write_text(SLOW)
         assert flowsched(env, "dags", "trigger", "example_etl", "--run-id", "etl").returncode == 0
         wait(lambda: query(db, "select state from dag_run where run_id='etl'") == [("success",)])
@@ -90,6 +107,8 @@ def test_standalone_from_nothing_runs_examples_and_stops_cleanly(tmp_path):
             proc.kill()
     assert proc.returncode == 0, output
     assert "Traceback" not in output
+    assert f"webserver: http://127.0.0.1:{port}/" in output
+    assert _http_status(f"http://127.0.0.1:{port}/api/v1/health") is None  # stopped too
     states = dict(query(db, "select task_id, state from task_instance where run_id='s'"))
     # The quick task finished; the long one was interrupted and left ready for retry.
     assert states == {"quick": "success", "long": "up_for_retry"}

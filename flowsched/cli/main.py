@@ -405,25 +405,6 @@ def tasks_states(dag_id: str, run_id: str) -> None:
     _table(rows, ["task_id", "state", "try", "nodename", "hostname", "started", "duration"])
 
 
-@tasks.command("log")
-@click.argument("dag_id")
-@click.argument("task_id")
-@click.argument("run_id")
-@click.option("--try", "try_number", type=int, default=None, help="Default: the latest try.")
-def tasks_log(dag_id: str, task_id: str, run_id: str, try_number: int | None) -> None:
-    """Print a try's log, fetched from the host that ran it."""
-    from flowsched.log_client import fetch_task_log
-    from flowsched.operations import task_states
-
-    ti = next((t for t in task_states(dag_id, run_id) if t.task_id == task_id), None)
-    if ti is None:
-        raise FlowschedError(f"run '{run_id}' of '{dag_id}' has no task '{task_id}'")
-    number = try_number or ti.try_number
-    if number < 1:
-        raise FlowschedError(f"{dag_id}.{task_id} has not run yet in {run_id}")
-    click.echo(fetch_task_log(ti.hostname, dag_id, run_id, task_id, number), nl=False)
-
-
 from flowsched.cli.worker_commands import register as register_worker  # noqa: E402
 
 register_worker(cli)

@@ -55,7 +55,7 @@ def refusal(workload: Workload) -> str | None:
 
 def record_crash(workload: Workload, nodename: str, exit_code: int) -> None:
     """The try's process died without recording a result: record it for it, and retry."""
-    from flowsched.runner import _retry_delay
+    from flowsched.runner import retry_delay_for
 
     error = (
         f"task process exited with code {exit_code} on worker {nodename} before recording a result"
@@ -67,7 +67,7 @@ def record_crash(workload: Workload, nodename: str, exit_code: int) -> None:
             workload.try_number,
             success=False,
             error=error,
-            retry_delay=_retry_delay(session, workload),
+            retry_delay=retry_delay_for(session, workload),
             expected_states=(TaskState.RUNNING, TaskState.QUEUED),
         )
     if state is not None:
