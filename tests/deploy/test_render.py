@@ -236,3 +236,33 @@ def test_flowsched_run_is_valid_shell(rendered: dict[str, Path]) -> None:
             ["sh", "-n", str(rendered["gmt8"] / "master1" / script)], capture_output=True, text=True
         )
         assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_database_server_settings(rendered: dict[str, Path], sample: str) -> None:
+    base = "10.77.0" if sample == "gmt8" else "192.168.50"
+    cnf = configparser.ConfigParser(interpolation=None)
+    cnf.read_string((rendered[sample] / "db1" / "60-flowsched.cnf").read_text())
+    mysqld = cnf["mysqld"]
+    assert mysqld["explicit_defaults_for_timestamp"] == "1"
+    assert mysqld["character-set-server"] == "utf8mb4"
+    assert mysqld["bind-address"] == f"{base}.11"
+    sql = (rendered[sample] / "db1" / "flowsched-db.sql").read_text()
+    grants = [line for line in sql.splitlines() if line.startswith("GRANT ")]
+    assert len(grants) == 1 and " ON `flowsched`.* TO 'flowsched'@'%'" in grants[0]
+    assert "ALL" not in grants[0].split(" ON ")[0] and "GRANT OPTION" not in grants[0]
+    assert f"IDENTIFIED BY 'db-secret-{sample}'" in sql
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_broker_never_evicts_and_persists(rendered: dict[str, Path], sample: str) -> None:
+    base = "10.77.0" if sample == "gmt8" else "192.168.50"
+    conf = {}
+    for line in (rendered[sample] / "broker1" / "redis.conf").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            conf.setdefault(key, []).append(value)
+    assert conf["maxmemory-policy"] == ["noeviction"]
+    assert conf["requirepass"] == [f"broker-secret-{sample}"]
+    assert conf["bind"] == [f"127.0.0.1 {base}.12"]
+    assert conf["appendonly"] == ["yes"] and len(conf["save"]) == 3

@@ -78,6 +78,10 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
             ["-e", "webserver_stop_timeout=60"],
             "webserver_stop_timeout (60) > flowsched_webserver_timeout",
         ),
+        (["-e", "mariadb_port=99999"], "Need mariadb_port 1-65535 (99999)"),
+        (["-e", '{"mariadb_user_privileges": ["ALL PRIVILEGES"]}'], "without global or ALL"),
+        (["-e", "redis_maxmemory=lots"], "redis_maxmemory like 2gb (lots)"),
+        (["-e", '{"redis_extra_settings": {"maxmemory-policy": "lru"}}'], "always noeviction"),
     ],
     ids=[
         "timezone",
@@ -91,6 +95,10 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
         "stop-timeout",
         "executor",
         "webserver-stop",
+        "mariadb-port",
+        "mariadb-privileges",
+        "redis-maxmemory",
+        "redis-eviction",
     ],
 )
 def test_bad_setting_fails_before_any_host_is_contacted(
