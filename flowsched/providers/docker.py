@@ -19,6 +19,7 @@ import grp
 import logging
 import os
 import pwd
+import signal
 import stat
 import sys
 import threading
@@ -167,15 +168,24 @@ def _api_errors(url: str, image: str) -> Iterator[None]:
         raise DockerTaskError(
             f"the Docker endpoint {url} refused a request for image {image}: {explanation}"
         ) from exc
-    except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
+    except requests.exceptions.Timeout as exc:
+        raise DockerTaskError(
+            f"the Docker endpoint {url} did not answer within {API_TIMEOUT}s ({exc})"
+        ) from exc
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise DockerTaskError(connection_message(url, exc)) from exc
 
 
-def connect(url: str) -> DockerClient:
-    """A client for ``url``; fails here, naming the endpoint, if it cannot be reached."""
+def connect(url: str, *, stream: bool = False, version: str | None = None) -> DockerClient:
+    """A client for ``url``, whose calls time out after ``API_TIMEOUT`` s unless for ``stream``.
+
+    Without ``version`` it asks the engine for its API version, so an endpoint
+    that cannot be reached fails here.
+    """
     import docker
 
-    return docker.DockerClient(base_url=url, timeout=API_TIMEOUT)
+    timeout = None if stream else API_TIMEOUT
+    return docker.DockerClient(base_url=url, timeout=timeout, version=version)
 
 
 class DockerOperator(BaseOperator):
@@ -268,7 +278,7 @@ class DockerOperator(BaseOperator):
                 raise
             self._running = None
         if code != 0:
-            why = f" (killed: out of memory, mem_limit={self.mem_limit})" if oom else ""
+            why = _exit_reason(code, oom, self.mem_limit)
             raise DockerTaskError(f"container of image {self.image} exited with code {code}{why}")
         return last_line
 
@@ -289,7 +299,7 @@ class DockerOperator(BaseOperator):
         )
         log.info("created container %s of image %s on %s", container.short_id, self.image, url)
         container.start()
-        copier = _OutputCopier(container)
+        copier = _OutputCopier(container, url)
         copier.start()
         try:
             code = int(container.wait()["StatusCode"])
@@ -349,6 +359,25 @@ class DockerOperator(BaseOperator):
             log.exception("could not remove the container of %s on %s", self.task_id, url)
 
 
+def _exit_reason(code: int, oom: bool, mem_limit: str | int | None) -> str:
+    """Why a container died of a signal, as far as the engine tells.
+
+    Podman does not always report OOM kills, so a SIGKILL under a memory limit
+    is named as a likely one.
+    """
+    if oom:
+        return f" (killed: out of memory, mem_limit={mem_limit})"
+    try:
+        name = signal.Signals(code - 128).name if code > 128 else None
+    except ValueError:
+        name = None
+    if name is None:
+        return ""
+    if name == "SIGKILL" and mem_limit is not None:
+        return f" (killed by SIGKILL: out of memory under mem_limit={mem_limit}?)"
+    return f" (killed by {name})"
+
+
 def _instance_filter(labels: dict[str, str]) -> list[str]:
     """Label filter for every try of one task instance."""
     keys = (f"{LABEL}dag_id", f"{LABEL}task_id", f"{LABEL}run_id")
@@ -399,10 +428,11 @@ class _OutputCopier(threading.Thread):
     continued by the stderr line, as on a terminal.
     """
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, url: str) -> None:
         super().__init__(daemon=True, name="container-output")
         self.container = container
-        self.stream = container.logs(stream=True, follow=True)
+        self.url = url
+        self.stream: Any = None
         self.lock = threading.Lock()
         self.copied = 0  # bytes of output taken in so far
         self.pending = b""  # a line not yet ended
@@ -411,8 +441,15 @@ class _OutputCopier(threading.Thread):
 
     def run(self) -> None:
         try:
-            for chunk in self.stream:
-                self._take(chunk)
+            # A client of its own, without a timeout: Podman answers a follow request only
+            # once there is output, and a task may well be silent for minutes.
+            version = self.container.client.api.api_version
+            with contextlib.closing(connect(self.url, stream=True, version=version)) as client:
+                self.stream = client.api.logs(self.container.id, stream=True, follow=True)
+                if self.closed:
+                    self.close()
+                for chunk in self.stream:
+                    self._take(chunk)
         except Exception:
             if not self.closed:  # else: the stream was closed under us, as intended
                 log.warning("stopped copying the container's output", exc_info=True)
@@ -448,5 +485,6 @@ class _OutputCopier(threading.Thread):
 
     def close(self) -> None:
         self.closed = True
-        with contextlib.suppress(Exception):
-            self.stream.close()
+        if self.stream is not None:
+            with contextlib.suppress(Exception):
+                self.stream.close()

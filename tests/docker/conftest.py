@@ -6,7 +6,9 @@ run directory, containers.conf and registries.conf (``CONTAINERS_CONF``,
 ``CONTAINERS_REGISTRIES_CONF``), so the machine's own container setup is
 neither read nor changed (only Podman's blob cache in /var/lib/containers/cache
 is shared), imports a busybox image built from Debian's ``busybox-static`` (no
-registry needed), and stops the service at the end. Needs: ``apt-get install podman runc busybox-static``.
+registry needed), and stops the service at the end.
+
+Needs: ``apt-get install podman runc busybox-static``.
 """
 
 from __future__ import annotations

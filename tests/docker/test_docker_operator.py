@@ -13,6 +13,7 @@ from sqlalchemy import select
 from flowsched import operations
 from flowsched.db.engine import session_scope
 from flowsched.db.models import TaskInstance
+from flowsched.providers import docker as docker_provider
 from flowsched.state import TaskState
 from tests.harness import drive, parse, run_finished, run_state, tries
 
@@ -111,6 +112,36 @@ def test_nonzero_exit_fails_the_task_and_is_retried(docker_home, podman):
     assert "attempt 1" in log_of(docker_home, "dock_fail", "exit3", 1)
     assert "attempt 2" in log_of(docker_home, "dock_fail", "exit3", 2)
     assert podman.containers("dock_fail") == []
+
+
+QUIET = """
+with DAG("{dag_id}", start_date=datetime(2026, 1, 1), schedule=None) as dag:
+    DockerOperator(
+        task_id="quiet", image="{image}", network_mode="none", pull_policy="never",
+        command=["sh", "-c", "sleep 5; echo after-silence"],
+    )
+    DockerOperator(
+        task_id="oom", image="{image}", network_mode="none", pull_policy="never",
+        command=["sh", "-c", "a=0123456789; while true; do a=$a$a; done"], mem_limit="16m",
+    )
+"""
+
+
+def test_a_silent_container_outlives_the_api_timeout_and_oom_is_named(
+    docker_home, podman, monkeypatch
+):
+    # Podman answers a follow request for logs only once there is output: the log stream
+    # must not be held to the API timeout (60 s, 2 s here; task processes are forked).
+    monkeypatch.setattr(docker_provider, "API_TIMEOUT", 2)
+    write(docker_home, "dock_quiet", QUIET, image=podman.image)
+    operations.trigger_dag("dock_quiet")
+    drive(run_finished("dock_quiet"))
+    (quiet,) = tries("dock_quiet", "quiet")
+    assert quiet.state == "success", log_of(docker_home, "dock_quiet", "quiet")
+    assert "after-silence" in log_of(docker_home, "dock_quiet", "quiet").splitlines()
+    (oom,) = tries("dock_quiet", "oom")
+    assert "exited with code 137 (killed" in oom.error and "mem_limit=16m" in oom.error
+    assert podman.containers("dock_quiet") == []
 
 
 SLOW = """
