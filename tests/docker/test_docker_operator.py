@@ -243,10 +243,38 @@ def test_the_example_dag_runs(docker_home, podman):
         # The example names busybox:1.36 with pull_policy "missing"; there is no registry
         # here, so put the test image under that name first.
         client.images.get(podman.image).tag("docker.io/library/busybox", "1.36")
-    operations.trigger_dag("example_docker")
+    run = operations.trigger_dag("example_docker")
     drive(run_finished("example_docker"))
     assert run_state("example_docker") == "success"
-    assert any(
-        "checksum" in line
-        for line in log_of(docker_home, "example_docker", "checksum").splitlines()
-    )
+    line = f"checksum partition {run.logical_date.strftime('%Y-%m-%d')}"
+    assert line in log_of(docker_home, "example_docker", "checksum").splitlines()
+    assert line in log_of(docker_home, "example_docker", "done").splitlines()  # its XCom
+
+
+ONE = """
+with DAG("{dag_id}", start_date=datetime(2026, 1, 1), schedule=None) as dag:
+    DockerOperator(task_id="one", image="{image}", network_mode="none", pull_policy="never",
+                   command="echo fresh")
+"""
+
+
+def test_a_new_try_removes_containers_left_by_earlier_tries(docker_home, podman):
+    write(docker_home, "dock_left", ONE, image=podman.image)
+    labels = {"dag_id": "dock_left", "task_id": "one", "run_id": "r1"}
+    with contextlib.closing(podman.client()) as client:
+        # What a try killed with SIGKILL leaves: its container, still running.
+        client.containers.run(
+            podman.image,
+            ["sleep", "60"],
+            detach=True,
+            network_mode="none",
+            labels={f"flowsched.{k}": v for k, v in {**labels, "try_number": "0"}.items()},
+        )
+    assert podman.containers("dock_left") == [("0", "running")]
+    operations.trigger_dag("dock_left", run_id="r1")
+    drive(run_finished("dock_left"))
+    assert run_state("dock_left") == "success"
+    log = log_of(docker_home, "dock_left", "one")
+    assert "stopping and removing container" in log and "try_number=0" in log
+    assert "fresh" in log.splitlines()
+    assert podman.containers("dock_left") == []
