@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 from flowsched.dag import DAG
 from flowsched.decorators import task
 from flowsched.operators import BaseOperator, BashOperator, PythonOperator
+from flowsched.plugins import FlowschedPlugin
+from flowsched.providers.docker import DockerOperator
 from flowsched.state import RunState, TaskState, TriggerRule
 from flowsched.xcom_arg import XComArg
 
@@ -17,6 +19,8 @@ __all__ = [
     "DAG",
     "BaseOperator",
     "BashOperator",
+    "DockerOperator",
+    "FlowschedPlugin",
     "PythonOperator",
     "RunState",
     "TaskState",

@@ -109,3 +109,40 @@ def test_entry_point_plugins_load(sqlite_home, tmp_path, monkeypatch):
     finally:
         sys.modules.pop("acme_plugin", None)
         load_plugins(reload=True)
+
+
+VIEW_PLUGIN = """
+from flask import Blueprint
+from flowsched.plugins import FlowschedPlugin
+
+bp = Blueprint("hello_view", __name__, url_prefix="/plugins/hello")
+
+
+@bp.route("/")
+def hello():
+    return "hello from a plugin view"
+
+
+class HelloPlugin(FlowschedPlugin):
+    name = "hello"
+    blueprints = [bp]
+"""
+
+
+def test_webserver_serves_plugin_views_and_shows_broken_plugins(sqlite_home):
+    from tests.web.conftest import make_web
+
+    (sqlite_home.plugins / "hello_plugin.py").write_text(VIEW_PLUGIN)
+    (sqlite_home.plugins / "broken_plugin.py").write_text("raise RuntimeError('bad plugin')\n")
+    load_plugins(reload=True)
+    try:
+        web = make_web(sqlite_home)
+        anonymous = web.app.test_client().get("/plugins/hello/")
+        assert anonymous.status_code in (302, 401)  # behind the login like every page
+        viewer = web.client("viewer")
+        assert viewer.get("/plugins/hello/").text == "hello from a plugin view"
+        page = viewer.get("/dags").text
+        assert "1 plugin failed to load" in page and "RuntimeError: bad plugin" in page
+    finally:
+        sys.modules.pop("hello_plugin", None)
+        load_plugins(reload=True)

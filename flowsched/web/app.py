@@ -133,5 +133,25 @@ def create_app(secret_key: str | None = None, cookie_secure: str | None = None) 
     app.register_blueprint(views.bp)
     app.register_blueprint(actions.bp)
     app.register_blueprint(api.bp)
+    _register_plugin_views(app)
     errors.register(app)
     return app
+
+
+def _register_plugin_views(app: Flask) -> None:
+    """Plugin blueprints join the app behind the login; a broken one is reported, never fatal."""
+    from flowsched.plugins import load_plugins
+
+    def require_login() -> Any:
+        return None if auth.current_user() is not None else auth.login_redirect()
+
+    registry = load_plugins()
+    for loaded in registry.plugins:
+        for blueprint in loaded.plugin.blueprints:
+            try:
+                if require_login not in blueprint.before_request_funcs.get(None, []):
+                    blueprint.before_request(require_login)
+                app.register_blueprint(blueprint)
+            except Exception as exc:  # a plugin's view must not take the webserver down
+                registry.errors[f"{loaded.source} (view {blueprint.name})"] = repr(exc)
+    app.jinja_env.globals["plugin_errors"] = registry.errors
