@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 from celery import Celery, chain  # noqa: E402
-from sqlalchemy import select  # noqa: E402
 
 # The raw baseline's app: imported by its worker processes as bench.celery_bench:raw_app.
 raw_app = Celery("raw", broker=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/0"))
@@ -133,15 +131,12 @@ def raw_baseline(broker_url: str, tmp: Path, concurrency: int, n_chain: int, n_f
 def flowsched_runs(
     broker_url: str, db_url: str, tmp: Path, concurrency: int, n_chain: int, n_fan: int
 ) -> dict:
-    from bench.core_bench import CHAIN, FAN, percentile
-    from flowsched import operations
+    from bench.core_bench import CHAIN, FAN, run_dag
     from flowsched.config import load_config, set_config
     from flowsched.dag_processor import process_folder
     from flowsched.db import migrate
-    from flowsched.db.engine import reset_engine, session_scope
-    from flowsched.db.models import DagRun, TaskTry
+    from flowsched.db.engine import reset_engine
     from flowsched.executors.celery_executor import CeleryExecutor
-    from flowsched.scheduler.loop import Scheduler
 
     home = tmp / "home"
     dags = home / "dags"
@@ -190,37 +185,7 @@ def flowsched_runs(
             ("chain", [(f"t{n:04d}", f"t{n + 1:04d}") for n in range(n_chain - 1)]),
             ("fan", [("root", f"t{n:04d}") for n in range(n_fan)]),
         ):
-            run = operations.trigger_dag(dag_id)
-            started = time.monotonic()
-            with Scheduler(CeleryExecutor(), run_dag_processor=False) as scheduler:
-                while True:
-                    with session_scope() as session:
-                        state = session.scalar(
-                            select(DagRun.state).where(DagRun.run_id == run.run_id)
-                        )
-                    if state in ("success", "failed"):
-                        break
-                    if not scheduler.run_once():
-                        scheduler.executor.wakeup.wait(0.05)
-                        scheduler.executor.wakeup.clear()
-            elapsed = time.monotonic() - started
-            with session_scope() as session:
-                tries = {
-                    t.task_id: t
-                    for t in session.scalars(select(TaskTry).where(TaskTry.run_id == run.run_id))
-                }
-            gaps = [
-                (tries[down].start_date - tries[up].end_date).total_seconds() * 1000
-                for up, down in edges
-            ]
-            results[dag_id] = {
-                "state": state,
-                "tasks": len(tries),
-                "seconds": elapsed,
-                "median_ms": statistics.median(gaps),
-                "p95_ms": percentile(gaps, 0.95),
-                "hosts": sorted({t.worker_nodename for t in tries.values()}),
-            }
+            results[dag_id] = run_dag(dag_id, edges, CeleryExecutor())
     finally:
         stop(workers)
         reset_engine()
