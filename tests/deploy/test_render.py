@@ -266,3 +266,26 @@ def test_broker_never_evicts_and_persists(rendered: dict[str, Path], sample: str
     assert conf["requirepass"] == [f"broker-secret-{sample}"]
     assert conf["bind"] == [f"127.0.0.1 {base}.12"]
     assert conf["appendonly"] == ["yes"] and len(conf["save"]) == 3
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_rendered_config_loads_in_the_package(rendered: dict[str, Path], sample: str) -> None:
+    """flowsched.cfg and flowsched.env of every host load with the package's own
+    loader: a key the package does not know (e.g. a removed option still
+    rendered by the role) or a bad value fails here, not on the hosts."""
+    from flowsched.config import OPTIONS, load_config
+
+    for host in APP_HOSTS:
+        folder = rendered[sample] / host
+        env = read_env(folder / "flowsched.env")
+        env["FLOWSCHED_HOME"] = str(folder)
+        conf = load_config(folder / "flowsched.cfg", environ=env)
+        assert conf.source == folder / "flowsched.cfg"
+        cfg = read_cfg(folder / "flowsched.cfg")
+        for section in cfg.sections():
+            for key, raw in cfg[section].items():
+                assert key in OPTIONS[section], f"{host}: [{section}] {key} is not a package option"
+        assert conf.core.executor == "celery"
+        assert conf.core.default_timezone == SAMPLES[sample][0]
+        assert conf.celery.broker_url.startswith("redis://")
+        assert conf.database.sql_alchemy_conn.startswith("mysql+mysqldb://")
