@@ -91,6 +91,10 @@ class SerializedDAG:
         return out
 
     def topological_order(self) -> list[str]:
+        return list(self._topological_order)
+
+    @cached_property
+    def _topological_order(self) -> tuple[str, ...]:
         order: list[str] = []
         indegree = {task_id: len(task.upstream) for task_id, task in self.tasks.items()}
         ready = sorted(task_id for task_id, degree in indegree.items() if degree == 0)
@@ -101,7 +105,7 @@ class SerializedDAG:
                 indegree[child] -= 1
                 if indegree[child] == 0:
                     ready.append(child)
-        return order
+        return tuple(order)
 
 
 def _parse_dt(value: str | None) -> datetime | None:

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -330,7 +331,13 @@ class Scheduler:
         return started
 
     def schedule_runs(self) -> list[Workload]:
-        """Apply trigger rules in running runs and queue what is ready."""
+        """Apply trigger rules in running runs and queue what is ready.
+
+        Decisions are made on (task, state) tuples and written as conditional
+        bulk UPDATEs, and only the tries that fit the open slots are loaded as
+        objects: a pass over a 1,000-task run costs one light query, not 1,000
+        ORM objects.
+        """
         now = utcnow()
         with session_scope() as session:
             runs = session.scalars(
@@ -343,90 +350,140 @@ class Scheduler:
             if not runs:
                 return []
             versions = self._latest_versions(session, {run.dag_id for run in runs})
-            tis_by_run: dict[int, dict[str, TaskInstance]] = defaultdict(dict)
-            for ti in session.scalars(
-                select(TaskInstance).where(TaskInstance.dag_run_id.in_([run.id for run in runs]))
-            ):
-                tis_by_run[ti.dag_run_id][ti.task_id] = ti
-            candidates: list[tuple[TaskInstance, DagVersion, SerializedDAG]] = []
+            rows = self._ti_rows(session, [run.id for run in runs])
+            changes: dict[str, list[int]] = defaultdict(list)
             for run in runs:
                 run.last_scheduling_decision = now
                 version = versions.get(run.dag_id)
                 if version is None:
                     continue
                 dag = self._dag(session, version.id)
-                tis = tis_by_run[run.id]
-                if set(dag.tasks) - set(tis):
-                    add_task_instances(session, run, dag, set(tis))
+                run_rows = rows.get(run.id, {})
+                if set(dag.tasks) - set(run_rows):
+                    add_task_instances(session, run, dag, set(run_rows))
                     session.flush()
-                    tis = {
-                        ti.task_id: ti
-                        for ti in session.scalars(
-                            select(TaskInstance).where(TaskInstance.dag_run_id == run.id)
-                        )
-                    }
-                self._apply_trigger_rules(dag, tis, now)
-                for ti in tis.values():
-                    if ti.state == TaskState.SCHEDULED.value:
-                        candidates.append((ti, version, dag))
-                self._maybe_finish_run(run, dag, tis, now)
-            session.flush()
-            return self._queue_candidates(session, candidates, now)
+                    run_rows = self._ti_rows(session, [run.id]).get(run.id, {})
+                states = {task_id: row[1] for task_id, row in run_rows.items()}
+                retry_at = {task_id: row[2] for task_id, row in run_rows.items()}
+                for task_id, new_state in self._decide(dag, states, retry_at, now).items():
+                    changes[new_state].append(run_rows[task_id][0])
+                self._maybe_finish_run(run, dag, states, now)
+            self._write_decisions(session, changes, now)
+            return self._queue_scheduled(session, runs, versions, now)
 
-    def _apply_trigger_rules(
-        self, dag: SerializedDAG, tis: dict[str, TaskInstance], now: datetime
-    ) -> None:
-        states = {task_id: ti.state for task_id, ti in tis.items()}
+    @staticmethod
+    def _ti_rows(
+        session: Session, run_ids: list[int]
+    ) -> dict[int, dict[str, tuple[int, str, datetime | None]]]:
+        """{run id: {task id: (ti id, state, next retry)}} without building ORM objects."""
+        out: dict[int, dict[str, tuple[int, str, datetime | None]]] = defaultdict(dict)
+        for run_id, ti_id, task_id, state, retry_at in session.execute(
+            select(
+                TaskInstance.dag_run_id,
+                TaskInstance.id,
+                TaskInstance.task_id,
+                TaskInstance.state,
+                TaskInstance.next_retry_at,
+            ).where(TaskInstance.dag_run_id.in_(run_ids))
+        ):
+            out[run_id][task_id] = (ti_id, state, retry_at)
+        return out
+
+    @staticmethod
+    def _decide(
+        dag: SerializedDAG,
+        states: dict[str, str],
+        retry_at: dict[str, datetime | None],
+        now: datetime,
+    ) -> dict[str, str]:
+        """New states by trigger rule, in topological order; updates ``states`` in place."""
+        decided: dict[str, str] = {}
         for task_id in dag.topological_order():
-            ti = tis[task_id]
-            spec = dag.tasks[task_id]
-            if ti.state == TaskState.UP_FOR_RETRY.value:
-                if ti.next_retry_at is None or ti.next_retry_at <= now:
-                    ti.state = TaskState.SCHEDULED.value
-                    ti.scheduled_at = now
-            elif ti.state == TaskState.NONE.value:
+            state = states.get(task_id)
+            new_state = None
+            if state == TaskState.UP_FOR_RETRY.value:
+                due = retry_at.get(task_id)
+                if due is None or due <= now:
+                    new_state = TaskState.SCHEDULED.value
+            elif state == TaskState.NONE.value:
+                spec = dag.tasks[task_id]
                 decision = evaluate(spec.trigger_rule, [states[up] for up in spec.upstream])
-                if decision is Decision.READY:
-                    ti.state = TaskState.SCHEDULED.value
-                    ti.scheduled_at = now
-                elif decision is Decision.UPSTREAM_FAILED:
-                    ti.state = TaskState.UPSTREAM_FAILED.value
-                    ti.end_date = now
-                elif decision is Decision.SKIP:
-                    ti.state = TaskState.SKIPPED.value
-                    ti.end_date = now
-            states[task_id] = ti.state
-        for task_id, ti in tis.items():
-            if task_id not in dag.tasks and ti.state not in FINISHED_TASK_STATES:
+                new_state = {
+                    Decision.READY: TaskState.SCHEDULED.value,
+                    Decision.UPSTREAM_FAILED: TaskState.UPSTREAM_FAILED.value,
+                    Decision.SKIP: TaskState.SKIPPED.value,
+                }.get(decision)
+            if new_state is not None:
+                decided[task_id] = states[task_id] = new_state
+        for task_id, state in states.items():
+            if task_id not in dag.tasks and state not in FINISHED_TASK_STATES:
                 # The task was removed from the DAG's file since the run began.
-                ti.state = TaskState.SKIPPED.value
-                ti.end_date = now
+                decided[task_id] = states[task_id] = TaskState.SKIPPED.value
+        return decided
+
+    @staticmethod
+    def _write_decisions(session: Session, changes: dict[str, list[int]], now: datetime) -> None:
+        undecided = [
+            TaskState.NONE.value,
+            TaskState.UP_FOR_RETRY.value,
+            TaskState.SCHEDULED.value,
+            TaskState.QUEUED.value,
+            TaskState.RUNNING.value,
+        ]
+        for new_state, ti_ids in changes.items():
+            stamp = (
+                {"scheduled_at": now}
+                if new_state == TaskState.SCHEDULED.value
+                else {"end_date": now}
+            )
+            for start in range(0, len(ti_ids), 500):
+                session.execute(
+                    update(TaskInstance)
+                    .where(
+                        TaskInstance.id.in_(ti_ids[start : start + 500]),
+                        TaskInstance.state.in_(undecided),
+                    )
+                    .values(state=new_state, **stamp)
+                    .execution_options(synchronize_session=False)
+                )
 
     def _maybe_finish_run(
-        self, run: DagRun, dag: SerializedDAG, tis: dict[str, TaskInstance], now: datetime
+        self, run: DagRun, dag: SerializedDAG, states: dict[str, str], now: datetime
     ) -> None:
-        if not all(ti.state in FINISHED_TASK_STATES for ti in tis.values()):
+        if not all(state in FINISHED_TASK_STATES for state in states.values()):
             return
         leaves = [task_id for task_id, children in dag.downstream.items() if not children]
         failed = any(
-            tis[task_id].state in (TaskState.FAILED.value, TaskState.UPSTREAM_FAILED.value)
+            states.get(task_id) in (TaskState.FAILED.value, TaskState.UPSTREAM_FAILED.value)
             for task_id in leaves
-            if task_id in tis
         )
         run.state = RunState.FAILED.value if failed else RunState.SUCCESS.value
         run.end_date = now
         log.info("run %s of %s finished: %s", run.run_id, run.dag_id, run.state)
 
-    def _queue_candidates(
+    def _queue_scheduled(
         self,
         session: Session,
-        candidates: list[tuple[TaskInstance, DagVersion, SerializedDAG]],
+        runs: Sequence[DagRun],
+        versions: dict[str, DagVersion],
         now: datetime,
     ) -> list[Workload]:
-        if not candidates:
+        """Queue scheduled tries of the locked runs, by priority, within slots and pools."""
+        limit = min(self.executor.slots_available(), self.conf.scheduler.max_tis_per_query)
+        if limit <= 0:
             return []
-        open_slots = self.executor.slots_available()
-        if open_slots <= 0:
+        candidates = session.scalars(
+            select(TaskInstance)
+            .where(
+                TaskInstance.dag_run_id.in_([run.id for run in runs]),
+                TaskInstance.state == TaskState.SCHEDULED.value,
+            )
+            .order_by(
+                TaskInstance.priority_weight.desc(), TaskInstance.scheduled_at, TaskInstance.id
+            )
+            .limit(self.conf.scheduler.max_tis_per_query)
+        ).all()
+        if not candidates:
             return []
         # Pool rows are locked (not skipped): schedulers take turns counting slots.
         pools = {
@@ -439,13 +496,15 @@ class Scheduler:
                 .group_by(TaskInstance.pool)
             ).all()
         )
-        candidates.sort(key=lambda item: (-item[0].priority_weight, item[0].scheduled_at or now))
         default_queue = self.conf.celery.default_queue
         workloads: list[Workload] = []
-        for ti, version, dag in candidates:
-            if len(workloads) >= min(open_slots, self.conf.scheduler.max_tis_per_query):
+        for ti in candidates:
+            if len(workloads) >= limit:
                 break
-            spec = dag.tasks[ti.task_id]
+            version = versions.get(ti.dag_id)
+            spec = self._dag(session, version.id).tasks.get(ti.task_id) if version else None
+            if version is None or spec is None:
+                continue
             if spec.pool not in pools:
                 ti.state = TaskState.FAILED.value
                 ti.end_date = now
@@ -453,7 +512,6 @@ class Scheduler:
                 continue
             if occupied.get(spec.pool, 0) >= pools[spec.pool]:
                 continue
-            session.flush()
             workload = queue_try(
                 session,
                 ti,
