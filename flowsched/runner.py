@@ -260,6 +260,10 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     except TaskTimeout as exc:
         error = str(exc)
         log.error("%s", error)
+    except FlowschedError as exc:
+        # An operator's own, explained failure (exit code, image, XCom...): no traceback.
+        error = str(exc)
+        log.error("task failed: %s", error)
     except BaseException as exc:
         error = "".join(traceback.format_exception(exc))
         log.error("task failed:\n%s", error)
