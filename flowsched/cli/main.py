@@ -186,7 +186,7 @@ def dags() -> None:
 
 @dags.command("list")
 def dags_list() -> None:
-    """Every known DAG with its schedule, next run and last run."""
+    """Every known DAG: schedule, when its next run is created, its last run."""
     from flowsched.db.engine import session_scope
     from flowsched.db.models import Dag, DagRun
 
@@ -205,13 +205,13 @@ def dags_list() -> None:
                     dag.schedule or "None",
                     "yes" if dag.is_paused else "no",
                     "" if dag.is_active else "(file gone)",
-                    display(dag.next_data_interval_start) if dag.next_data_interval_start else None,
+                    display(dag.next_run_create_after) if dag.next_run_create_after else None,
                     f"{last.run_id} {last.state}" if last else None,
                     dag.fileloc,
                 ]
             )
         errors = session.scalar(select(func.count()).select_from(_import_error_model()))
-    _table(rows, ["dag_id", "schedule", "paused", "active", "next run", "last run", "file"])
+    _table(rows, ["dag_id", "schedule", "paused", "active", "next run at", "last run", "file"])
     if errors:
         click.echo(f"\n{errors} file(s) failed to import: see `flowsched dags errors`", err=True)
 
