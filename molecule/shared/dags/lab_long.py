@@ -18,5 +18,5 @@ with DAG(
     for i in range(4):
         BashOperator(
             task_id=f"sleep_{i}",
-            bash_command="sleep {{ dag_run.conf.get('seconds', 60) }}",
+            bash_command="sleep {{ conf.get('seconds', 60) }}",
         )
