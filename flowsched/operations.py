@@ -321,7 +321,7 @@ def delete_dag(dag_id: str, *, force: bool = False, actor: str | None = None) ->
 
 
 def task_states(dag_id: str, run_id: str) -> list[TaskInstance]:
-    with session_scope() as session:
+    with session_scope(read_only=True) as session:
         run = get_run(session, dag_id, run_id)
         tis = session.scalars(
             select(TaskInstance).where(TaskInstance.dag_run_id == run.id).order_by(TaskInstance.id)

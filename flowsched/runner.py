@@ -198,7 +198,7 @@ def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[
     task = dag.tasks.get(workload.task_id)
     if task is None:
         return False, f"DAG '{workload.dag_id}' has no task '{workload.task_id}'", None
-    with session_scope() as session:
+    with session_scope(read_only=True) as session:
         run = session.scalar(
             select(DagRun).where(DagRun.dag_id == workload.dag_id, DagRun.run_id == workload.run_id)
         )

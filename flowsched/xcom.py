@@ -77,7 +77,7 @@ class TaskInstanceContext:
 
     def xcom_pull(self, task_ids: str | list[str] | None = None, key: str = "return_value") -> Any:
         ids = [self.task_id] if task_ids is None else task_ids
-        with session_scope() as session:
+        with session_scope(read_only=True) as session:
             if isinstance(ids, str):
                 return pull_xcom(session, self.dag_id, self.run_id, ids, key)
             return [pull_xcom(session, self.dag_id, self.run_id, one, key) for one in ids]

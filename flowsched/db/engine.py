@@ -23,6 +23,7 @@ from flowsched.exceptions import DatabaseUnavailable
 
 _engine: Engine | None = None
 _sessionmaker: sessionmaker[Session] | None = None
+_read_sessionmaker: sessionmaker[Session] | None = None
 
 
 def safe_url(url: str) -> str:
@@ -42,6 +43,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+READ_ONLY = "flowsched_read_only"
+
+
+def _sqlite_begin(conn: Any) -> None:
+    """Writers take SQLite's write lock up front (no deadlocking lock upgrades);
+    read-only sessions start a plain deferred transaction and never wait for it."""
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def build_engine(url: str) -> Engine:
     conf = get_config().database
     parsed = make_url(url)
@@ -54,7 +67,7 @@ def build_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         # Let SQLAlchemy, not pysqlite, open transactions, so BEGIN IMMEDIATE works.
         event.listen(engine, "connect", lambda conn, _r: setattr(conn, "isolation_level", None))
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "mysql":
@@ -71,20 +84,24 @@ def build_engine(url: str) -> Engine:
 
 
 def get_engine() -> Engine:
-    global _engine, _sessionmaker
+    global _engine, _sessionmaker, _read_sessionmaker
     if _engine is None:
         _engine = build_engine(get_config().database.sql_alchemy_conn)
         _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
+        _read_sessionmaker = sessionmaker(
+            _engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
     return _engine
 
 
 def reset_engine() -> None:
     """Forget the engine after a config change; the next use builds a new one."""
-    global _engine, _sessionmaker
+    global _engine, _sessionmaker, _read_sessionmaker
     if _engine is not None:
         _engine.dispose(close=False)
     _engine = None
     _sessionmaker = None
+    _read_sessionmaker = None
 
 
 # Engines inherited through fork: kept referenced, never used and never closed.
@@ -98,26 +115,33 @@ def _after_fork_in_child() -> None:
     MySQL's COM_QUIT on the socket the parent still uses and kills its
     session, so the child parks the inherited engine and builds its own.
     """
-    global _engine, _sessionmaker
+    global _engine, _sessionmaker, _read_sessionmaker
     if _engine is not None:
         _inherited.append(_engine)
     _engine = None
     _sessionmaker = None
+    _read_sessionmaker = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def new_session() -> Session:
+def new_session(read_only: bool = False) -> Session:
     get_engine()
-    assert _sessionmaker is not None
-    return _sessionmaker()
+    factory = _read_sessionmaker if read_only else _sessionmaker
+    assert factory is not None
+    return factory()
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """A transaction: committed on success, rolled back on error."""
-    session = new_session()
+def session_scope(read_only: bool = False) -> Iterator[Session]:
+    """A transaction: committed on success, rolled back on error.
+
+    ``read_only`` sessions are for reads only: on SQLite they do not take the
+    write lock, so pages, listings and the scheduler's "anything to do?"
+    checks never queue behind task processes that are writing.
+    """
+    session = new_session(read_only)
     try:
         yield session
         session.commit()

@@ -26,8 +26,9 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from flowsched import __version__
@@ -255,9 +256,19 @@ class Scheduler:
         return {dag_id: version for dag_id, version in rows}
 
     # -- runs ---------------------------------------------------------------
+    @staticmethod
+    def _any(condition: Any) -> bool:
+        """A lock-free "is there anything to do?" check before a write transaction."""
+        with session_scope(read_only=True) as session:
+            return bool(session.scalar(select(exists().where(condition))))
+
     def create_due_runs(self) -> int:
         now = utcnow()
         created = 0
+        if not self._any(
+            (Dag.next_run_create_after <= now) & Dag.is_paused.is_(False) & Dag.is_active.is_(True)
+        ):
+            return 0
         with session_scope() as session:
             dags = session.scalars(
                 select(Dag)
@@ -291,6 +302,8 @@ class Scheduler:
     def start_queued_runs(self) -> int:
         started = 0
         now = utcnow()
+        if not self._any(DagRun.state == RunState.QUEUED.value):
+            return 0
         with session_scope() as session:
             queued = session.scalars(
                 select(DagRun)
@@ -339,6 +352,8 @@ class Scheduler:
         ORM objects.
         """
         now = utcnow()
+        if not self._any(DagRun.state == RunState.RUNNING.value):
+            return []
         with session_scope() as session:
             runs = session.scalars(
                 select(DagRun)
@@ -577,15 +592,14 @@ class Scheduler:
 
     def sweep_zombies(self) -> int:
         limit = utcnow() - timedelta(seconds=self.conf.scheduler.zombie_threshold)
+        zombie = (TaskInstance.state == TaskState.RUNNING.value) & (
+            TaskInstance.last_heartbeat < limit
+        )
+        if not self._any(zombie):
+            return 0
         with session_scope() as session:
             zombies = session.scalars(
-                select(TaskInstance)
-                .where(
-                    TaskInstance.state == TaskState.RUNNING.value,
-                    TaskInstance.last_heartbeat < limit,
-                )
-                .limit(100)
-                .with_for_update(skip_locked=True)
+                select(TaskInstance).where(zombie).limit(100).with_for_update(skip_locked=True)
             ).all()
             for ti in zombies:
                 self._fail(
@@ -599,15 +613,12 @@ class Scheduler:
 
     def sweep_stuck_queued(self) -> int:
         limit = utcnow() - timedelta(seconds=self.conf.scheduler.task_queued_timeout)
+        stuck = (TaskInstance.state == TaskState.QUEUED.value) & (TaskInstance.queued_at < limit)
+        if not self._any(stuck):
+            return 0
         with session_scope() as session:
             stuck = session.scalars(
-                select(TaskInstance)
-                .where(
-                    TaskInstance.state == TaskState.QUEUED.value,
-                    TaskInstance.queued_at < limit,
-                )
-                .limit(100)
-                .with_for_update(skip_locked=True)
+                select(TaskInstance).where(stuck).limit(100).with_for_update(skip_locked=True)
             ).all()
             for ti in stuck:
                 self._fail(
