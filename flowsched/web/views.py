@@ -49,7 +49,7 @@ def dags() -> Any:
     number, size = page_args()
     search = request.args.get("q", "").strip()
     tag = request.args.get("tag", "").strip()
-    with session_scope() as session:
+    with session_scope(read_only=True) as session:
         listing = queries.list_dags(
             session,
             search=search or None,
@@ -78,7 +78,7 @@ def dag_grid(dag_id: str) -> Any:
         before = parse_datetime(before_text) if before_text else None
     except ValueError:
         before = None
-    with session_scope() as session:
+    with session_scope(read_only=True) as session:
         detail = queries.dag_detail(session, dag_id)
         grid = queries.dag_grid(session, detail, limit=_grid_limit(), before=before)
     live = any(run.state in UNFINISHED_RUN_STATES for run in grid.runs)
@@ -88,7 +88,7 @@ def dag_grid(dag_id: str) -> Any:
 @bp.route("/dags/<dag_id>/graph")
 def dag_graph(dag_id: str) -> Any:
     run_id = request.args.get("run_id")
-    with session_scope() as session:
+    with session_scope(read_only=True) as session:
         detail = queries.dag_detail(session, dag_id)
         runs, _ = queries.list_runs(session, dag_id, size=queries.RECENT_RUNS)
         run = next((r for r in runs if r.run_id == run_id), runs[0] if runs else None)
@@ -124,7 +124,7 @@ def dag_graph(dag_id: str) -> Any:
 @bp.route("/dags/<dag_id>/code")
 def dag_code(dag_id: str) -> Any:
     wanted = request.args.get("version", type=int)
-    with session_scope() as session:
+    with session_scope(read_only=True) as session:
         detail = queries.dag_detail(session, dag_id)
         versions = queries.dag_versions(session, dag_id)
         shown = detail.version
@@ -145,7 +145,7 @@ def dag_code(dag_id: str) -> Any:
 def dag_runs(dag_id: str) -> Any:
     number, size = page_args()
     state = request.args.get("state") or None
-    with session_scope() as session:
+    with session_scope(read_only=True) as session:
         detail = queries.dag_detail(session, dag_id)
         runs, pager = queries.list_runs(session, dag_id, state=state, page=number, size=size)
     return render_template(
@@ -155,7 +155,7 @@ def dag_runs(dag_id: str) -> Any:
 
 @bp.route("/dags/<dag_id>/runs/<path:run_id>")
 def run_page(dag_id: str, run_id: str) -> Any:
-    with session_scope() as session:
+    with session_scope(read_only=True) as session:
         detail = queries.dag_detail(session, dag_id)
         run = queries.run_detail(session, dag_id, run_id)
     live = run.run.state in UNFINISHED_RUN_STATES
@@ -170,7 +170,7 @@ def run_page(dag_id: str, run_id: str) -> Any:
 
 @bp.route("/dags/<dag_id>/runs/<path:run_id>/tasks/<task_id>")
 def task_page(dag_id: str, run_id: str, task_id: str) -> Any:
-    with session_scope() as session:
+    with session_scope(read_only=True) as session:
         detail = queries.dag_detail(session, dag_id)
         task = queries.task_detail(session, dag_id, run_id, task_id)
     numbers = [t.try_number for t in task.tries]
@@ -201,7 +201,7 @@ def task_page(dag_id: str, run_id: str, task_id: str) -> Any:
 @bp.route("/dags/<dag_id>/delete")
 @require(Role.ADMIN)
 def delete_confirm(dag_id: str) -> Any:
-    with session_scope() as session:
+    with session_scope(read_only=True) as session:
         detail = queries.dag_detail(session, dag_id)
         _, pager = queries.list_runs(session, dag_id, size=1)
     return render_template("delete.html", detail=detail, run_count=pager.total, tab=None)
@@ -209,7 +209,7 @@ def delete_confirm(dag_id: str) -> Any:
 
 @bp.route("/workers")
 def workers() -> Any:
-    with session_scope() as session:
+    with session_scope(read_only=True) as session:
         jobs = queries.scheduler_jobs(session)
     return render_template(
         "workers.html", view=workers_view(), jobs=jobs, active_count=active_count
