@@ -129,9 +129,19 @@ def retry_delay_for(session: Any, workload: Workload) -> timedelta:
     return timedelta(0)
 
 
-def macros_namespace() -> SimpleNamespace:
-    """``{{ macros.ds_add(ds, 1) }}`` plus every macro the loaded plugins provide."""
-    return SimpleNamespace(**{**BUILTIN_MACROS, **load_plugins().macros})
+class _Macros:
+    """``{{ macros.ds_add(ds, 1) }}`` plus plugin macros; plugins load on first use only."""
+
+    def __getattr__(self, name: str) -> Any:
+        namespace = SimpleNamespace(**{**BUILTIN_MACROS, **load_plugins().macros})
+        try:
+            return getattr(namespace, name)
+        except AttributeError:
+            raise AttributeError(f"no template macro '{name}'") from None
+
+
+def macros_namespace() -> _Macros:
+    return _Macros()
 
 
 def build_context(workload: Workload, task: Any, dag: Any, run: DagRun) -> dict[str, Any]:
