@@ -1,6 +1,10 @@
-"""Lab DAG: tasks that keep the workers busy for a while (the length of a
-task is the run's conf `seconds`, default 60). Used by the verify steps that
-stop a busy worker and roll an upgrade while tasks run.
+"""Lab DAG: tasks that keep both workers busy for a while. Used by the verify
+steps that stop a busy worker and roll an upgrade while tasks run.
+
+sleep_0 and sleep_1 run on worker1 (queue `worker1`) for the run's conf
+`seconds` (default 60); sleep_2 and sleep_3 on worker2 for a minute longer,
+so that worker2 is still busy when a rolling upgrade reaches it after
+worker1.
 """
 
 from datetime import datetime
@@ -16,7 +20,9 @@ with DAG(
     description="Sleeping tasks on both workers.",
 ) as dag:
     for i in range(4):
+        extra = 0 if i < 2 else 60
         BashOperator(
             task_id=f"sleep_{i}",
-            bash_command="sleep {{ conf.get('seconds', 60) }}",
+            queue="worker1" if i < 2 else "worker2",
+            bash_command=f"sleep {{{{ conf.get('seconds', 60) + {extra} }}}}",
         )
