@@ -21,6 +21,7 @@ from flowsched.db.models import (
     DagRun,
     DagVersion,
     ImportError_,
+    Pool,
     TaskInstance,
     TaskTry,
     XCom,
@@ -337,3 +338,58 @@ def run_is_finished(dag_id: str, run_id: str) -> bool:
             RunState.SUCCESS.value,
             RunState.FAILED.value,
         )
+
+
+def set_pool(
+    name: str, slots: int, description: str | None = None, *, actor: str | None = None
+) -> None:
+    """Create or resize a pool: at most ``slots`` of its tasks queued or running at once."""
+    if slots < 0:
+        raise FlowschedError(f"pool '{name}': slots must be >= 0, got {slots}")
+    with session_scope() as session:
+        pool = session.scalar(select(Pool).where(Pool.name == name))
+        if pool is None:
+            session.add(Pool(name=name, slots=slots, description=description))
+        else:
+            pool.slots = slots
+            if description is not None:
+                pool.description = description
+        audit(session, "set_pool", actor=actor, extra={"pool": name, "slots": slots})
+
+
+def delete_pool(name: str, *, actor: str | None = None) -> None:
+    """Delete a pool; refused for the default pool and while tasks of it are active."""
+    if name == "default_pool":
+        raise FlowschedError("the default pool cannot be deleted")
+    with session_scope() as session:
+        pool = session.scalar(select(Pool).where(Pool.name == name))
+        if pool is None:
+            raise FlowschedError(f"no pool '{name}'")
+        busy = session.scalar(
+            select(func.count())
+            .select_from(TaskInstance)
+            .where(
+                TaskInstance.pool == name,
+                TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]),
+            )
+        )
+        if busy:
+            raise FlowschedError(f"pool '{name}' has {busy} queued or running task(s)")
+        session.delete(pool)
+        audit(session, "delete_pool", actor=actor, extra={"pool": name})
+
+
+def list_pools() -> list[tuple[str, int, int, str | None]]:
+    """(name, slots, tasks queued or running in it, description) for every pool."""
+    with session_scope(read_only=True) as session:
+        used = dict(
+            session.execute(
+                select(TaskInstance.pool, func.count())
+                .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
+                .group_by(TaskInstance.pool)
+            ).all()
+        )
+        return [
+            (pool.name, pool.slots, used.get(pool.name, 0), pool.description)
+            for pool in session.scalars(select(Pool).order_by(Pool.name))
+        ]

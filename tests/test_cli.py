@@ -179,3 +179,17 @@ def test_informational_commands(sqlite_home, command):
     assert out.strip()
     if command == ["config", "show"]:
         assert "default_timezone = Etc/GMT-8" in out and "secret_key" in out
+
+
+def test_pools_cli(home):
+    flowsched(home, "pools", "set", "gpu", "3", "--description", "the GPU box")
+    flowsched(home, "pools", "set", "gpu", "5")
+    listing = flowsched(home, "pools", "list").stdout
+    assert "gpu" in listing and " 5 " in listing and "the GPU box" in listing
+    assert "default_pool" in listing
+    refused = flowsched(home, "pools", "delete", "default_pool", check=False)
+    assert refused.returncode == 1 and "cannot be deleted" in refused.stderr
+    negative = flowsched(home, "pools", "set", "gpu", "--", "-1", check=False)
+    assert negative.returncode == 1 and "slots must be >= 0" in negative.stderr
+    flowsched(home, "pools", "delete", "gpu")
+    assert "gpu" not in flowsched(home, "pools", "list").stdout

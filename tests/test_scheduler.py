@@ -269,10 +269,7 @@ with DAG("wide", start_date=datetime(2026, 1, 1)) as dag:
 """,
     )
     parse()
-    from flowsched.db.models import Pool
-
-    with session_scope() as session:
-        session.add(Pool(name="narrow", slots=2))
+    operations.set_pool("narrow", 2, "two at a time")
     operations.trigger_dag("wide")
     peak = []
 

@@ -178,6 +178,42 @@ def plugins() -> None:
         sys.exit(1)
 
 
+# -- pools ----------------------------------------------------------------
+@cli.group()
+def pools() -> None:
+    """Limit how many tasks of a kind run at once across the cluster."""
+
+
+@pools.command("list")
+def pools_list() -> None:
+    """Every pool with its slots and how many are in use."""
+    from flowsched.operations import list_pools
+
+    _table([list(row) for row in list_pools()], ["pool", "slots", "in use", "description"])
+
+
+@pools.command("set")
+@click.argument("name")
+@click.argument("slots", type=int)
+@click.option("--description", default=None)
+def pools_set(name: str, slots: int, description: str | None) -> None:
+    """Create a pool or change its slots."""
+    from flowsched.operations import set_pool
+
+    set_pool(name, slots, description, actor="cli")
+    click.echo(f"pool {name}: {slots} slots")
+
+
+@pools.command("delete")
+@click.argument("name")
+def pools_delete(name: str) -> None:
+    """Delete a pool (not the default one, not while its tasks run)."""
+    from flowsched.operations import delete_pool
+
+    delete_pool(name, actor="cli")
+    click.echo(f"deleted pool {name}")
+
+
 # -- dags -----------------------------------------------------------------
 @cli.group()
 def dags() -> None:
