@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import select
 
 from flowsched.config import get_config
-from flowsched.db.engine import reset_engine, session_scope
+from flowsched.db.engine import session_scope
 from flowsched.db.models import DagRun, DagVersion, TaskInstance
 from flowsched.discovery import exec_dag_file, fingerprint_bytes
 from flowsched.exceptions import DagFileMismatch, FlowschedError, TaskTerminated, TaskTimeout
@@ -335,7 +335,6 @@ def fork_and_run(workload: Workload, *, nodename: str) -> int:
             os.setsid()
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            reset_engine()
             code = run_try(workload, nodename=nodename)
         except BaseException:
             with contextlib.suppress(Exception):

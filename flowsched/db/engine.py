@@ -104,23 +104,22 @@ def reset_engine() -> None:
     _read_sessionmaker = None
 
 
-# Engines inherited through fork: kept referenced, never used and never closed.
-_inherited: list[Engine] = []
+# Connection pools inherited through fork: kept referenced, never used, never closed.
+_inherited: list[Any] = []
 
 
 def _after_fork_in_child() -> None:
     """A forked child must neither use nor close the parent's connections.
 
-    Closing (even by garbage collection after ``dispose(close=False)``) sends
-    MySQL's COM_QUIT on the socket the parent still uses and kills its
-    session, so the child parks the inherited engine and builds its own.
+    Closing them (even by garbage collection after ``dispose(close=False)``)
+    sends MySQL's COM_QUIT on sockets the parent still uses and kills its
+    sessions. So the child parks the inherited pool and gives the engine a
+    fresh, empty one: it keeps the engine's compiled-statement cache and
+    dialect set-up, which a task process would otherwise rebuild every try.
     """
-    global _engine, _sessionmaker, _read_sessionmaker
     if _engine is not None:
-        _inherited.append(_engine)
-    _engine = None
-    _sessionmaker = None
-    _read_sessionmaker = None
+        _inherited.append(_engine.pool)
+        _engine.pool = _engine.pool.recreate()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
