@@ -283,7 +283,7 @@ def test_rendered_config_loads_in_the_package(rendered: dict[str, Path], sample:
         assert conf.source == folder / "flowsched.cfg"
         cfg = read_cfg(folder / "flowsched.cfg")
         for section in cfg.sections():
-            for key, raw in cfg[section].items():
+            for key in cfg[section]:
                 assert key in OPTIONS[section], f"{host}: [{section}] {key} is not a package option"
         assert conf.core.executor == "celery"
         assert conf.core.default_timezone == SAMPLES[sample][0]
