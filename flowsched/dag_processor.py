@@ -103,6 +103,25 @@ def _sync(session: Session, results: list[ParseResult], report: ProcessReport) -
         session.execute(update(Dag).where(Dag.dag_id == dag_id).values(is_active=False))
 
 
+def _warn_long_timeouts(dag: SerializedDAG) -> None:
+    """With Celery, a try outliving the broker's visibility timeout gets its message
+    redelivered; the duplicate is refused by the claim, but the setting is wrong."""
+    conf = get_config()
+    if conf.core.executor != "celery":
+        return
+    for spec in dag.tasks.values():
+        timeout = spec.execution_timeout
+        if timeout is not None and timeout.total_seconds() >= conf.celery.visibility_timeout:
+            log.warning(
+                "%s.%s: execution_timeout %s is not below [celery] visibility_timeout (%d s); "
+                "raise visibility_timeout above the longest task",
+                dag.dag_id,
+                spec.task_id,
+                timeout,
+                conf.celery.visibility_timeout,
+            )
+
+
 def _upsert_dag(
     session: Session,
     data: dict[str, Any],
@@ -113,6 +132,7 @@ def _upsert_dag(
     dag_id = data["dag_id"]
     dag = session.get(Dag, dag_id, with_for_update=True)
     serialized = SerializedDAG(data)
+    _warn_long_timeouts(serialized)
     if dag is None:
         dag = Dag(
             dag_id=dag_id,

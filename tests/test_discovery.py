@@ -141,3 +141,23 @@ def test_dags_folder_symlink_swap_is_followed(home, tmp_path):
     tmp_link.replace(current)  # atomic swap, as the dag_sync role does
     process_folder()
     assert dag_ids() == {"from_b"}
+
+
+def test_celery_warns_about_tasks_longer_than_the_visibility_timeout(home, caplog):
+    home.configure(
+        core={"executor": "celery", "secret_key": "k"}, celery={"visibility_timeout": "60"}
+    )
+    home.write_dag(
+        "long.py",
+        """
+from datetime import datetime, timedelta
+from flowsched import DAG, BashOperator
+with DAG("long", start_date=datetime(2026, 1, 1)) as dag:
+    BashOperator(task_id="slow", bash_command="true", execution_timeout=timedelta(minutes=5))
+    BashOperator(task_id="fast", bash_command="true", execution_timeout=timedelta(seconds=30))
+""",
+    )
+    with caplog.at_level("WARNING", logger="flowsched.dag_processor"):
+        process_folder()
+    warnings = [r.getMessage() for r in caplog.records if "visibility_timeout" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("long.slow: execution_timeout 0:05:00")
