@@ -86,3 +86,15 @@ def test_empty_database_reports_pending(mariadb_server, tmp_path, monkeypatch):
         reset_engine()
         set_config(None)
         mariadb_server.drop_database("pending_check")
+
+
+def test_models_and_migrations_describe_the_same_schema(home):
+    """A model change without its migration (or the reverse) fails here, on both backends."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from flowsched.db.models import Base
+
+    with get_engine().connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []

@@ -98,7 +98,21 @@ class DagRun(Base):
     )
 
 
-class TaskInstance(Base):
+class TryRecord:
+    """What is known of a try, kept on the instance (current try) and in its history."""
+
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    worker_nodename: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    dag_version_id: Mapped[int | None] = mapped_column(Integer)
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    duration: Mapped[float | None] = mapped_column(Float)
+
+
+class TaskInstance(TryRecord, Base):
     """The current state of one task in one run; ``task_try`` keeps every try."""
 
     __tablename__ = "task_instance"
@@ -115,17 +129,8 @@ class TaskInstance(Base):
     queue: Mapped[str | None] = mapped_column(String(100))
     pool: Mapped[str] = mapped_column(String(100), default="default_pool")
     priority_weight: Mapped[int] = mapped_column(Integer, default=1)
-    hostname: Mapped[str | None] = mapped_column(String(255))
-    worker_nodename: Mapped[str | None] = mapped_column(String(255))
-    pid: Mapped[int | None] = mapped_column(Integer)
-    fingerprint: Mapped[str | None] = mapped_column(String(64))
-    dag_version_id: Mapped[int | None] = mapped_column(Integer)
     queued_by_job_id: Mapped[int | None] = mapped_column(Integer)
     scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    duration: Mapped[float | None] = mapped_column(Float)
     next_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_heartbeat: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
@@ -138,7 +143,7 @@ class TaskInstance(Base):
     )
 
 
-class TaskTry(Base):
+class TaskTry(TryRecord, Base):
     """History: one row per try, kept when the task instance is cleared and re-run."""
 
     __tablename__ = "task_try"
@@ -152,15 +157,6 @@ class TaskTry(Base):
     task_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     try_number: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(20))
-    hostname: Mapped[str | None] = mapped_column(String(255))
-    worker_nodename: Mapped[str | None] = mapped_column(String(255))
-    pid: Mapped[int | None] = mapped_column(Integer)
-    fingerprint: Mapped[str | None] = mapped_column(String(64))
-    dag_version_id: Mapped[int | None] = mapped_column(Integer)
-    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    duration: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(LongText)
     rendered_fields: Mapped[Any] = mapped_column(JsonText, nullable=True)
 

@@ -9,7 +9,7 @@ so importing this module never reads a config file by itself.
 Settings that matter, and why:
 
 * JSON only, in and out. Nothing is ever unpickled, so a worker has no
-  reason to run as root and no one ever needs ``C_FORCE_ROOT``.
+  reason to run as root, nor to set Celery's force-root switch.
 * ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acked
   after its try ran, so a worker that dies loses nothing. A redelivered
   duplicate is harmless: ``claim_try`` refuses a try that is not queued.
