@@ -107,14 +107,14 @@ class Watcher(threading.Thread):
         self.give_up = give_up
         self.started = threading.Event()
         self.failure: str | None = None
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         try:
             for component in self.components:
                 component.start()
             self.started.set()
-            while not self._stop.wait(1.0):
+            while not self._halt.wait(1.0):
                 for component in self.components:
                     self._check(component)
         except Exception as exc:
@@ -128,7 +128,7 @@ class Watcher(threading.Thread):
     def _check(self, component: Component) -> None:
         assert component.process is not None
         code = component.process.poll()
-        if code is None or self._stop.is_set() or self.failure:
+        if code is None or self._halt.is_set() or self.failure:
             return
         now = time.monotonic()
         component.deaths = [t for t in component.deaths if now - t < RESTART_WINDOW] + [now]
@@ -150,11 +150,11 @@ class Watcher(threading.Thread):
             len(component.deaths),
             RESTARTS,
         )
-        if not self._stop.wait(delay):
+        if not self._halt.wait(delay):
             component.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         if self.is_alive():
             self.join()
 

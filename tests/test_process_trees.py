@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from flowsched.db.engine import session_scope
 from flowsched.db.models import ImportError_, TaskInstance
 from flowsched.processes import descendants
 from tests.harness import parse, run_state, tries, wait_for
+from tests.servers import free_port
 
 
 def marker() -> str:
@@ -214,3 +217,190 @@ def test_os_exit_during_import_is_reported_with_its_exit_code(sqlite_home):
     assert found["killed.py"].startswith(
         "killed.py: the import process was killed by SIGKILL before reporting"
     )
+
+
+# -- flowsched standalone ------------------------------------------------------
+FLOWSCHED = str(Path(sys.executable).parent / "flowsched")  # the console script a user runs
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except OSError:
+        return None
+
+
+class Standalone:
+    """``flowsched standalone`` in a fresh $HOME, as a new user would start it."""
+
+    def __init__(self, tmp_path: Path, *, home_env: bool = True) -> None:
+        self.port = free_port()
+        self.root = tmp_path
+        self.home = tmp_path / "flowsched"  # the default data folder, ~/flowsched
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWSCHED")}
+        self.env.update(
+            HOME=str(tmp_path),
+            FLOWSCHED__SCHEDULER__SHUTDOWN_GRACE="3",
+            FLOWSCHED__SCHEDULER__DAG_DIR_LIST_INTERVAL="1",
+            FLOWSCHED__WEBSERVER__BIND=f"127.0.0.1:{self.port}",
+        )
+        if home_env:
+            self.env["FLOWSCHED_HOME"] = str(self.home)
+        self.process: subprocess.Popen | None = None
+        self.output = tmp_path / "standalone.out"
+
+    def start(self) -> subprocess.Popen:
+        with self.output.open("ab") as sink:
+            self.process = subprocess.Popen(
+                [FLOWSCHED, "standalone"],
+                cwd=self.root,  # the home directory, which holds ./flowsched
+                env=self.env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        return self.process
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def healthy(self) -> bool:
+        return http_status(f"http://127.0.0.1:{self.port}/api/v1/health") == 200
+
+    def wait_healthy(self, timeout: float = 90) -> None:
+        def check() -> bool:
+            assert self.process is not None and self.process.poll() is None, self.text()
+            return self.healthy()
+
+        wait_for(check, timeout)
+
+    def child(self, word: str) -> int:
+        """The pid of the direct child whose command line has ``word``."""
+        assert self.process is not None
+        for pid in descendants(self.process.pid):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if ppid == self.process.pid and word.encode() in cmdline:
+                return pid
+        raise AssertionError(f"no {word} child of standalone:\n{self.text()[-3000:]}")
+
+    def stop(self) -> int | None:
+        """Ctrl-C, then make sure nothing of it is left."""
+        if self.process is None:
+            return None
+        below = descendants(self.process.pid)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        kill_leftovers(alive(below))
+        return self.process.returncode
+
+
+def flowsched_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [FLOWSCHED, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_kill_9_of_standalone_leaves_nothing_behind_and_it_starts_again(tmp_path):
+    mark = marker()
+    standalone = Standalone(tmp_path)
+    (standalone.home / "dags").mkdir(parents=True)
+    (standalone.home / "dags" / "long.py").write_text(
+        "from datetime import datetime\nfrom flowsched import DAG, BashOperator\n"
+        "with DAG('long', schedule=None, start_date=datetime(2026, 1, 1)) as dag:\n"
+        f"    BashOperator(task_id='t', bash_command='sleep {mark}')\n"
+    )
+    standalone.start()
+    try:
+        standalone.wait_healthy()
+        assert flowsched_cli(standalone.env, "dags", "trigger", "long").returncode == 0
+        wait_for(lambda: with_marker(f"sleep {mark}"), 60)
+        standalone.child("webserver"), standalone.child("dag-processor")
+        below = descendants(standalone.process.pid)
+        standalone.process.kill()
+        standalone.process.wait(10)
+        try:
+            wait_for(lambda: not alive(below), 30)
+        finally:
+            leftovers = alive(below)
+            kill_leftovers(leftovers)
+        assert leftovers == []
+        assert not standalone.healthy()
+        # Started again, it gets its port and its components back.
+        standalone.start()
+        standalone.wait_healthy()
+        standalone.child("dag-processor")
+    finally:
+        code = standalone.stop()
+    assert code == 0, standalone.text()[-3000:]
+
+
+def test_standalone_restarts_a_component_that_dies_then_gives_up(tmp_path):
+    standalone = Standalone(tmp_path)
+    standalone.start()
+    try:
+        standalone.wait_healthy()
+        os.kill(standalone.child("webserver"), signal.SIGKILL)
+        wait_for(lambda: "the webserver was killed by SIGKILL; restarting it" in standalone.text())
+        standalone.wait_healthy()  # back
+        processor = standalone.child("dag-processor")
+        for _ in range(4):  # a fourth death within the window: it stops, and says why
+            os.kill(processor, signal.SIGKILL)
+            wait_for(lambda: processor not in descendants(standalone.process.pid), 30)
+
+            def restarted() -> bool:
+                nonlocal processor
+                with contextlib.suppress(AssertionError):
+                    processor = standalone.child("dag-processor")
+                    return True
+                return standalone.process.poll() is not None
+
+            wait_for(restarted, 30)
+        assert standalone.process.wait(60) == 1
+    finally:
+        standalone.stop()
+    output = standalone.text()
+    assert "the DAG processor was killed by SIGKILL; restarting it in 1 s (1 of 3)" in output
+    assert (
+        "error: flowsched standalone: the DAG processor was killed by SIGKILL 4 times "
+        "within 600 s; stopping everything" in output
+    )
+
+
+def test_standalone_refuses_a_port_it_cannot_bind_with_a_clear_error(tmp_path):
+    standalone = Standalone(tmp_path)
+    with socket.create_server(("127.0.0.1", standalone.port)):
+        standalone.start()
+        try:
+            assert standalone.process.wait(60) == 1
+        finally:
+            standalone.stop()
+    assert (
+        f"error: the webserver cannot listen on 127.0.0.1:{standalone.port} ([webserver] bind): "
+        "Address already in use (another webserver or flowsched standalone is running?)"
+    ) in standalone.text()
+
+
+def test_standalone_from_the_home_directory_is_not_shadowed_by_the_data_folder(tmp_path):
+    standalone = Standalone(tmp_path, home_env=False)  # ~/flowsched by default, cwd ~
+    standalone.start()
+    try:
+        standalone.wait_healthy()  # the webserver, a `python -m flowsched` child, started
+        (standalone.home / "dags" / "late.py").write_text(
+            "from datetime import datetime\nfrom flowsched import DAG\n"
+            "DAG('late', schedule=None, start_date=datetime(2026, 1, 1))\n"
+        )
+        # ...and so did the DAG processor, which finds the new file.
+        wait_for(lambda: "late" in flowsched_cli(standalone.env, "dags", "list").stdout, 60)
+    finally:
+        code = standalone.stop()
+    assert code == 0, standalone.text()[-3000:]
+    assert "ImportError" not in standalone.text()

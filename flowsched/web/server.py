@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -115,7 +116,8 @@ def check_bind(bind: str) -> tuple[str, int]:
             probe.close()
     except OSError as exc:
         raise FlowschedError(
-            f"the webserver cannot listen on {bind} ([webserver] bind): {exc.strerror or exc}"
+            f"the webserver cannot listen on {bind} ([webserver] bind): "
+            f"{os.strerror(exc.errno) if exc.errno else exc}"
             + (
                 " (another webserver or flowsched standalone is running?)"
                 if exc.errno == errno.EADDRINUSE
