@@ -61,6 +61,19 @@ def alive(pids: list[int]) -> list[int]:
     return living
 
 
+def ps(pids: list[int]) -> str:
+    """What these processes are, for a failure message."""
+    if not pids:
+        return ""
+    return subprocess.run(
+        ["ps", "-o", "pid,ppid,pgid,stat,args", "-p", ",".join(map(str, pids))],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    ).stdout
+
+
 def kill_leftovers(pids: list[int]) -> None:
     """Cleanup when a check failed: the test must not leave what it found."""
     for pid in pids:
@@ -150,10 +163,12 @@ with DAG("long", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
     finally:
         scheduler.kill()
         scheduler.wait(10)
-    try:
+    with contextlib.suppress(AssertionError):
         wait_for(lambda: not alive(below), 30)
-    finally:
-        kill_leftovers(alive(below))
+    leftovers = alive(below)
+    listing = ps(leftovers)
+    kill_leftovers(leftovers)
+    assert leftovers == [], listing
     # The try was interrupted (it knew: its parent-death signal), not left to run alone.
     (only,) = tries("long", "t")
     assert "will be retried" in (only.error or ""), only.error
@@ -327,12 +342,12 @@ def test_kill_9_of_standalone_leaves_nothing_behind_and_it_starts_again(tmp_path
         below = descendants(standalone.process.pid)
         standalone.process.kill()
         standalone.process.wait(10)
-        try:
+        with contextlib.suppress(AssertionError):
             wait_for(lambda: not alive(below), 30)
-        finally:
-            leftovers = alive(below)
-            kill_leftovers(leftovers)
-        assert leftovers == []
+        leftovers = alive(below)
+        listing = ps(leftovers)
+        kill_leftovers(leftovers)
+        assert leftovers == [], listing
         assert not standalone.healthy()
         # Started again, it gets its port and its components back.
         standalone.start()

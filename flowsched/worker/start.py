@@ -62,6 +62,9 @@ def _die_with_worker(main_pid: int) -> Any:
     it forwards it to its running try, which records itself as interrupted."""
 
     def adopt(**_: Any) -> None:
+        from flowsched.worker import task
+
+        task.worker_main_pid = main_pid
         set_parent_death_signal(signal.SIGTERM, parent=main_pid)
 
     return adopt

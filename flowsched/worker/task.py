@@ -11,6 +11,7 @@ it names is refused rather than allowed to run another task's code.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flowsched.db.engine import session_scope
@@ -98,3 +99,19 @@ def run_workload(task: Any, body: Any = None) -> None:
         return
     if code != 0:
         record_crash(workload, nodename, code)
+    _exit_if_orphaned()
+
+
+# The pid of the worker's main process, set in each pool process (worker/start.py).
+worker_main_pid: int | None = None
+
+
+def _exit_if_orphaned() -> None:
+    """A pool process whose worker died (kill -9) ends with its try: nobody will read its
+    result, and Celery's pool would otherwise wait 30 s for the dead main process."""
+    if worker_main_pid is not None and os.getppid() != worker_main_pid:
+        log.warning(
+            "the worker's main process %s is gone: this pool process exits", worker_main_pid
+        )
+        logging.shutdown()
+        os._exit(0)
