@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import select
@@ -419,3 +420,109 @@ def test_standalone_from_the_home_directory_is_not_shadowed_by_the_data_folder(t
         code = standalone.stop()
     assert code == 0, standalone.text()[-3000:]
     assert "ImportError" not in standalone.text()
+
+
+# -- resource limits (the cgroup controls systemd's MemoryMax and TasksMax set) ----
+@contextlib.contextmanager
+def child_cgroup(controller: str) -> Iterator[Path]:
+    """A cgroup (v1 hierarchy of this machine) below this process's own, removed after."""
+    own = next(
+        line.split(":", 2)[2]
+        for line in Path("/proc/self/cgroup").read_text().splitlines()
+        if controller in line.split(":", 2)[1].split(",")
+    )
+    path = (
+        Path("/sys/fs/cgroup") / controller / own.lstrip("/") / f"flowsched-{uuid.uuid4().hex[:8]}"
+    )
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        for pid in (path / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        wait_for(lambda: not (path / "cgroup.procs").read_text().strip(), 10)
+        path.rmdir()
+
+
+def start_scheduler_in(cgroup: Path, home, name: str) -> subprocess.Popen:
+    """The scheduler and everything it forks in ``cgroup``, as under systemd."""
+    log = open(home.root / name, "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            f'echo $$ > {cgroup / "cgroup.procs"} && exec "$0" -m flowsched scheduler '
+            "--no-dag-processor",
+            sys.executable,
+        ],
+        env={**os.environ, **home.env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_a_try_killed_by_the_memory_limit_says_so(sqlite_home):
+    sqlite_home.configure(core={"parallelism": "2"})
+    sqlite_home.write_dag(
+        "greedy_task.py",
+        """
+from datetime import datetime
+from flowsched import DAG, PythonOperator
+def eat():
+    return len(b"x" * (2 * 1024 ** 3))
+with DAG("greedy_task", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+    PythonOperator(task_id="eat", python_callable=eat)
+""",
+    )
+    parse()
+    operations.trigger_dag("greedy_task", run_id="g")
+    with child_cgroup("memory") as cgroup:
+        (cgroup / "memory.limit_in_bytes").write_text(str(512 * 1024 * 1024))
+        scheduler = start_scheduler_in(cgroup, sqlite_home, "greedy.log")
+        try:
+            wait_for(lambda: run_state("greedy_task", "g") in ("success", "failed"), 90)
+        finally:
+            scheduler.send_signal(signal.SIGTERM)
+            scheduler.wait(60)
+    (only,) = tries("greedy_task", "eat")
+    assert only.state == "failed"
+    assert only.error.startswith("task process was killed by SIGKILL on worker local@")
+    assert only.error.endswith(
+        "before recording a result (SIGKILL is what the out-of-memory killer sends: "
+        "this service may use 512 MiB, MemoryMax)"
+    )
+
+
+QUICK = """
+from datetime import datetime
+from flowsched import DAG, BashOperator
+with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+    BashOperator(task_id="t", bash_command="true")
+"""
+
+
+def test_a_try_that_cannot_start_under_the_task_limit_says_so(sqlite_home):
+    sqlite_home.configure(core={"parallelism": "1"})
+    sqlite_home.write_dag("first.py", QUICK.format(dag_id="first"))
+    sqlite_home.write_dag("second.py", QUICK.format(dag_id="second"))
+    parse()
+    with child_cgroup("pids") as cgroup:
+        scheduler = start_scheduler_in(cgroup, sqlite_home, "pids.log")
+        try:
+            operations.trigger_dag("first", run_id="f")  # everything started once
+            wait_for(lambda: run_state("first", "f") == "success", 60)
+            # Now not one more process or thread: the next try cannot be forked.
+            (cgroup / "pids.max").write_text((cgroup / "pids.current").read_text())
+            operations.trigger_dag("second", run_id="s")
+            wait_for(lambda: run_state("second", "s") in ("success", "failed"), 60)
+        finally:
+            (cgroup / "pids.max").write_text("max")
+            scheduler.send_signal(signal.SIGTERM)
+            scheduler.wait(60)
+    (only,) = tries("second", "t")
+    assert only.state == "failed"
+    assert only.error.startswith(
+        "cannot start a process for second.t run=s try=1: this service reached "
+    ), only.error
+    assert "processes and threads (TasksMax / pids.max)" in only.error
