@@ -78,6 +78,13 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _mebibytes(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"expected a number of MiB, or 0 for no limit, got {raw!r}")
+    return value
+
+
 def _path(raw: str) -> str:
     return str(Path(os.path.expandvars(raw)).expanduser())
 
@@ -110,6 +117,12 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "parallelism": Option(_positive(int), "8", "Tasks the local executor runs at once."),
         "dagbag_import_timeout": Option(
             _positive(float), "30", "Seconds one DAG file may take to import."
+        ),
+        "dagbag_import_memory_limit": Option(
+            _mebibytes,
+            "1024",
+            "MiB of memory one DAG file's import may take on top of the importing process "
+            "(address space, RLIMIT_AS); a file that needs more is an import error. 0: no limit.",
         ),
         "dags_are_paused_at_creation": Option(
             _parse_bool, "false", "Whether a newly discovered DAG starts paused."

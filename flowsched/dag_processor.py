@@ -56,6 +56,7 @@ def process_folder(folder: Path | None = None) -> ProcessReport:
             list_dag_files(root),
             conf.core.dagbag_import_timeout,
             conf.scheduler.parsing_processes,
+            conf.core.dagbag_import_memory_limit,
         )
     )
     report.files = len(results)

@@ -34,6 +34,14 @@ from flowsched.exceptions import DagFileMismatch, FlowschedError, TaskTerminated
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import Workload, claim_try, finish_try, heartbeat_try
 from flowsched.plugins import check_plugin_files, load_plugins
+from flowsched.processes import (
+    DEFAULT_DEADLINE,
+    become_subreaper,
+    children_of,
+    end_tree,
+    fork_failure_hint,
+    set_parent_death_signal,
+)
 from flowsched.serialization import SerializedDAG, TaskSpec
 from flowsched.task_logs import log_path
 from flowsched.templating import BUILTIN_MACROS
@@ -325,41 +333,88 @@ def _preload(workload: Workload) -> None:
     _preloaded[key] = dags
 
 
+class TryNotStarted(FlowschedError):
+    """The try's process could not be forked (a process or memory limit)."""
+
+
 def fork_and_run(workload: Workload, *, nodename: str) -> int:
-    """Run a try in a child process and wait; forward SIGTERM to it. Returns its exit code."""
+    """Run a try in a child process and wait; forward SIGTERM to it. Returns its exit code.
+
+    The try runs in its own session (a terminal's signals aimed at us do not reach
+    it) and dies with this process (parent-death signal SIGTERM: it records itself
+    as interrupted). Whatever ends the try, even ``kill -9``, everything it started
+    is killed before this returns, hence before a crash can be recorded and the
+    try retried: its process group, and (this process being a subreaper) whatever
+    it left in other sessions, such as a BashOperator's shell.
+    """
     _preload(workload)
-    pid = os.fork()
+    become_subreaper()
+    supervisor = os.getpid()
+    spare = children_of(supervisor)
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        raise TryNotStarted(
+            f"cannot start a process for {workload.describe()}: {fork_failure_hint(exc)}"
+        ) from exc
     if pid == 0:
-        code = 1
-        try:
-            os.setsid()
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            code = run_try(workload, nodename=nodename)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                traceback.print_exc()
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
+        _run_forked_try(workload, nodename, supervisor)
+
+    forwarded = False
 
     def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+        # Once: a parent-death signal comes again for each thread of the dead parent,
+        # and a second SIGTERM would kill the try while it records its interruption.
+        nonlocal forwarded
+        if not forwarded:
+            forwarded = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     previous = signal.signal(signal.SIGTERM, forward)
     try:
         while True:
             try:
-                _, status = os.waitpid(pid, 0)
+                # WNOWAIT: the try stays a zombie, so its pid (its group's id) cannot
+                # be reused before its group is killed.
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
                 break
             except InterruptedError:
                 continue
     finally:
         signal.signal(signal.SIGTERM, previous)
+    survivors = end_tree(pid, pgid=pid, spare=spare)
+    if survivors:
+        log.error(
+            "%s: processes %s of the try survived SIGKILL for %g s (uninterruptible?)",
+            workload.describe(),
+            survivors,
+            DEFAULT_DEADLINE,
+        )
+    _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def _run_forked_try(workload: Workload, nodename: str, supervisor: int) -> None:
+    """The child side of :func:`fork_and_run`; never returns."""
+    code = 1
+    try:
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        set_parent_death_signal(signal.SIGTERM, parent=supervisor)
+        code = run_try(workload, nodename=nodename)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        if os.getppid() != supervisor:
+            # Orphaned: nobody will clear our group after us. Doing it kills us too.
+            os.killpg(0, signal.SIGKILL)
+        os._exit(code)
 
 
 class RunnerError(FlowschedError):

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from flowsched.config import get_config
 from flowsched.exceptions import FlowschedError
+from flowsched.processes import python_command
 
 
 def _split_queues(raw: str | None) -> list[str] | None:
@@ -81,9 +82,7 @@ def flower() -> None:
     # Passed by environment, not argv, so the password is not in `ps` output.
     env["FLOWER_BASIC_AUTH"] = conf.flower.basic_auth
     argv = [
-        sys.executable,
-        "-m",
-        "celery",
+        *python_command("-m", "celery"),  # -P: a ./flowsched folder must not shadow the package
         "-A",
         "flowsched.executors.celery_app",
         "flower",

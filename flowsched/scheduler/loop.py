@@ -20,7 +20,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -39,6 +38,7 @@ from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import Workload, finish_try, queue_try
+from flowsched.processes import spawn_flowsched
 from flowsched.scheduler.dependencies import Decision, evaluate
 from flowsched.scheduler.runs import add_task_instances, create_run
 from flowsched.scheduler.timetable import next_run_fields
@@ -162,7 +162,7 @@ class Scheduler:
         log.info("scheduler stopped")
 
     def _start_dag_processor(self) -> None:
-        self._processor = subprocess.Popen([sys.executable, "-m", "flowsched", "dag-processor"])
+        self._processor = spawn_flowsched(["dag-processor"])  # dies with the scheduler
 
     def _live_schedulers(self, session: Session) -> tuple[list[Job], list[int]]:
         """(live scheduler jobs, ids of dead ones still marked running).

@@ -29,6 +29,7 @@ from celery import signals
 from flowsched.config import get_config
 from flowsched.exceptions import FlowschedError
 from flowsched.hostname import default_nodename, get_hostname
+from flowsched.processes import set_parent_death_signal
 
 log = logging.getLogger("flowsched.worker")
 
@@ -54,6 +55,19 @@ def _reset_db_after_fork(**_: Any) -> None:
     from flowsched.db.engine import reset_engine
 
     reset_engine()
+
+
+def _die_with_worker(main_pid: int) -> Any:
+    """A pool process gets SIGTERM when the worker's main process dies (even kill -9):
+    it forwards it to its running try, which records itself as interrupted."""
+
+    def adopt(**_: Any) -> None:
+        from flowsched.worker import task
+
+        task.worker_main_pid = main_pid
+        set_parent_death_signal(signal.SIGTERM, parent=main_pid)
+
+    return adopt
 
 
 class _GraceTimer:
@@ -121,6 +135,7 @@ def run_worker(
         ) from exc
     timer = _GraceTimer(conf.worker.shutdown_grace)
     signals.worker_process_init.connect(_reset_db_after_fork, weak=False)
+    signals.worker_process_init.connect(_die_with_worker(os.getpid()), weak=False)
     signals.worker_shutting_down.connect(timer.on_shutting_down, weak=False)
 
     def announce(**_: Any) -> None:

@@ -11,11 +11,13 @@ it names is refused rather than allowed to run another task's code.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flowsched.db.engine import session_scope
 from flowsched.db.models import TaskInstance
 from flowsched.lifecycle import Workload, finish_try
+from flowsched.processes import describe_exit, limit_hint
 from flowsched.state import TaskState
 
 log = logging.getLogger("flowsched.worker")
@@ -53,12 +55,16 @@ def refusal(workload: Workload) -> str | None:
     return None
 
 
-def record_crash(workload: Workload, nodename: str, exit_code: int) -> None:
-    """The try's process died without recording a result: record it for it, and retry."""
+def record_crash(
+    workload: Workload, nodename: str, exit_code: int, reason: str | None = None
+) -> None:
+    """The try's process died (or could not start) without recording a result:
+    record it for it, with what happened, and retry."""
     from flowsched.runner import retry_delay_for
 
-    error = (
-        f"task process exited with code {exit_code} on worker {nodename} before recording a result"
+    error = reason or (
+        f"task process {describe_exit(exit_code)} on worker {nodename} before recording a "
+        f"result{limit_hint(exit_code)}"
     )
     with session_scope() as session:
         state = finish_try(
@@ -76,7 +82,7 @@ def record_crash(workload: Workload, nodename: str, exit_code: int) -> None:
 
 def run_workload(task: Any, body: Any = None) -> None:
     """The Celery task: one message, one try, one forked process."""
-    from flowsched.runner import fork_and_run
+    from flowsched.runner import TryNotStarted, fork_and_run
 
     workload = parse_workload(body)
     if workload is None:
@@ -86,6 +92,26 @@ def run_workload(task: Any, body: Any = None) -> None:
         log.warning("not running: %s", reason)
         return
     nodename = task.request.hostname or "unknown-worker"
-    code = fork_and_run(workload, nodename=nodename)
+    try:
+        code = fork_and_run(workload, nodename=nodename)
+    except TryNotStarted as exc:
+        record_crash(workload, nodename, 1, reason=f"{exc} on worker {nodename}")
+        return
     if code != 0:
         record_crash(workload, nodename, code)
+    _exit_if_orphaned()
+
+
+# The pid of the worker's main process, set in each pool process (worker/start.py).
+worker_main_pid: int | None = None
+
+
+def _exit_if_orphaned() -> None:
+    """A pool process whose worker died (kill -9) ends with its try: nobody will read its
+    result, and Celery's pool would otherwise wait 30 s for the dead main process."""
+    if worker_main_pid is not None and os.getppid() != worker_main_pid:
+        log.warning(
+            "the worker's main process %s is gone: this pool process exits", worker_main_pid
+        )
+        logging.shutdown()
+        os._exit(0)

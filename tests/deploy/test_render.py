@@ -289,3 +289,24 @@ def test_rendered_config_loads_in_the_package(rendered: dict[str, Path], sample:
         assert conf.core.default_timezone == SAMPLES[sample][0]
         assert conf.celery.broker_url.startswith("redis://")
         assert conf.database.sql_alchemy_conn.startswith("mysql+mysqldb://")
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_worker_and_scheduler_units_limit_memory_and_tasks(
+    rendered: dict[str, Path], sample: str
+) -> None:
+    """MemoryMax and TasksMax bound the tasks (role variables, per host if need be)."""
+    limits = {}
+    for host, unit in [
+        ("worker1", "flow-worker.service"),
+        ("worker2", "flow-worker.service"),
+        ("master1", "flow-scheduler.service"),
+    ]:
+        settings = unit_settings(rendered[sample] / host / unit)
+        limits[host] = (settings["MemoryMax"], settings["TasksMax"])
+    custom = (["6G"], ["512"]) if sample == "shanghai" else (["80%"], ["4096"])
+    assert limits == {
+        "worker1": (["80%"], ["4096"]),
+        "worker2": custom,
+        "master1": (["80%"], ["4096"]),
+    }

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
 
 from flowsched.executors.celery_app import make_app
-from tests.distributed.conftest import Cluster, descendants
+from tests.distributed.conftest import Cluster
 
 
 def test_worker_killed_mid_task_is_a_zombie_and_the_run_still_succeeds(cluster: Cluster) -> None:
@@ -108,28 +107,8 @@ def test_a_killed_try_process_is_recorded_by_its_worker_at_once_and_retried(
     # Recorded by the pool process, not found later by the zombie sweep.
     assert time.monotonic() - started < 6
     first, second = cluster.tries("oom", run_id, "t")
-    assert first.error == (
-        f"task process exited with code -9 on worker {ti.worker_nodename} before recording a result"
+    assert first.error.startswith(
+        f"task process was killed by SIGKILL on worker {ti.worker_nodename} "
+        "before recording a result"
     )
     assert second.state == "success"
-
-
-def test_kill_9_of_the_worker_alone_leaves_its_try_running_to_completion(
-    cluster: Cluster,
-) -> None:
-    cluster.write_dag("orphan_try", "BashOperator(task_id='t', bash_command='sleep 3; echo lived')")
-    run_id = cluster.trigger("orphan_try")
-    ti = cluster.wait_state("orphan_try", run_id, "t", "running")
-    worker = cluster.worker_named(ti.worker_nodename)
-    below = descendants(worker.process.pid)
-    worker.process.kill()
-    worker.process.wait(10)
-    try:
-        assert cluster.wait_run("orphan_try", run_id) == "success"
-        (only,) = cluster.tries("orphan_try", run_id, "t")
-        assert (only.state, only.worker_nodename) == ("success", worker.nodename)
-    finally:
-        for pid in below:  # pool processes of the dead worker, if any are left
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        cluster.replace(worker)
