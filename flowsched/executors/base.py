@@ -39,6 +39,10 @@ class BaseExecutor:
     def slots_available(self) -> int:
         raise NotImplementedError
 
+    def unsent(self) -> set[tuple[int, int]]:
+        """(ti id, try number) of tries queued here but not yet handed on (broker down)."""
+        return set()
+
     def sync(self) -> list[ExecutorEvent]:
         """Events since the last call."""
         return []
