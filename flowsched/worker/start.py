@@ -93,7 +93,12 @@ class _GraceTimer:
 def _recover_in_background(nodename: str, hostname: str) -> None:
     """Re-queue the tries a previous life of this worker left running (see
     :mod:`flowsched.worker.recovery`), without holding up the start, and waiting
-    out a database that is not reachable yet."""
+    out a database that is not reachable yet.
+
+    Started once the pool processes exist (``worker_ready``): a thread that
+    holds a lock while the pool forks would leave that lock held, forever, in
+    the child, and the pool process would hang on its first task.
+    """
     from flowsched.db.engine import db_outage, with_db_retry
     from flowsched.worker.recovery import requeue_tries_of_dead_self
 
@@ -175,7 +180,7 @@ def run_worker(
         optimization="fair",
     )
     timer.worker = worker
-    _recover_in_background(nodename, hostname)
+    signals.worker_ready.connect(lambda **_: _recover_in_background(nodename, hostname), weak=False)
     try:
         worker.start()
     finally:
