@@ -39,8 +39,9 @@ class BaseExecutor:
     def slots_available(self) -> int:
         raise NotImplementedError
 
-    def unsent(self) -> set[tuple[int, int]]:
-        """(ti id, try number) of tries queued here but not yet handed on (broker down)."""
+    def not_yet_late(self, timeout: float) -> set[tuple[int, int]]:
+        """(ti id, try number) of tries queued here that cannot be late yet: not handed
+        on (the broker is down), or handed on less than ``timeout`` seconds ago."""
         return set()
 
     def sync(self) -> list[ExecutorEvent]:

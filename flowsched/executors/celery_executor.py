@@ -7,12 +7,13 @@ a few hundred bytes), routed to the Celery queue named by the task's
 * the *sender* publishes queued workloads. When the broker is unreachable
   it logs it once and retries with backoff (0.5 s doubling to 10 s), logging
   again when the broker is back; the workloads wait in memory (the
-  scheduler's queued-timeout sweep knows them, see :meth:`unsent`, and leaves
-  them alone) and :meth:`slots_available` shrinks, so the scheduler stops
-  queuing more. If the scheduler dies meanwhile, or Redis restarts without
-  the messages it held, the tries are still ``queued`` in the database and
-  ``scheduler.task_queued_timeout`` re-queues them as lost, without spending
-  a retry: nothing is lost and nothing crash-loops.
+  scheduler's queued-timeout sweep knows them, see :meth:`not_yet_late`, and
+  counts their time from when they were sent) and :meth:`slots_available`
+  shrinks, so the scheduler stops queuing more. If the scheduler dies
+  meanwhile, or Redis restarts without the messages it held, the tries are
+  still ``queued`` in the database and ``scheduler.task_queued_timeout``
+  re-queues them as lost, without spending a retry: nothing is lost and
+  nothing crash-loops.
 * the *listener* receives the workers' task events and sets :attr:`wakeup`,
   so a downstream task is scheduled as soon as its upstream ends instead of
   a loop interval later. It is only an optimisation: if events are lost the
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 FIRST_RETRY = 0.5
 MAX_RETRY = 10.0
+# A try sent this long (s) after it was queued waited for the broker: see not_yet_late().
+LATE_SEND = 2.0
 WAKEUP_EVENTS = ("task-succeeded", "task-failed", "task-rejected", "task-revoked")
 
 
@@ -72,7 +75,9 @@ class CeleryExecutor(BaseExecutor):
         self.capacity = get_config().scheduler.max_tis_per_query
         self._outbox: queue_module.Queue[Workload | None] = queue_module.Queue()
         self._pending = 0
-        self._unsent: set[tuple[int, int]] = set()
+        # (ti id, try number) -> when queued here, until sent; then, if it waited, when sent.
+        self._unsent: dict[tuple[int, int], float] = {}
+        self._sent_late: dict[tuple[int, int], float] = {}
         self._broker_down_since: float | None = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -115,12 +120,17 @@ class CeleryExecutor(BaseExecutor):
     def queue(self, workload: Workload) -> None:
         with self._lock:
             self._pending += 1
-            self._unsent.add((workload.ti_id, workload.try_number))
+            self._unsent[(workload.ti_id, workload.try_number)] = time.monotonic()
         self._outbox.put(workload)
 
-    def unsent(self) -> set[tuple[int, int]]:
+    def not_yet_late(self, timeout: float) -> set[tuple[int, int]]:
+        """Unsent tries, and tries sent less than ``timeout`` s ago: a try held in
+        memory through a broker outage starts its queued clock when it is sent."""
+        horizon = time.monotonic() - timeout
         with self._lock:
-            return set(self._unsent)
+            for key in [key for key, sent in self._sent_late.items() if sent < horizon]:
+                del self._sent_late[key]
+            return set(self._unsent) | set(self._sent_late)
 
     def slots_available(self) -> int:
         """Tries the scheduler may queue now: the broker absorbs the backlog,
@@ -139,9 +149,14 @@ class CeleryExecutor(BaseExecutor):
                 return
             if not self._send_with_backoff(workload):
                 return
+            now = time.monotonic()
+            key = (workload.ti_id, workload.try_number)
             with self._lock:
                 self._pending -= 1
-                self._unsent.discard((workload.ti_id, workload.try_number))
+                if now - self._unsent.pop(key, now) > LATE_SEND:
+                    self._sent_late[key] = now
+            if len(self._sent_late) > 10 * self.capacity:
+                self.not_yet_late(get_config().scheduler.task_queued_timeout)  # prunes
 
     def _send_with_backoff(self, workload: Workload) -> bool:
         delay = FIRST_RETRY

@@ -683,8 +683,8 @@ class Scheduler:
         stuck = (TaskInstance.state == TaskState.QUEUED.value) & (TaskInstance.queued_at < limit)
         if not self._any(stuck):
             return 0
-        # Still waiting in this scheduler's memory for the broker: not lost, just late.
-        unsent = self.executor.unsent()
+        # Held in this scheduler's memory through a broker outage: not lost, late.
+        unsent = self.executor.not_yet_late(self.conf.scheduler.task_queued_timeout)
         with session_scope() as session:
             stuck = session.scalars(
                 select(TaskInstance).where(stuck).limit(100).with_for_update(skip_locked=True)
