@@ -78,10 +78,10 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def _mebibytes(raw: str) -> int:
+def _non_negative_int(raw: str) -> int:
     value = int(raw)
     if value < 0:
-        raise ValueError(f"expected a number of MiB, or 0 for no limit, got {raw!r}")
+        raise ValueError(f"must be 0 or more, got {raw!r}")
     return value
 
 
@@ -119,7 +119,7 @@ OPTIONS: dict[str, dict[str, Option]] = {
             _positive(float), "30", "Seconds one DAG file may take to import."
         ),
         "dagbag_import_memory_limit": Option(
-            _mebibytes,
+            _non_negative_int,
             "1024",
             "MiB of memory one DAG file's import may take on top of the importing process "
             "(address space, RLIMIT_AS); a file that needs more is an import error. 0: no limit.",
@@ -134,6 +134,12 @@ OPTIONS: dict[str, dict[str, Option]] = {
             _text, "", "Signs log-server tokens and web sessions; required with celery.", True
         ),
         "max_xcom_size": Option(_positive(int), "65536", "Largest XCom value in bytes (JSON)."),
+        "outage_tolerance": Option(
+            _positive(float),
+            "900",
+            "Seconds scheduler, workers, DAG processor and tries ride out an unreachable "
+            "metadata database or broker (logged once, retried with backoff) before giving up.",
+        ),
     },
     "database": {
         "sql_alchemy_conn": Option(
@@ -166,6 +172,13 @@ OPTIONS: dict[str, dict[str, Option]] = {
             _positive(float), "600", "A task queued this long (s) without starting is retried."
         ),
         "max_tis_per_query": Option(_positive(int), "512", "Tasks queued per loop at most."),
+        "max_lost_tries": Option(
+            _non_negative_int,
+            "3",
+            "Times one task's try may be lost through no fault of its own (its worker died, "
+            "or its message never reached a worker) and be re-queued without spending a "
+            "retry; past it, a lost try counts as a failure.",
+        ),
         "shutdown_grace": Option(
             _positive(float), "60", "Seconds a stopping scheduler waits for local tasks."
         ),

@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from flowsched.config import get_config
-from flowsched.db.engine import session_scope
+from flowsched.db.engine import db_outage, is_db_outage, session_scope
 from flowsched.db.models import Dag, DagVersion, ImportError_
 from flowsched.discovery import ParseResult, list_dag_files, parse_files
 from flowsched.scheduler.timetable import next_run_fields
@@ -202,9 +202,11 @@ class DagProcessor:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         runs = 0
+        outage = db_outage(log)
         while not self._stop.is_set():
             try:
                 report = process_folder()
+                outage.recovered()
                 log.info(
                     "parsed %d files, %d DAGs, %d errors in %.2fs%s",
                     report.files,
@@ -215,7 +217,12 @@ class DagProcessor:
                     if report.new_versions
                     else "",
                 )
-            except Exception:
+            except Exception as exc:
+                if is_db_outage(exc):
+                    # Logged once; the next pass comes sooner than an interval (backoff),
+                    # and past [core] outage_tolerance OutageTooLong stops the processor.
+                    self._stop.wait(min(outage.failed(exc), self.interval))
+                    continue
                 log.exception("DAG folder processing failed; retrying next interval")
             runs += 1
             if self.num_runs is not None and runs >= self.num_runs:

@@ -246,3 +246,75 @@ def finish_try(
         .values(**try_values)
     )
     return new_state
+
+
+def requeue_lost_try(
+    session: Session,
+    ti_id: int,
+    try_number: int,
+    *,
+    reason: str,
+    expected_states: tuple[TaskState, ...],
+    max_lost: int,
+    retry_delay: timedelta = timedelta(0),
+) -> TaskState | None:
+    """A try lost through no fault of the task: its worker died, or its message never
+    reached one. The task did not fail, so the try is retried without spending one of
+    its retries (``max_tries`` grows by one, ``lost_count`` counts it), at most
+    ``max_lost`` times; past that a lost try is a plain failure (retry policy applies).
+
+    The try's record keeps ``reason`` as its error. Returns the new state, or None
+    if the try was not in ``expected_states`` (it moved on: someone else won).
+    """
+    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
+    if ti is None or ti.try_number != try_number:
+        return None
+    if ti.state not in {state.value for state in expected_states}:
+        return None
+    if ti.lost_count >= max_lost:
+        return finish_try(
+            session,
+            ti_id,
+            try_number,
+            success=False,
+            error=(
+                f"{reason}; lost {ti.lost_count} times already ([scheduler] max_lost_tries = "
+                f"{max_lost}): counted as a failure"
+            ),
+            retry_delay=retry_delay,
+            expected_states=expected_states,
+        )
+    now = utcnow()
+    result = session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.id == ti_id,
+            TaskInstance.try_number == try_number,
+            TaskInstance.state.in_([state.value for state in expected_states]),
+            TaskInstance.lost_count == ti.lost_count,
+        )
+        .values(
+            state=TaskState.UP_FOR_RETRY.value,
+            max_tries=TaskInstance.max_tries + 1,
+            lost_count=TaskInstance.lost_count + 1,
+            next_retry_at=now,
+            end_date=now,
+            pid=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    session.execute(
+        update(TaskTry)
+        .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
+        .values(
+            state=TaskState.FAILED.value,
+            end_date=now,
+            error=(
+                f"{reason}: re-queued without spending a retry "
+                f"(lost {ti.lost_count + 1} of {max_lost} allowed)"
+            ),
+        )
+    )
+    return TaskState.UP_FOR_RETRY

@@ -27,12 +27,13 @@ from typing import Any
 from sqlalchemy import select
 
 from flowsched.config import get_config
-from flowsched.db.engine import session_scope
+from flowsched.db.engine import db_outage, is_db_outage, session_scope, with_db_retry
 from flowsched.db.models import DagRun, DagVersion, TaskInstance
 from flowsched.discovery import exec_dag_file, fingerprint_bytes
 from flowsched.exceptions import DagFileMismatch, FlowschedError, TaskTerminated, TaskTimeout
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import Workload, claim_try, finish_try, heartbeat_try
+from flowsched.outage import EXIT_RESULT_NOT_RECORDED, MAX_DELAY, OutageTooLong
 from flowsched.plugins import check_plugin_files, load_plugins
 from flowsched.processes import (
     DEFAULT_DEADLINE,
@@ -43,6 +44,7 @@ from flowsched.processes import (
     set_parent_death_signal,
 )
 from flowsched.serialization import SerializedDAG, TaskSpec
+from flowsched.state import TaskState
 from flowsched.task_logs import log_path
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import default_timezone, display, utcnow
@@ -88,13 +90,19 @@ class _Heartbeat(threading.Thread):
         self.lost = False
 
     def run(self) -> None:
+        # The try runs on through a database outage: heartbeats resume when it is back.
+        outage = db_outage(log)
         while not self.halt.wait(self.interval):
             try:
                 with session_scope() as session:
                     alive = heartbeat_try(session, self.workload.ti_id, self.workload.try_number)
-            except Exception:
-                log.warning("heartbeat failed; retrying", exc_info=True)
+            except Exception as exc:
+                if not is_db_outage(exc):
+                    log.warning("heartbeat failed; retrying", exc_info=True)
+                elif not outage.down:
+                    outage.failed(exc)  # logged once; the task keeps running meanwhile
                 continue
+            outage.recovered()
             if not alive:
                 self.lost = True
                 log.warning("this try is no longer running in the database; stopping the task")
@@ -229,13 +237,22 @@ def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[
         with _timeout(task.execution_timeout):
             result = task.execute(context)
         if result is not None:
-            with session_scope() as session:
-                push_xcom(session, workload, "return_value", result)
+            _push_result(workload, result)
         return True, None, rendered
     except (TaskTerminated, TaskTimeout):
         with contextlib.suppress(Exception):
             task.on_kill()
         raise
+
+
+def _push_result(workload: Workload, result: Any) -> None:
+    """The task's return value is part of its result: kept through a database outage."""
+
+    def push() -> None:
+        with session_scope() as session:
+            push_xcom(session, workload, "return_value", result)
+
+    with_db_retry(push, db_outage(log, max_delay=_result_retry_cap()))
 
 
 def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> int:
@@ -288,19 +305,57 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     finally:
         heartbeat.halt.set()
         signal.signal(signal.SIGTERM, previous_term)
-    with session_scope() as session:
-        state = finish_try(
-            session,
-            workload.ti_id,
-            workload.try_number,
-            success=success,
-            error=error.splitlines()[-1] if error else None,
-            retry_delay=timedelta(0) if success else retry_delay_for(session, workload),
-            interrupted=interrupted,
-            rendered_fields=rendered,
-        )
+    return _record_result(workload, success, error, rendered, interrupted)
+
+
+def _record_result(
+    workload: Workload,
+    success: bool,
+    error: str | None,
+    rendered: dict[str, Any] | None,
+    interrupted: bool,
+) -> int:
+    """Write the try's outcome, waiting out a database outage: a finished try must not
+    be lost (and run again) because the database was down when it ended.
+
+    Retries back off to at most a quarter of ``zombie_threshold``, so once the
+    database is back the result lands well before the scheduler (which waits a
+    full threshold after its own outage) could take the try for a zombie. A
+    retried commit that had in fact landed finds the try no longer running and
+    changes nothing.
+    """
+
+    def record() -> TaskState | None:
+        with session_scope() as session:
+            return finish_try(
+                session,
+                workload.ti_id,
+                workload.try_number,
+                success=success,
+                error=error.splitlines()[-1] if error else None,
+                retry_delay=timedelta(0) if success else retry_delay_for(session, workload),
+                interrupted=interrupted,
+                rendered_fields=rendered,
+            )
+
+    outage = db_outage(log, max_delay=_result_retry_cap())
+    try:
+        state = with_db_retry(record, outage)
+    except OutageTooLong as exc:
+        log.error("%s ended (%s) but %s", workload.describe(), _outcome(success, error), exc)
+        return EXIT_RESULT_NOT_RECORDED
     log.info("%s finished: %s", workload.describe(), state or "state changed elsewhere")
     return 0
+
+
+def _result_retry_cap() -> float:
+    return max(0.5, min(MAX_DELAY, get_config().scheduler.zombie_threshold / 4))
+
+
+def _outcome(success: bool, error: str | None) -> str:
+    if success:
+        return "success"
+    return f"failed: {error.splitlines()[-1]}" if error else "failed"
 
 
 # DAG files imported once by a long-lived pool process, keyed by (file, sha256),

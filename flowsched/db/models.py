@@ -133,6 +133,9 @@ class TaskInstance(TryRecord, Base):
     scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     next_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_heartbeat: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Tries lost through no fault of the task (dead worker, lost message), re-queued
+    # without spending a retry; bounded by [scheduler] max_lost_tries.
+    lost_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     dag_run: Mapped[DagRun] = relationship(back_populates="task_instances")
 

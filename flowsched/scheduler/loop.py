@@ -32,12 +32,13 @@ from sqlalchemy.orm import Session
 
 from flowsched import __version__
 from flowsched.config import get_config
-from flowsched.db.engine import get_engine, session_scope
-from flowsched.db.models import Dag, DagRun, DagVersion, Job, Pool, TaskInstance, TaskTry
+from flowsched.db.engine import db_outage, get_engine, is_db_outage, session_scope, with_db_retry
+from flowsched.db.models import Dag, DagRun, DagVersion, Job, Pool, TaskInstance
 from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
-from flowsched.lifecycle import Workload, finish_try, queue_try
+from flowsched.lifecycle import Workload, finish_try, queue_try, requeue_lost_try
+from flowsched.outage import EXIT_RESULT_NOT_RECORDED
 from flowsched.processes import spawn_flowsched
 from flowsched.scheduler.dependencies import Decision, evaluate
 from flowsched.scheduler.runs import add_task_instances, create_run
@@ -101,6 +102,10 @@ class Scheduler:
         self._last_sweep = 0.0
         self._last_heartbeat = 0.0
         self._processor: subprocess.Popen[bytes] | None = None
+        # Metadata DB outages as this scheduler sees them; see _sweep_allowed().
+        self._db_outage = db_outage(log)
+        # Executor events taken but not yet written (kept through a DB outage).
+        self._unhandled: list[ExecutorEvent] = []
 
     # -- lifecycle ----------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -109,12 +114,12 @@ class Scheduler:
 
     def __enter__(self) -> Scheduler:
         """Register the job, start the executor, requeue orphans: ready for run_once()."""
-        self._register_job()
+        self._through_outage(self._register_job)
         try:
             self.executor.start()
             if self.run_dag_processor:
                 self._start_dag_processor()
-            self._reset_orphans()
+            self._through_outage(self._reset_orphans)
         except BaseException:
             self._shutdown()
             raise
@@ -131,7 +136,15 @@ class Scheduler:
         with self:
             passes = 0
             while not self._stopping.is_set():
-                did_work = self.run_once()
+                try:
+                    did_work = self.run_once()
+                except Exception as exc:
+                    if not is_db_outage(exc):
+                        raise
+                    # Weather, not death: wait (logged once) and run the pass again.
+                    self._stopping.wait(self._db_outage.failed(exc))
+                    continue
+                self._db_outage.recovered()
                 passes += 1
                 if self.num_runs is not None and passes >= self.num_runs:
                     break
@@ -145,21 +158,44 @@ class Scheduler:
             self.conf.scheduler.shutdown_grace,
         )
         self.executor.end(self.conf.scheduler.shutdown_grace)
-        self._handle_events(self.executor.sync())
         if self._processor is not None and self._processor.poll() is None:
             self._processor.terminate()
             try:
                 self._processor.wait(30)
             except subprocess.TimeoutExpired:
                 self._processor.kill()
-        if self.job_id is not None:
-            with session_scope() as session:
-                session.execute(
-                    update(Job)
-                    .where(Job.id == self.job_id)
-                    .values(state="success", end_date=utcnow())
-                )
+        try:
+            self._handle_events(self.executor.sync())
+            if self.job_id is not None:
+                with session_scope() as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id)
+                        .values(state="success", end_date=utcnow())
+                    )
+        except Exception as exc:
+            if not is_db_outage(exc):
+                raise
+            # The tries stay as recorded; the next scheduler's sweeps take them over.
+            log.warning("scheduler stopping without a last database update: %s", exc)
         log.info("scheduler stopped")
+
+    # -- database outages ---------------------------------------------------
+    def _through_outage(self, action: Any) -> Any:
+        """``action()`` retried through a database outage (until stopped or past the limit)."""
+        return with_db_retry(action, self._db_outage, self._stopping)
+
+    def _sweep_allowed(self, window: float) -> bool:
+        """Whether a sweep may judge tries by a ``window`` of silence now.
+
+        While the database was down, tries could neither heartbeat nor claim nor
+        record their result, so silence during this scheduler's own outage
+        proves nothing. After the database comes back the sweeps wait one full
+        window, in which live tries heartbeat again and finished ones record
+        their result (they retry at most every zombie_threshold / 4 s).
+        """
+        back_at = self._db_outage.back_at
+        return back_at is None or time.monotonic() - back_at >= window
 
     def _start_dag_processor(self) -> None:
         self._processor = spawn_flowsched(["dag-processor"])  # dies with the scheduler
@@ -234,8 +270,10 @@ class Scheduler:
         did_work |= bool(workloads)
         if time.monotonic() - self._last_sweep >= SWEEP_INTERVAL:
             self._last_sweep = time.monotonic()
-            did_work |= self.sweep_zombies() > 0
-            did_work |= self.sweep_stuck_queued() > 0
+            if self._sweep_allowed(self.conf.scheduler.zombie_threshold):
+                did_work |= self.sweep_zombies() > 0
+            if self._sweep_allowed(self.conf.scheduler.task_queued_timeout):
+                did_work |= self.sweep_stuck_queued() > 0
         return did_work
 
     def _dag(self, session: Session, version_id: int) -> SerializedDAG:
@@ -573,10 +611,20 @@ class Scheduler:
             )
 
     def _handle_events(self, events: list[ExecutorEvent]) -> bool:
-        if not events:
+        """Fail tries whose process ended without recording a result.
+
+        Events are kept until written: a database outage delays them, never
+        drops them. A process that gave up recording its result because the
+        database stayed down (EXIT_RESULT_NOT_RECORDED) did not fail: its try
+        is left to the zombie sweep, which re-queues it as lost.
+        """
+        self._unhandled.extend(events)
+        if not self._unhandled:
             return False
         with session_scope() as session:
-            for event in events:
+            for event in self._unhandled:
+                if event.exit_code == EXIT_RESULT_NOT_RECORDED:
+                    continue
                 ti = session.get(TaskInstance, event.ti_id)
                 if ti is None or ti.try_number != event.try_number:
                     continue
@@ -588,7 +636,25 @@ class Scheduler:
                         "before recording a result",
                         (TaskState.RUNNING, TaskState.QUEUED),
                     )
+        self._unhandled = []
         return True
+
+    def _requeue_lost(
+        self, session: Session, ti: TaskInstance, reason: str, expected: tuple[TaskState, ...]
+    ) -> None:
+        state = requeue_lost_try(
+            session,
+            ti.id,
+            ti.try_number,
+            reason=reason,
+            expected_states=expected,
+            max_lost=self.conf.scheduler.max_lost_tries,
+            retry_delay=self._retry_delay(session, ti),
+        )
+        if state is not None:
+            log.warning(
+                "%s.%s try %s: %s -> %s", ti.dag_id, ti.task_id, ti.try_number, reason, state
+            )
 
     def sweep_zombies(self) -> int:
         limit = utcnow() - timedelta(seconds=self.conf.scheduler.zombie_threshold)
@@ -602,7 +668,8 @@ class Scheduler:
                 select(TaskInstance).where(zombie).limit(100).with_for_update(skip_locked=True)
             ).all()
             for ti in zombies:
-                self._fail(
+                # Its worker (or host) died, or lost the database: not the task's failure.
+                self._requeue_lost(
                     session,
                     ti,
                     f"zombie: no heartbeat from {ti.worker_nodename or ti.hostname} "
@@ -616,12 +683,17 @@ class Scheduler:
         stuck = (TaskInstance.state == TaskState.QUEUED.value) & (TaskInstance.queued_at < limit)
         if not self._any(stuck):
             return 0
+        # Held in this scheduler's memory through a broker outage: not lost, late.
+        unsent = self.executor.not_yet_late(self.conf.scheduler.task_queued_timeout)
         with session_scope() as session:
             stuck = session.scalars(
                 select(TaskInstance).where(stuck).limit(100).with_for_update(skip_locked=True)
             ).all()
             for ti in stuck:
-                self._fail(
+                if (ti.id, ti.try_number) in unsent:
+                    continue
+                # Its message was lost (broker restarted empty) or no worker took it.
+                self._requeue_lost(
                     session,
                     ti,
                     f"queued for over {self.conf.scheduler.task_queued_timeout:g} s without "
@@ -647,13 +719,7 @@ class Scheduler:
                 )
             ).all()
             for ti in orphans:
-                session.execute(
-                    update(TaskTry)
-                    .where(TaskTry.task_instance_id == ti.id, TaskTry.try_number == ti.try_number)
-                    .values(state=TaskState.FAILED.value, error="orphaned: its scheduler died")
-                )
-                ti.state = TaskState.SCHEDULED.value
-                ti.max_tries += 1
+                self._requeue_lost(session, ti, "orphaned: its scheduler died", (TaskState.QUEUED,))
             if orphans:
                 log.info("re-queued %d tasks orphaned by a dead scheduler", len(orphans))
             _, dead = self._live_schedulers(session)

@@ -104,6 +104,37 @@ class _GraceTimer:
             request.terminate(self.worker.pool, signal=signal.SIGTERM)
 
 
+def _recover_in_background(nodename: str, hostname: str) -> None:
+    """Re-queue the tries a previous life of this worker left running (see
+    :mod:`flowsched.worker.recovery`), without holding up the start, and waiting
+    out a database that is not reachable yet.
+
+    Started once the pool processes exist (``worker_ready``): a thread that
+    holds a lock while the pool forks would leave that lock held, forever, in
+    the child, and the pool process would hang on its first task.
+    """
+    from flowsched.db.engine import db_outage, with_db_retry
+    from flowsched.worker.recovery import requeue_tries_of_dead_self
+
+    def recover() -> None:
+        try:
+            found = with_db_retry(
+                lambda: requeue_tries_of_dead_self(nodename, hostname), db_outage(log)
+            )
+        except Exception:
+            log.exception("could not look for tries lost by a previous life of %s", nodename)
+            return
+        if found:
+            log.warning(
+                "re-queued %d tries lost when %s last died: %s",
+                len(found),
+                nodename,
+                ", ".join(found),
+            )
+
+    threading.Thread(target=recover, name="recover-lost-tries", daemon=True).start()
+
+
 def run_worker(
     *,
     nodename: str | None = None,
@@ -164,6 +195,7 @@ def run_worker(
         optimization="fair",
     )
     timer.worker = worker
+    signals.worker_ready.connect(lambda **_: _recover_in_background(nodename, hostname), weak=False)
     try:
         worker.start()
     finally:

@@ -14,9 +14,10 @@ import logging
 import os
 from typing import Any
 
-from flowsched.db.engine import session_scope
+from flowsched.db.engine import db_outage, session_scope, with_db_retry
 from flowsched.db.models import TaskInstance
 from flowsched.lifecycle import Workload, finish_try
+from flowsched.outage import EXIT_RESULT_NOT_RECORDED
 from flowsched.processes import describe_exit, limit_hint
 from flowsched.state import TaskState
 
@@ -59,23 +60,41 @@ def record_crash(
     workload: Workload, nodename: str, exit_code: int, reason: str | None = None
 ) -> None:
     """The try's process died (or could not start) without recording a result:
-    record it for it, with what happened, and retry."""
+    record it for it, with what happened, and retry.
+
+    Written through a database outage (with backoff), like the try's own result.
+    A try process that ended but could not record its result before giving up
+    on the database (:data:`EXIT_RESULT_NOT_RECORDED`) did not crash: its
+    outcome is unknown here, so the try is left to the zombie sweep, which
+    re-queues it as lost rather than failing a task that may have succeeded.
+    """
     from flowsched.runner import retry_delay_for
 
+    if exit_code == EXIT_RESULT_NOT_RECORDED:
+        log.error(
+            "%s: its result could not be recorded (metadata database unreachable); "
+            "left to the scheduler's zombie sweep",
+            workload.describe(),
+        )
+        return
     error = reason or (
         f"task process {describe_exit(exit_code)} on worker {nodename} before recording a "
         f"result{limit_hint(exit_code)}"
     )
-    with session_scope() as session:
-        state = finish_try(
-            session,
-            workload.ti_id,
-            workload.try_number,
-            success=False,
-            error=error,
-            retry_delay=retry_delay_for(session, workload),
-            expected_states=(TaskState.RUNNING, TaskState.QUEUED),
-        )
+
+    def record() -> TaskState | None:
+        with session_scope() as session:
+            return finish_try(
+                session,
+                workload.ti_id,
+                workload.try_number,
+                success=False,
+                error=error,
+                retry_delay=retry_delay_for(session, workload),
+                expected_states=(TaskState.RUNNING, TaskState.QUEUED),
+            )
+
+    state = with_db_retry(record, db_outage(log))
     if state is not None:
         log.error("%s: %s -> %s", workload.describe(), error, state)
 
@@ -87,7 +106,9 @@ def run_workload(task: Any, body: Any = None) -> None:
     workload = parse_workload(body)
     if workload is None:
         return
-    reason = refusal(workload)
+    # A message delivered while the database is down waits for it (the worker slot
+    # with it) rather than fail: the try is still queued and must run once.
+    reason = with_db_retry(lambda: refusal(workload), db_outage(log))
     if reason is not None:
         log.warning("not running: %s", reason)
         return

@@ -131,9 +131,13 @@ class Cluster:
         dags_folder: Path | None = None,
         env: dict[str, str] | None = None,
         wait: bool = True,
+        hostname: str | None = None,
     ) -> Worker:
-        hostname = f"127.0.0.{self._next_host}"
-        self._next_host += 1
+        """A worker ``{name}@{hostname}``; a new loopback address unless ``hostname``
+        is given (the same name and address: the same worker started again)."""
+        if hostname is None:
+            hostname = f"127.0.0.{self._next_host}"
+            self._next_host += 1
         nodename = f"{name}@{hostname}"
         log_folder = self.root / f"worker-{name}-{hostname}" / "logs"
         worker_env = {
@@ -307,6 +311,8 @@ def cluster_settings(redis_url: str, log_port: int) -> dict[str, dict[str, str]]
             "task_heartbeat_interval": "1",
             "zombie_threshold": "6",
             "task_queued_timeout": "12",
+            # A lost try is re-queued once for free, then counts as a failure.
+            "max_lost_tries": "1",
         },
         "worker": {"log_server_port": str(log_port), "shutdown_grace": "60"},
     }

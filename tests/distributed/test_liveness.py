@@ -83,11 +83,15 @@ def test_after_the_grace_time_running_tries_are_interrupted_and_retried(cluster:
 def test_a_try_no_worker_takes_fails_after_the_queued_timeout(cluster: Cluster) -> None:
     cluster.write_dag("orphan", "BashOperator(task_id='lost', queue='nobody', bash_command='true')")
     run_id = cluster.trigger("orphan")
-    assert cluster.wait_run("orphan", run_id, timeout=60) == "failed"
-    (only,) = cluster.tries("orphan", run_id, "lost")
-    assert only.state == "failed"
-    assert "queued for over 12 s without starting" in only.error
-    assert only.worker_nodename is None
+    # Re-queued once as a lost message ([scheduler] max_lost_tries = 1), then failed.
+    assert cluster.wait_run("orphan", run_id, timeout=90) == "failed"
+    first, second = cluster.tries("orphan", run_id, "lost")
+    assert first.state == second.state == "failed"
+    assert "queued for over 12 s without starting" in first.error
+    assert "re-queued without spending a retry (lost 1 of 1 allowed)" in first.error
+    assert "queued for over 12 s without starting" in second.error
+    assert "counted as a failure" in second.error
+    assert first.worker_nodename is None and second.worker_nodename is None
 
 
 def test_a_killed_try_process_is_recorded_by_its_worker_at_once_and_retried(
