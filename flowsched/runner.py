@@ -251,10 +251,7 @@ def _set_up_log(workload: Workload, nodename: str, *, foreground: bool) -> str |
             _configure_logging(sys.stderr)
     except Exception as exc:
         _configure_logging(sys.stderr)
-        error = (
-            f"cannot write the log of this try on {nodename} "
-            f"({get_config().logging.base_log_folder}/{relative}): {type(exc).__name__}: {exc}"
-        )
+        error = f"cannot write the log of this try on {nodename}: {type(exc).__name__}: {exc}"
         log.error("%s: %s", workload.describe(), error)
         return error
     return None
