@@ -114,6 +114,7 @@ def test_pages_and_api_show_the_tail_and_stream_the_whole(home, web):
     assert "hello-from-the-task" in small and 'id="log-truncated"' not in small
     answer = check(client.get(API.format(run="small"), headers=auth))
     assert answer["truncated"] is False and "hello-from-the-task" in answer["content"]
+    check(client.get(API.format(run="small") + "?full_content=true", headers=auth))  # text/plain
 
 
 def test_the_tail_size_is_configurable(sqlite_home, sqlite_web):
