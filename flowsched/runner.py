@@ -35,6 +35,7 @@ from flowsched.hostname import get_hostname
 from flowsched.lifecycle import Workload, claim_try, finish_try, heartbeat_try
 from flowsched.plugins import check_plugin_files, load_plugins
 from flowsched.serialization import SerializedDAG, TaskSpec
+from flowsched.state import TaskState
 from flowsched.task_logs import open_for_append, relative_log_path
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import default_timezone, display, utcnow
@@ -257,18 +258,25 @@ def _set_up_log(workload: Workload, nodename: str, *, foreground: bool) -> str |
     return None
 
 
-def _fail_set_up(workload: Workload, error: str) -> None:
-    """Record a try that failed before its task code ran, with the reason as its error."""
+def fail_try(
+    workload: Workload, error: str, expected: tuple[TaskState, ...] = (TaskState.RUNNING,)
+) -> TaskState | None:
+    """Record a failed try with ``error`` as its reason, applying its retry policy.
+
+    For failures outside the task's code: a try that could not be set up (here),
+    or a task process that died (:func:`flowsched.worker.task.record_crash`
+    records the same way).
+    """
     with session_scope() as session:
-        state = finish_try(
+        return finish_try(
             session,
             workload.ti_id,
             workload.try_number,
             success=False,
             error=error,
             retry_delay=retry_delay_for(session, workload),
+            expected_states=expected,
         )
-    log.error("%s failed before running: %s -> %s", workload.describe(), error, state)
 
 
 def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> int:
@@ -287,7 +295,8 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
         )
         return 0
     if setup_error is not None:
-        _fail_set_up(workload, setup_error)
+        state = fail_try(workload, setup_error)
+        log.error("%s failed before running: %s -> %s", workload.describe(), setup_error, state)
         return 0
     log.info("running %s on %s (%s), pid %s", workload.describe(), nodename, hostname, os.getpid())
     previous_term = signal.signal(signal.SIGTERM, _terminate)

@@ -120,14 +120,19 @@ def test_an_expired_token_is_refused(
     assert "token expired" in body
 
 
+def _client_of(home: Home, server: LogServer) -> None:
+    """Configure this process as a cluster member whose workers' log servers are ``server``."""
+    home.configure(
+        core={"executor": "celery", "secret_key": SECRET},
+        worker={"log_server_port": str(server.server_address[1])},
+    )
+
+
 def test_the_client_fetches_remote_logs_and_says_why_when_it_cannot(
     sqlite_home: Home, served: tuple[LogServer, Path]
 ) -> None:
     server, _ = served
-    sqlite_home.configure(
-        core={"executor": "celery", "secret_key": SECRET},
-        worker={"log_server_port": str(server.server_address[1])},
-    )
+    _client_of(sqlite_home, server)
     # 127.0.0.1 is not this process's hostname, and its log folder is empty: HTTP.
     tail = fetch_task_log_tail("127.0.0.1", "etl", "manual__1", "load", 1, limit=100)
     assert tail.text() == "line one\nline two ✓\n" and not tail.truncated
@@ -181,10 +186,7 @@ def test_a_large_log_crosses_server_and_client_in_bounded_memory(
 ) -> None:
     """32 MiB through the log server thread and the client, both in this process."""
     server, base = served
-    sqlite_home.configure(
-        core={"executor": "celery", "secret_key": SECRET},
-        worker={"log_server_port": str(server.server_address[1])},
-    )
+    _client_of(sqlite_home, server)
     relative = relative_log_path("etl", "big", "load", 1)
     (base / relative).parent.mkdir(parents=True)
     size = 32 * 1024 * 1024
