@@ -127,3 +127,31 @@ def test_a_run_id_from_before_validation_cannot_write_outside_the_log_folder(hom
     assert attempt.state == "failed" and "outside the log folder" in attempt.error, attempt.error
     assert set(os.listdir(home.root.parent)) == before
     assert not any(home.root.parent.rglob("elsewhere*"))
+
+
+IMPORT_FAILS_ON_WORKER = """
+from datetime import datetime
+from pathlib import Path
+from flowsched import DAG, BashOperator
+
+if Path({broken!r}).exists():
+    raise RuntimeError("cannot import: the broken marker is present")
+
+with DAG("fragile_logs", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+    BashOperator(task_id="t", bash_command="echo ran > {marker}")
+"""
+
+
+def test_a_dag_file_that_fails_to_import_in_the_try_records_the_exception(home):
+    broken = home.root / "broken"
+    home.write_dag(
+        "fragile_logs.py",
+        IMPORT_FAILS_ON_WORKER.format(broken=str(broken), marker=home.root / "ran.marker"),
+    )
+    parse()
+    broken.touch()  # same file, same sha256: only the try's own import fails
+    trigger_dag("fragile_logs", run_id="unimportable")
+    drive(run_finished("fragile_logs", "unimportable"))
+    _shown_everywhere(
+        home, "unimportable", ["RuntimeError: cannot import: the broken marker is present"]
+    )

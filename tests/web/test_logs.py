@@ -214,10 +214,12 @@ def test_gunicorn_streams_a_64_mib_log_without_holding_it(sqlite_home):
         server.stop()
 
 
-def test_the_browser_shows_the_tail_and_downloads_the_whole(sqlite_home, browser):
+def test_the_browser_shows_the_tail_downloads_the_whole_and_refuses_bad_run_ids(
+    sqlite_home, browser
+):
     path = _run(sqlite_home, "browsed")
     whole = _grow(path, 3 * MiB)
-    create_user("alice", PASSWORD, "viewer")
+    create_user("alice", PASSWORD, "op")
     stack = Stack(sqlite_home)
     try:
         base = stack.webserver()
@@ -232,6 +234,14 @@ def test_the_browser_shows_the_tail_and_downloads_the_whole(sqlite_home, browser
         saved = Path(info.value.path())
         with saved.open("rb") as source:
             assert _sha256(iter(lambda: source.read(MiB), b"")) == (whole, path.stat().st_size)
+        # The trigger form refuses a run id that would leave the log folder, and says why.
+        page.goto(f"{base}/dags/logged/trigger")
+        page.fill("input[name=run_id]", "a/../../../../elsewhere")
+        page.click("#trigger-form button[type=submit]")
+        expect(page.locator("#trigger-error")).to_contain_text(
+            "invalid run_id 'a/../../../../elsewhere': it has '/'"
+        )
+        expect(page.locator("input[name=run_id]")).to_have_value("a/../../../../elsewhere")
         page.close()
     finally:
         assert stack.stop().get("webserver") == 0
