@@ -209,6 +209,12 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "workers": Option(_positive(int), "4", "gunicorn worker processes."),
         "timeout": Option(_positive(int), "120", "gunicorn worker timeout (s)."),
         "flower_url": Option(_text, "", "Link to Flower from the workers page."),
+        "log_tail_bytes": Option(
+            _positive(int),
+            "1048576",
+            "Most bytes of a task log a page or an API answer shows: its end, marked "
+            "truncated, with a download of the whole log.",
+        ),
         "cookie_secure": Option(
             _parse_cookie_secure,
             "auto",

@@ -8,18 +8,16 @@ checking its fingerprint.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flowsched.exceptions import CycleError, DagDefinitionError, DuplicateTaskIdError
+from flowsched.ids import validate_id
 from flowsched.schedules import Schedule, make_schedule
 from flowsched.timezone import default_timezone, is_aware, to_utc
 
 if TYPE_CHECKING:
     from flowsched.operators.base import BaseOperator
-
-DAG_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 
 
 class DagContext:
@@ -48,10 +46,7 @@ class DAG:
         description: str | None = None,
         params: dict[str, Any] | None = None,
     ) -> None:
-        if not isinstance(dag_id, str) or not DAG_ID_PATTERN.match(dag_id):
-            raise DagDefinitionError(
-                f"invalid dag_id {dag_id!r}: use letters, digits, '_', '.', '-' (at most 250)"
-            )
+        validate_id("dag_id", dag_id, DagDefinitionError)
         self.dag_id = dag_id
         self.default_args = dict(default_args or {})
         self.timezone = default_timezone()

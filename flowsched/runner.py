@@ -45,7 +45,7 @@ from flowsched.processes import (
 )
 from flowsched.serialization import SerializedDAG, TaskSpec
 from flowsched.state import TaskState
-from flowsched.task_logs import log_path
+from flowsched.task_logs import open_for_append, relative_log_path
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import default_timezone, display, utcnow
 from flowsched.xcom import TaskInstanceContext, push_xcom
@@ -68,10 +68,8 @@ def _configure_logging(stream: Any) -> None:
     root.setLevel(get_config().logging.level)
 
 
-def _redirect_output(path: Path) -> None:
+def _redirect_output(fd: int) -> None:
     """Send this process's stdout/stderr (and its children's) to the try's log file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -255,19 +253,60 @@ def _push_result(workload: Workload, result: Any) -> None:
     with_db_retry(push, db_outage(log, max_delay=_result_retry_cap()))
 
 
+def _set_up_log(workload: Workload, nodename: str, *, foreground: bool) -> str | None:
+    """Send output and logging to the try's log; the reason as text if that failed.
+
+    A try whose log cannot be written (folder not writable, a symlink or a
+    non-file in its place, a name too long for the file system) must still
+    end with that reason on its row, where people look, rather than as a bare
+    exit code: the caller claims the try and records this text as its error.
+    """
+    relative = relative_log_path(
+        workload.dag_id, workload.run_id, workload.task_id, workload.try_number
+    )
+    try:
+        fd = open_for_append(relative)
+        if foreground:
+            _configure_logging(sys.stdout)
+            handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1, encoding="utf-8"))
+            handler.setFormatter(logging.getLogger().handlers[0].formatter)
+            logging.getLogger().addHandler(handler)
+        else:
+            _redirect_output(fd)
+            _configure_logging(sys.stderr)
+    except Exception as exc:
+        _configure_logging(sys.stderr)
+        error = f"cannot write the log of this try on {nodename}: {type(exc).__name__}: {exc}"
+        log.error("%s: %s", workload.describe(), error)
+        return error
+    return None
+
+
+def fail_try(
+    workload: Workload, error: str, expected: tuple[TaskState, ...] = (TaskState.RUNNING,)
+) -> TaskState | None:
+    """Record a failed try with ``error`` as its reason, applying its retry policy.
+
+    For failures outside the task's code: a try that could not be set up (here),
+    or a task process that died (:func:`flowsched.worker.task.record_crash`
+    records the same way).
+    """
+    with session_scope() as session:
+        return finish_try(
+            session,
+            workload.ti_id,
+            workload.try_number,
+            success=False,
+            error=error,
+            retry_delay=retry_delay_for(session, workload),
+            expected_states=expected,
+        )
+
+
 def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> int:
     """Run one try in this process. Returns 0 when the outcome was recorded."""
     conf = get_config()
-    path = log_path(workload.dag_id, workload.run_id, workload.task_id, workload.try_number)
-    if foreground:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _configure_logging(sys.stdout)
-        file_handler = logging.FileHandler(path, encoding="utf-8")
-        file_handler.setFormatter(logging.getLogger().handlers[0].formatter)
-        logging.getLogger().addHandler(file_handler)
-    else:
-        _redirect_output(path)
-        _configure_logging(sys.stderr)
+    setup_error = _set_up_log(workload, nodename, foreground=foreground)
     hostname = get_hostname()
     with session_scope() as session:
         claimed = claim_try(
@@ -278,6 +317,10 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
             "%s was not claimable (already taken, cleared or timed out); not running it",
             workload.describe(),
         )
+        return 0
+    if setup_error is not None:
+        state = fail_try(workload, setup_error)
+        log.error("%s failed before running: %s -> %s", workload.describe(), setup_error, state)
         return 0
     log.info("running %s on %s (%s), pid %s", workload.describe(), nodename, hostname, os.getpid())
     previous_term = signal.signal(signal.SIGTERM, _terminate)

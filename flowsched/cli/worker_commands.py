@@ -135,12 +135,16 @@ def _try_finished(dag_id: str, task_id: str, run_id: str, number: int) -> bool:
 @click.option("--try", "try_number", type=int, default=None, help="Default: the latest try.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the try ends.")
 def tasks_log(dag_id: str, task_id: str, run_id: str, try_number: int | None, follow: bool) -> None:
-    """Print a try's log, fetched from the host that ran it."""
-    from flowsched.log_client import fetch_task_log, follow_task_log
+    """Print a try's log, fetched from the host that ran it (streamed, any size)."""
+    from flowsched.log_client import follow_task_log, open_task_log
 
     number, hostname = _try_row(dag_id, task_id, run_id, try_number)
     if not follow:
-        click.echo(fetch_task_log(hostname, dag_id, run_id, task_id, number), nl=False)
+        out = click.get_binary_stream("stdout")
+        with open_task_log(hostname, dag_id, run_id, task_id, number) as stream:
+            for chunk in stream:
+                out.write(chunk)
+        out.flush()
         return
     while not hostname:
         # Queued, not started: the host is known once a worker claims it.

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from flowsched.exceptions import DagDefinitionError
+from flowsched.ids import validate_id
 from flowsched.state import TriggerRule
 
 if TYPE_CHECKING:
     from flowsched.dag import DAG
 
-TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 
 # Per-task settings that default_args may provide, with their defaults.
 TASK_DEFAULTS: dict[str, Any] = {
@@ -111,10 +110,7 @@ class BaseOperator(DependencyMixin):
                 f"task '{task_id}': unknown argument(s) {', '.join(sorted(unexpected))} "
                 f"for {type(self).__name__}"
             )
-        if not isinstance(task_id, str) or not TASK_ID_PATTERN.match(task_id):
-            raise DagDefinitionError(
-                f"invalid task_id {task_id!r}: use letters, digits, '_', '.', '-' (at most 250)"
-            )
+        validate_id("task_id", task_id, DagDefinitionError)
         self.task_id = task_id
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()

@@ -237,6 +237,25 @@ RUN_ID = _path("run_id")
 TASK_ID = _path("task_id")
 
 
+def _log_answer() -> dict[str, Any]:
+    """The log's end as JSON (at most ``webserver.log_tail_bytes``), or all of it as text."""
+    answer = _json(
+        _object(
+            {
+                "try_number": {"type": "integer"},
+                "hostname": {"type": ["string", "null"]},
+                "content": {"type": "string"},
+                "truncated": {"type": "boolean"},
+                "size": {"type": "integer", "minimum": 0},
+            }
+        ),
+        "The end of the log (at most webserver.log_tail_bytes, from the start of a line); "
+        "truncated is true when there is more before it, size is the whole log in bytes",
+    )
+    answer["content"]["text/plain"] = {"schema": {"type": "string"}}
+    return answer
+
+
 def _paths() -> dict[str, Any]:
     dag = "/dags/{dag_id}"
     run = dag + "/runs/{run_id}"
@@ -399,16 +418,14 @@ def _paths() -> dict[str, Any]:
             "parameters": [DAG_ID, RUN_ID, TASK_ID, _path("try_number", {"type": "integer"})],
             "get": _op(
                 "The log of one try, fetched from the host that ran it",
-                _json(
-                    _object(
-                        {
-                            "try_number": {"type": "integer"},
-                            "hostname": {"type": ["string", "null"]},
-                            "content": {"type": "string"},
-                        }
-                    ),
-                    "The log text",
-                ),
+                _log_answer(),
+                params=[
+                    _query(
+                        "full_content",
+                        {"type": "boolean"},
+                        "true: the whole log as a streamed text/plain download.",
+                    )
+                ],
             ),
         },
         "/import-errors": {
