@@ -86,6 +86,12 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _secret_key(raw: str) -> str:
+    from flowsched.secret_policy import check_secret_key
+
+    return check_secret_key(raw)
+
+
 @dataclass(frozen=True)
 class Option:
     parse: Callable[[str], Any]
@@ -118,9 +124,18 @@ OPTIONS: dict[str, dict[str, Option]] = {
             _text, "", "'module:function' returning the hostname recorded on task instances."
         ),
         "secret_key": Option(
-            _text, "", "Signs log-server tokens and web sessions; required with celery.", True
+            _secret_key,
+            "",
+            "Signs log-server tokens and web sessions; required with celery. At least 32 "
+            "characters and not a published example value (`openssl rand -hex 32`).",
+            True,
         ),
         "max_xcom_size": Option(_positive(int), "65536", "Largest XCom value in bytes (JSON)."),
+        "max_run_conf_size": Option(
+            _positive(int),
+            "65536",
+            "Largest run conf in bytes (compact JSON), checked wherever a run is triggered.",
+        ),
     },
     "database": {
         "sql_alchemy_conn": Option(
@@ -188,6 +203,24 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "auto",
             "Secure flag of the session cookie: 'true' (HTTPS only), 'false', or 'auto' "
             "(set when the request came over HTTPS, directly or via a trusted proxy).",
+        ),
+        "login_failures_allowed": Option(
+            _positive(int),
+            "5",
+            "Failed logins per user, and per client address, before logins are refused "
+            "for a while (within login_failure_window).",
+        ),
+        "login_lock_seconds": Option(
+            _positive(float),
+            "30",
+            "Seconds logins stay refused after the allowed failures; doubles with each "
+            "further failure, up to login_lock_max_seconds.",
+        ),
+        "login_lock_max_seconds": Option(
+            _positive(float), "900", "Longest refusal after repeated failed logins (s)."
+        ),
+        "login_failure_window": Option(
+            _positive(float), "3600", "Failed logins older than this (s) no longer count."
         ),
     },
     "flower": {

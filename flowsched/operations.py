@@ -27,6 +27,7 @@ from flowsched.db.models import (
     XCom,
 )
 from flowsched.exceptions import DagNotFound, DagRunNotFound, FlowschedError
+from flowsched.run_conf import check_conf_size
 from flowsched.scheduler.runs import create_run, latest_version, make_run_id
 from flowsched.schedules import Interval
 from flowsched.serialization import SerializedDAG
@@ -81,6 +82,7 @@ def trigger_dag(
 ) -> DagRun:
     if conf is not None and not isinstance(conf, dict):
         raise FlowschedError("run conf must be a JSON object")
+    check_conf_size(conf)
     now = utcnow()
     logical_date = logical_date or now
     with session_scope() as session:

@@ -35,6 +35,7 @@ from flowsched.hostname import get_hostname
 from flowsched.lifecycle import Workload, claim_try, finish_try, heartbeat_try
 from flowsched.plugins import check_plugin_files, load_plugins
 from flowsched.serialization import SerializedDAG, TaskSpec
+from flowsched.task_env import scrub_task_environment
 from flowsched.task_logs import log_path
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import default_timezone, display, utcnow
@@ -260,6 +261,7 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     heartbeat.start()
     success, error, rendered, interrupted = False, None, None, False
     try:
+        scrub_task_environment()  # no cluster secrets for task code (flowsched.task_env)
         success, error, rendered = _execute(workload, nodename)
         if error:
             log.error("%s", error)

@@ -107,15 +107,60 @@ def users_reset_password(username: str, password: str | None, password_stdin: bo
 @users.command("token")
 @click.argument("username")
 @click.option("--description", default=None, help="What the token is for.")
+@click.option(
+    "--expires-in",
+    type=click.IntRange(1, 3650),
+    default=None,
+    metavar="DAYS",
+    help="The token stops working after this many days (default: never).",
+)
 @click.option("--revoke-all", is_flag=True, help="Delete the user's tokens instead.")
-def users_token(username: str, description: str | None, revoke_all: bool) -> None:
+def users_token(
+    username: str, description: str | None, expires_in: int | None, revoke_all: bool
+) -> None:
     """Create an API token for USERNAME (printed once), or revoke all of theirs."""
+    from datetime import timedelta
+
     from flowsched.web.users import create_token, revoke_tokens
 
     if revoke_all:
         click.echo(f"revoked {revoke_tokens(username)} token(s) of {username}")
         return
-    click.echo(create_token(username, description))
+    lifetime = timedelta(days=expires_in) if expires_in else None
+    click.echo(create_token(username, description, lifetime))
+
+
+@users.command("tokens")
+@click.argument("username", required=False)
+def users_tokens(username: str | None) -> None:
+    """List API tokens (of USERNAME, or everyone's): id, use and expiry, never the token."""
+    from flowsched.cli.main import _table
+    from flowsched.web.users import list_tokens
+
+    rows = [
+        [
+            t.id,
+            t.username,
+            t.description or "-",
+            display(t.created_at),
+            display(t.last_used_at) if t.last_used_at else "never",
+            (display(t.expires_at) + (" (expired)" if t.expired else ""))
+            if t.expires_at
+            else "never",
+        ]
+        for t in list_tokens(username)
+    ]
+    _table(rows, ["id", "user", "description", "created", "last used", "expires"])
+
+
+@users.command("revoke-token")
+@click.argument("token_id", type=int)
+def users_revoke_token(token_id: int) -> None:
+    """Delete the API token TOKEN_ID (see `users tokens`); it stops working at once."""
+    from flowsched.web.users import revoke_token
+
+    revoked = revoke_token(token_id)
+    click.echo(f"revoked token {revoked.id} of {revoked.username}")
 
 
 def register(cli: click.Group) -> None:
