@@ -355,7 +355,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             try:
                 values[section][key] = option.parse(raw)
             except (ValueError, ConfigError) as exc:
-                raise ConfigError(f"{where}: [{section}] {key} = {raw!r}: {exc}") from exc
+                shown = "<hidden>" if option.secret else repr(raw)  # never print a secret
+                raise ConfigError(f"{where}: [{section}] {key} = {shown}: {exc}") from exc
     if values["core"]["executor"] == "celery" and not values["core"]["secret_key"]:
         raise ConfigError(
             f"{source or 'config'}: [core] secret_key must be set when executor = celery "

@@ -148,3 +148,11 @@ def seeded(home: Any, web: Web) -> Iterator[tuple[Web, dict[str, str]]]:
 @pytest.fixture
 def sqlite_seeded(sqlite_home: Any, sqlite_web: Web) -> Iterator[tuple[Web, dict[str, str]]]:
     yield sqlite_web, seed(sqlite_home)
+
+
+@pytest.fixture
+def live(sqlite_home: Any) -> Iterator[Any]:
+    """A real gunicorn server on a SQLite home, a user and token per role (tests/web/live.py)."""
+    from tests.web.live import start_live
+
+    yield from start_live(sqlite_home)

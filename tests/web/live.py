@@ -15,14 +15,13 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import urlencode
 
-import pytest
-
 from flowsched.web.server import start_in_background
 from flowsched.web.users import create_token, create_user
 from tests.servers import free_port, wait_for_port
 from tests.web.conftest import PASSWORD, ROLES
 
-STRONG_SECRET = "live-test-" + "k" * 40
+STRONG_SECRET = "live-test-secret-5f0c9a7e1b3d42c8a6e9f1d0b7c4a2e3"
+CONF_LIMIT = 4096
 
 
 @dataclass
@@ -49,7 +48,7 @@ class Client:
 
     port: int
     cookies: dict[str, str] = field(default_factory=dict)
-    forwarded_for: str | None = None
+    source: str = "127.0.0.1"  # any 127.x address: a distinct client to the server
 
     def request(
         self,
@@ -65,7 +64,9 @@ class Client:
             sent["Content-Type"] = "application/x-www-form-urlencoded"
         if self.cookies:
             sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=30, source_address=(self.source, 0)
+        )
         try:
             connection.request(method, path, body=body, headers=sent)
             response = connection.getresponse()
@@ -125,7 +126,7 @@ class Live:
 
 def start_live(home: Any, **webserver: str) -> Iterator[Live]:
     home.configure(
-        core={"secret_key": STRONG_SECRET},
+        core={"secret_key": STRONG_SECRET, "max_run_conf_size": str(CONF_LIMIT)},
         webserver={"login_failures_allowed": "3", "login_lock_seconds": "2", **webserver},
     )
     for role in ROLES:
@@ -138,15 +139,3 @@ def start_live(home: Any, **webserver: str) -> Iterator[Live]:
         yield Live(port, tokens)
     finally:
         server.stop()
-
-
-@pytest.fixture
-def live(sqlite_home: Any) -> Iterator[Live]:
-    """gunicorn on a SQLite home, a user and an API token per role."""
-    yield from start_live(sqlite_home)
-
-
-@pytest.fixture
-def live_mysql(mysql_home: Any) -> Iterator[Live]:
-    """The same on MariaDB: the throttle and session checks must hold across backends."""
-    yield from start_live(mysql_home)
