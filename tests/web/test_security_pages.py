@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from flowsched.dag_processor import process_folder
+from tests.web import test_e2e
 from tests.web.conftest import OTHER, PASSWORD
 from tests.web.live import Live
-from tests.web.test_e2e import CHROMIUM_ARGS
 
 UI_TIMEOUT_MS = 30_000
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
+# The module-scoped Chromium of the end-to-end tests, shared rather than repeated.
+browser = test_e2e.browser
 
 
 def open_page(browser: Browser, live: Live, username: str, password: str = PASSWORD) -> Page:
