@@ -62,7 +62,7 @@ def users_create(username: str, role: str, password: str | None, password_stdin:
     """Add a user who can log in to the webserver."""
     from flowsched.web.users import create_user
 
-    user = create_user(username, _read_password(password, password_stdin), role)
+    user = create_user(username, _read_password(password, password_stdin), role, actor="cli")
     click.echo(f"created user {user.username} ({user.role.value})")
 
 
@@ -88,7 +88,7 @@ def users_delete(username: str, yes: bool) -> None:
 
     if not yes:
         click.confirm(f"Delete user '{username}' and their API tokens?", abort=True)
-    delete_user(username)
+    delete_user(username, actor="cli")
     click.echo(f"deleted user {username}")
 
 
@@ -100,7 +100,7 @@ def users_reset_password(username: str, password: str | None, password_stdin: bo
     """Set a new password; the user's open sessions end."""
     from flowsched.web.users import reset_password
 
-    reset_password(username, _read_password(password, password_stdin))
+    reset_password(username, _read_password(password, password_stdin), actor="cli")
     click.echo(f"password of {username} changed")
 
 
@@ -124,10 +124,10 @@ def users_token(
     from flowsched.web.users import create_token, revoke_tokens
 
     if revoke_all:
-        click.echo(f"revoked {revoke_tokens(username)} token(s) of {username}")
+        click.echo(f"revoked {revoke_tokens(username, actor='cli')} token(s) of {username}")
         return
     lifetime = timedelta(days=expires_in) if expires_in else None
-    click.echo(create_token(username, description, lifetime))
+    click.echo(create_token(username, description, lifetime, actor="cli"))
 
 
 @users.command("tokens")
@@ -159,7 +159,7 @@ def users_revoke_token(token_id: int) -> None:
     """Delete the API token TOKEN_ID (see `users tokens`); it stops working at once."""
     from flowsched.web.users import revoke_token
 
-    revoked = revoke_token(token_id)
+    revoked = revoke_token(token_id, actor="cli")
     click.echo(f"revoked token {revoked.id} of {revoked.username}")
 
 

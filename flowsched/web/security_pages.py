@@ -14,7 +14,6 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from flowsched.db.engine import session_scope
-from flowsched.operations import audit
 from flowsched.web.audit_log import AuditFilter, audit_page, known_events, user_of
 from flowsched.web.auth import actor, can, current_user, require
 from flowsched.web.users import Role, UserError, create_token, list_tokens, revoke_token
@@ -82,11 +81,9 @@ def create() -> Any:
     description = request.form.get("description", "").strip() or None
     try:
         lifetime = _lifetime(request.form.get("expires_in_days", ""))
-        token = create_token(user.username, description, lifetime)
+        token = create_token(user.username, description, lifetime, actor=actor())
     except UserError as exc:
         return _tokens_page(error=str(exc), status=400)
-    with session_scope() as session:
-        audit(session, "create_token", actor=actor(), extra={"description": description})
     return _tokens_page(new_token=token, status=201)
 
 
@@ -95,15 +92,9 @@ def revoke(token_id: int) -> Any:
     user = current_user()
     assert user is not None
     try:
-        revoked = revoke_token(token_id, owner=None if can(Role.ADMIN) else user.username)
+        owner = None if can(Role.ADMIN) else user.username
+        revoked = revoke_token(token_id, owner=owner, actor=actor())
     except UserError as exc:
         abort(404, description=str(exc))
-    with session_scope() as session:
-        audit(
-            session,
-            "revoke_token",
-            actor=actor(),
-            extra={"token_id": token_id, "owner": revoked.username},
-        )
     flash(f"Revoked token {token_id} of {revoked.username}.", "success")
     return redirect(url_for("security.tokens"))

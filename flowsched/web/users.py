@@ -20,6 +20,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from flowsched.db.engine import session_scope
 from flowsched.db.models import ApiToken, User
 from flowsched.exceptions import FlowschedError
+from flowsched.operations import audit
 from flowsched.secret_policy import KNOWN_EXAMPLE_VALUES, MIN_PASSWORD_LENGTH
 from flowsched.timezone import utcnow
 
@@ -83,7 +84,7 @@ def _check_password(password: str, username: str) -> None:
         raise UserError("password too easy to guess: it is the username or a well-known value")
 
 
-def create_user(username: str, password: str, role: str) -> UserInfo:
+def create_user(username: str, password: str, role: str, *, actor: str | None = None) -> UserInfo:
     username = username.strip()
     if not username or len(username) > 100:
         raise UserError("username must be 1 to 100 characters")
@@ -100,6 +101,7 @@ def create_user(username: str, password: str, role: str) -> UserInfo:
         )
         session.add(user)
         session.flush()
+        audit(session, "user_create", actor=actor, extra={"user": username, "role": checked.value})
         return UserInfo.of(user)
 
 
@@ -110,18 +112,20 @@ def _get(session: Session, username: str) -> User:
     return user
 
 
-def delete_user(username: str) -> None:
+def delete_user(username: str, *, actor: str | None = None) -> None:
     with session_scope() as session:
         session.delete(_get(session, username))
+        audit(session, "user_delete", actor=actor, extra={"user": username})
 
 
-def reset_password(username: str, password: str) -> None:
+def reset_password(username: str, password: str, *, actor: str | None = None) -> None:
     """Set a new password; every open web session of the user stops working."""
     _check_password(password, username)
     with session_scope() as session:
         user = _get(session, username)
         user.password_hash = generate_password_hash(password)
         user.session_generation = (user.session_generation or 0) + 1
+        audit(session, "password_reset", actor=actor, extra={"user": username})
 
 
 def end_sessions(user_id: int) -> None:
@@ -134,10 +138,11 @@ def end_sessions(user_id: int) -> None:
         )
 
 
-def set_role(username: str, role: str) -> None:
+def set_role(username: str, role: str, *, actor: str | None = None) -> None:
     checked = _check_role(role)
     with session_scope() as session:
         _get(session, username).role = checked.value
+        audit(session, "role_set", actor=actor, extra={"user": username, "role": checked.value})
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,11 @@ def _token_hash(token: str) -> str:
 
 
 def create_token(
-    username: str, description: str | None = None, expires_in: timedelta | None = None
+    username: str,
+    description: str | None = None,
+    expires_in: timedelta | None = None,
+    *,
+    actor: str | None = None,
 ) -> str:
     """A new API token for the user; shown once, only its hash is kept.
 
@@ -211,6 +220,12 @@ def create_token(
                 created_at=now,
                 expires_at=now + expires_in if expires_in is not None else None,
             )
+        )
+        audit(
+            session,
+            "token_create",
+            actor=actor,
+            extra={"user": username, "description": description, "expires_in": str(expires_in)},
         )
     return token
 
@@ -244,7 +259,7 @@ def list_tokens(username: str | None = None) -> list[TokenRow]:
         ]
 
 
-def revoke_token(token_id: int, owner: str | None = None) -> TokenRow:
+def revoke_token(token_id: int, owner: str | None = None, *, actor: str | None = None) -> TokenRow:
     """Delete one token; with ``owner``, only if it is theirs (a user revoking their own)."""
     with session_scope() as session:
         row = session.execute(
@@ -264,13 +279,16 @@ def revoke_token(token_id: int, owner: str | None = None) -> TokenRow:
             token.expires_at,
         )
         session.delete(token)
+        audit(session, "token_revoke", actor=actor, extra={"user": name, "token_id": token_id})
         return revoked
 
 
-def revoke_tokens(username: str) -> int:
+def revoke_tokens(username: str, *, actor: str | None = None) -> int:
     with session_scope() as session:
         user = _get(session, username)
-        return session.execute(delete(ApiToken).where(ApiToken.user_id == user.id)).rowcount
+        count = session.execute(delete(ApiToken).where(ApiToken.user_id == user.id)).rowcount
+        audit(session, "token_revoke", actor=actor, extra={"user": username, "tokens": count})
+        return count
 
 
 def user_for_token(token: str) -> UserInfo | None:

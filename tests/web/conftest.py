@@ -151,8 +151,9 @@ def sqlite_seeded(sqlite_home: Any, sqlite_web: Web) -> Iterator[tuple[Web, dict
 
 
 @pytest.fixture
-def live(sqlite_home: Any) -> Iterator[Any]:
-    """A real gunicorn server on a SQLite home, a user and token per role (tests/web/live.py)."""
+def live(home: Any) -> Iterator[Any]:
+    """A real gunicorn server on SQLite and on MariaDB, a user and token per role
+    (tests/web/live.py)."""
     from tests.web.live import start_live
 
-    yield from start_live(sqlite_home)
+    yield from start_live(home)

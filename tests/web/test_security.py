@@ -149,8 +149,8 @@ def test_failed_logins_lock_the_client_address_whatever_the_usernames(live: Live
     assert Client(live.port, source="127.0.0.7").login("viewer").status == 302
 
 
-def test_audit_log_api_and_page_show_actions_and_failed_logins(live: Live, sqlite_home) -> None:
-    sqlite_home.write_dag("other.py", OTHER)
+def test_audit_log_api_and_page_show_actions_and_failed_logins(live: Live, home) -> None:
+    home.write_dag("other.py", OTHER)
     assert not process_folder().errors
     Client(live.port, source="127.0.0.8").login("viewer", "not-my-password")
     for conf in ({"n": 1}, {"n": 2}):
@@ -337,8 +337,8 @@ def test_secret_files_are_created_private_never_chmod_ed(
 
 
 # -- run conf size ---------------------------------------------------------
-def test_a_run_conf_over_the_limit_is_refused_by_api_page_and_cli(live: Live, sqlite_home) -> None:
-    sqlite_home.write_dag("other.py", OTHER)
+def test_a_run_conf_over_the_limit_is_refused_by_api_page_and_cli(live: Live, home) -> None:
+    home.write_dag("other.py", OTHER)
     assert not process_folder().errors
     big = {"blob": "x" * CONF_LIMIT}
 
@@ -364,3 +364,32 @@ def test_a_run_conf_over_the_limit_is_refused_by_api_page_and_cli(live: Live, sq
     assert (
         live.api("POST", "/dags/other_dag/runs", live.tokens["op"], {"conf": small}).status == 201
     )
+
+
+def test_user_and_token_management_is_audited(live: Live) -> None:
+    runner = CliRunner()
+    steps = [
+        ["users", "create", "erin", "--role", "viewer", "--password", "erin-long-password"],
+        ["users", "token", "erin", "--description", "ci"],
+        ["users", "reset-password", "erin", "--password", "erin-other-password"],
+        ["users", "token", "erin", "--revoke-all"],
+        ["users", "delete", "erin", "--yes"],
+    ]
+    for args in steps:
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    reply = live.api("GET", "/eventLogs?size=100", live.tokens["admin"])
+    body = check_live("GET", "/eventLogs", reply)
+    erin = [
+        (e["event"], e["actor"])
+        for e in reversed(body["event_logs"])
+        if (e["extra"] or {}).get("user") == "erin"
+    ]
+    assert erin == [
+        ("user_create", "cli"),
+        ("token_create", "cli"),
+        ("password_reset", "cli"),
+        ("token_revoke", "cli"),
+        ("user_delete", "cli"),
+    ]
+    assert "erin-long-password" not in reply.text  # never a password

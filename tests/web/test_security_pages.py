@@ -28,8 +28,8 @@ def open_page(browser: Browser, live: Live, username: str, password: str = PASSW
     return page
 
 
-def test_the_audit_log_page_filters_and_pages_events(browser: Browser, live: Live, sqlite_home):
-    sqlite_home.write_dag("other.py", OTHER)
+def test_the_audit_log_page_filters_and_pages_events(browser: Browser, live: Live, home):
+    home.write_dag("other.py", OTHER)
     assert not process_folder().errors
     base = f"http://127.0.0.1:{live.port}"
     wrong = open_page(browser, live, "op", "not-the-password")
