@@ -1,9 +1,10 @@
-"""Pages about who did what and with which keys: the audit log and API tokens.
+"""Pages about who did what and with which keys: the audit log, API tokens, one's password.
 
 ``/audit`` (admin) reads the audit log, filtered like ``GET /api/v1/eventLogs``.
 ``/tokens`` lists the user's API tokens with their last use and expiry, creates
 one (shown once: it is never stored, nor put in the cookie) and revokes one;
-an admin sees and may revoke everyone's.
+an admin sees and may revoke everyone's. ``/account/password`` changes one's
+own password, ending every other session of the user.
 """
 
 from __future__ import annotations
@@ -11,12 +12,22 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 
 from flowsched.db.engine import session_scope
+from flowsched.web import csrf
 from flowsched.web.audit_log import AuditFilter, audit_page, known_events, user_of
 from flowsched.web.auth import actor, can, current_user, require
-from flowsched.web.users import Role, UserError, create_token, list_tokens, revoke_token
+from flowsched.web.users import (
+    Role,
+    UserError,
+    authenticate,
+    create_token,
+    list_tokens,
+    load_user,
+    reset_password,
+    revoke_token,
+)
 from flowsched.web.views import page_args
 
 bp = Blueprint("security", __name__)
@@ -97,4 +108,26 @@ def revoke(token_id: int) -> Any:
     except UserError as exc:
         abort(404, description=str(exc))
     flash(f"Revoked token {token_id} of {revoked.username}.", "success")
+    return redirect(url_for("security.tokens"))
+
+
+@bp.route("/account/password", methods=["POST"])
+def change_password() -> Any:
+    """Change one's own password: every other session of the user ends, this one goes on."""
+    user = current_user()
+    assert user is not None
+    new = request.form.get("new_password", "")
+    try:
+        if authenticate(user.username, request.form.get("current_password", "")) is None:
+            raise UserError("the current password is wrong")
+        if new != request.form.get("confirm_password", ""):
+            raise UserError("the new password and its confirmation differ")
+        reset_password(user.username, new, actor=actor())
+    except UserError as exc:
+        return _tokens_page(error=f"Password not changed: {exc}", status=400)
+    changed = load_user(user.id)
+    assert changed is not None
+    session["key"] = changed.session_key  # a new key for this browser only
+    csrf.rotate()
+    flash("Password changed; every other session of yours has ended.", "success")
     return redirect(url_for("security.tokens"))

@@ -33,7 +33,7 @@ from flowsched.web.users import (
 )
 from tests.conftest import wait_until
 from tests.servers import free_port, wait_for_port
-from tests.web.conftest import OTHER
+from tests.web.conftest import OTHER, PASSWORD
 from tests.web.live import CONF_LIMIT, STRONG_SECRET, Client, Live
 from tests.web.openapi_check import _openapi
 
@@ -393,3 +393,24 @@ def test_user_and_token_management_is_audited(live: Live) -> None:
         ("user_delete", "cli"),
     ]
     assert "erin-long-password" not in reply.text  # never a password
+
+
+def test_changing_ones_password_on_the_page_ends_the_other_sessions(live: Live) -> None:
+    here = live.client("viewer")
+    elsewhere = live.client("viewer")
+    form = {
+        "current_password": "wrong-current",
+        "new_password": "a-brand-new-passphrase",
+        "confirm_password": "a-brand-new-passphrase",
+    }
+    refused = here.post("/account/password", {**form, "csrf_token": here.csrf("/tokens")})
+    assert refused.status == 400 and "the current password is wrong" in refused.text
+    assert elsewhere.get("/dags").status == 200  # nothing changed
+
+    form["current_password"] = PASSWORD
+    reply = here.post("/account/password", {**form, "csrf_token": here.csrf("/tokens")})
+    assert reply.status == 302 and reply.location == "/tokens"
+    assert here.get("/dags").status == 200  # this browser goes on
+    assert elsewhere.get("/dags").status == 302  # every other session ended
+    assert live.client().login("viewer").status == 401  # the old password is gone
+    assert live.client().login("viewer", "a-brand-new-passphrase").status == 302
