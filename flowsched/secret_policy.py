@@ -10,7 +10,8 @@ numbers and list; tests/deploy checks the two agree).
 from __future__ import annotations
 
 MIN_SECRET_KEY_LENGTH = 32
-MIN_PASSWORD_LENGTH = 8
+MIN_PASSWORD_LENGTH = 8  # people's web logins (throttled)
+MIN_SERVICE_PASSWORD_LENGTH = 12  # Flower, MariaDB, Redis: machine-held, on the network
 
 # Values printed in this repository's inventories, docs and examples: anyone can
 # read them, so a cluster using one is as open as one with no secret at all.
@@ -55,3 +56,12 @@ def check_secret_key(value: str) -> str:
         if reason:
             raise ValueError(f"secret_key is too weak: {reason}")
     return value
+
+
+def check_service_password(value: str, where: str) -> None:
+    """Refuse a weak password of a service (Flower's basic auth) before serving with it."""
+    from flowsched.exceptions import ConfigError
+
+    reason = weakness(value, MIN_SERVICE_PASSWORD_LENGTH)
+    if reason:
+        raise ConfigError(f"{where}: the password is too weak: {reason}")

@@ -220,11 +220,16 @@ def test_weak_or_published_secrets_are_refused(
 
 
 def test_validate_and_the_package_refuse_the_same_published_values() -> None:
-    from flowsched.secret_policy import KNOWN_EXAMPLE_VALUES, MIN_SECRET_KEY_LENGTH
+    from flowsched.secret_policy import (
+        KNOWN_EXAMPLE_VALUES,
+        MIN_SECRET_KEY_LENGTH,
+        MIN_SERVICE_PASSWORD_LENGTH,
+    )
 
     role_vars = yaml.safe_load((HERE.parents[1] / "roles/flowsched/vars/main.yml").read_text())
     assert set(role_vars["flowsched_published_secrets"]) == KNOWN_EXAMPLE_VALUES
     assert role_vars["flowsched_secret_key_min_length"] == MIN_SECRET_KEY_LENGTH
+    assert role_vars["flowsched_password_min_length"] == MIN_SERVICE_PASSWORD_LENGTH
     # every secret printed in the lab inventory before it generated its own is on the list
     assert {
         "lab-only-db-password",
