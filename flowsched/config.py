@@ -93,6 +93,12 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _secret_key(raw: str) -> str:
+    from flowsched.secret_policy import check_secret_key
+
+    return check_secret_key(raw)
+
+
 @dataclass(frozen=True)
 class Option:
     parse: Callable[[str], Any]
@@ -131,7 +137,11 @@ OPTIONS: dict[str, dict[str, Option]] = {
             _text, "", "'module:function' returning the hostname recorded on task instances."
         ),
         "secret_key": Option(
-            _text, "", "Signs log-server tokens and web sessions; required with celery.", True
+            _secret_key,
+            "",
+            "Signs log-server tokens and web sessions; required with celery. At least 32 "
+            "characters and not a published example value (`openssl rand -hex 32`).",
+            True,
         ),
         "max_xcom_size": Option(_positive(int), "65536", "Largest XCom value in bytes (JSON)."),
         "outage_tolerance": Option(
@@ -139,6 +149,11 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "900",
             "Seconds scheduler, workers, DAG processor and tries ride out an unreachable "
             "metadata database or broker (logged once, retried with backoff) before giving up.",
+        ),
+        "max_run_conf_size": Option(
+            _positive(int),
+            "65536",
+            "Largest run conf in bytes (compact JSON), checked wherever a run is triggered.",
         ),
     },
     "database": {
@@ -220,6 +235,24 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "auto",
             "Secure flag of the session cookie: 'true' (HTTPS only), 'false', or 'auto' "
             "(set when the request came over HTTPS, directly or via a trusted proxy).",
+        ),
+        "login_failures_allowed": Option(
+            _positive(int),
+            "5",
+            "Failed logins per user, and per client address, before logins are refused "
+            "for a while (within login_failure_window).",
+        ),
+        "login_lock_seconds": Option(
+            _positive(float),
+            "30",
+            "Seconds logins stay refused after the allowed failures; doubles with each "
+            "further failure, up to login_lock_max_seconds.",
+        ),
+        "login_lock_max_seconds": Option(
+            _positive(float), "900", "Longest refusal after repeated failed logins (s)."
+        ),
+        "login_failure_window": Option(
+            _positive(float), "3600", "Failed logins older than this (s) no longer count."
         ),
     },
     "flower": {
@@ -354,7 +387,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             try:
                 values[section][key] = option.parse(raw)
             except (ValueError, ConfigError) as exc:
-                raise ConfigError(f"{where}: [{section}] {key} = {raw!r}: {exc}") from exc
+                shown = "<hidden>" if option.secret else repr(raw)  # never print a secret
+                raise ConfigError(f"{where}: [{section}] {key} = {shown}: {exc}") from exc
     if values["core"]["executor"] == "celery" and not values["core"]["secret_key"]:
         raise ConfigError(
             f"{source or 'config'}: [core] secret_key must be set when executor = celery "

@@ -28,6 +28,7 @@ from flowsched.db.models import (
 )
 from flowsched.exceptions import DagNotFound, DagRunNotFound, FlowschedError
 from flowsched.ids import validate_run_id
+from flowsched.run_conf import check_conf_size
 from flowsched.scheduler.runs import create_run, latest_version, make_run_id
 from flowsched.schedules import Interval
 from flowsched.serialization import SerializedDAG
@@ -84,6 +85,7 @@ def trigger_dag(
         raise FlowschedError("run conf must be a JSON object")
     if run_id is not None:
         validate_run_id(run_id)  # before any database work; create_run checks again
+    check_conf_size(conf)
     now = utcnow()
     logical_date = logical_date or now
     with session_scope() as session:

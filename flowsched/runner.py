@@ -45,6 +45,7 @@ from flowsched.processes import (
 )
 from flowsched.serialization import SerializedDAG, TaskSpec
 from flowsched.state import TaskState
+from flowsched.task_env import scrub_task_environment
 from flowsched.task_logs import open_for_append, relative_log_path
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import default_timezone, display, utcnow
@@ -328,6 +329,7 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     heartbeat.start()
     success, error, rendered, interrupted = False, None, None, False
     try:
+        scrub_task_environment()  # no cluster secrets for task code (flowsched.task_env)
         success, error, rendered = _execute(workload, nodename)
         if error:
             log.error("%s", error)

@@ -28,6 +28,7 @@ from flowsched.config import config_path, flowsched_home, load_config, set_confi
 from flowsched.db.engine import reset_engine
 from flowsched.exceptions import FlowschedError
 from flowsched.processes import describe_exit, kill_group, spawn_flowsched, stop_process
+from flowsched.secret_files import write_secret_file
 
 log = logging.getLogger("flowsched.standalone")
 
@@ -43,7 +44,8 @@ def initialise_home() -> Path:
     for folder in (home, dags, home / "logs", home / "plugins"):
         folder.mkdir(parents=True, exist_ok=True)
     if not cfg.exists():
-        cfg.write_text(
+        write_secret_file(
+            cfg,
             "# Written by `flowsched standalone`; see `flowsched config show --defaults`.\n"
             "[core]\n"
             f"dags_folder = {dags}\n"
@@ -54,9 +56,7 @@ def initialise_home() -> Path:
             f"sql_alchemy_conn = sqlite:///{home / 'flowsched.db'}\n\n"
             "[logging]\n"
             f"base_log_folder = {home / 'logs'}\n",
-            encoding="utf-8",
         )
-        cfg.chmod(0o600)
         for example in sorted(EXAMPLES.glob("*.py")):
             if example.name != "__init__.py":
                 shutil.copy(example, dags / example.name)

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from flowsched.config import get_config
 from flowsched.exceptions import FlowschedError
 from flowsched.processes import python_command
+from flowsched.secret_policy import check_service_password
 
 
 def _split_queues(raw: str | None) -> list[str] | None:
@@ -78,6 +79,7 @@ def flower() -> None:
             "[flower] basic_auth must be set to user:password: Flower can stop workers "
             "and must not be reachable without a password"
         )
+    check_service_password(conf.flower.basic_auth.split(":", 1)[1], "[flower] basic_auth")
     env = dict(os.environ)
     # Passed by environment, not argv, so the password is not in `ps` output.
     env["FLOWER_BASIC_AUTH"] = conf.flower.basic_auth

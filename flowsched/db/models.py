@@ -250,6 +250,9 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Part of every session cookie's key: raised at logout and password change,
+    # so every cookie issued before (also one copied elsewhere) stops working.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiToken(Base):
@@ -263,3 +266,23 @@ class ApiToken(Base):
     description: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class LoginFailure(Base):
+    """A failed login, counted per user and per client address to throttle guessing.
+
+    Rows older than ``webserver.login_failure_window`` no longer count and are
+    deleted as new failures are written; the audit log keeps the history.
+    """
+
+    __tablename__ = "login_failure"
+    __table_args__ = (
+        Index("idx_login_failure_username", "username", "created_at"),
+        Index("idx_login_failure_address", "address", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(100))
+    address: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -459,3 +459,17 @@ def workers() -> Any:
         for w in view.workers
     ]
     return jsonify(executor=view.executor, workers=rows, message=view.message)
+
+
+# -- audit -----------------------------------------------------------------
+@bp.route("/eventLogs")
+@require(Role.ADMIN)
+def event_logs() -> Any:
+    """The audit log (Airflow's name), newest first; filters ``user``, ``dag_id``, ``event``."""
+    from flowsched.web.audit_log import audit_json, audit_page
+    from flowsched.web.security_pages import audit_filter
+
+    number, size = page_args()
+    with session_scope() as session:
+        rows, pager = audit_page(session, audit_filter(), number, size)
+    return jsonify(event_logs=[audit_json(row, iso) for row in rows], paging=_paging(pager))

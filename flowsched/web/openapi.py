@@ -220,6 +220,19 @@ SCHEMAS: dict[str, Any] = {
     "ImportError": _object(
         {"filename": {"type": "string"}, "traceback": {"type": "string"}, "created_at": TIME}
     ),
+    "EventLog": _object(
+        {
+            "id": {"type": "integer"},
+            "created_at": TIME,
+            "event": {"type": "string"},
+            "actor": {"type": ["string", "null"]},
+            "user": {"type": ["string", "null"]},
+            "dag_id": {"type": ["string", "null"]},
+            "run_id": {"type": ["string", "null"]},
+            "task_id": {"type": ["string", "null"]},
+            "extra": {"type": ["object", "array", "null"]},
+        }
+    ),
     "Worker": {
         "type": "object",
         "properties": {
@@ -435,6 +448,32 @@ def _paths() -> dict[str, Any]:
                     _object({"import_errors": {"type": "array", "items": _ref("ImportError")}}),
                     "Import errors with tracebacks",
                 ),
+                errors=(401, 503),
+            )
+        },
+        "/eventLogs": {
+            "get": _op(
+                "The audit log, newest first: actions, logins and failed logins",
+                _json(
+                    _object(
+                        {
+                            "event_logs": {"type": "array", "items": _ref("EventLog")},
+                            "paging": _ref("Paging"),
+                        }
+                    ),
+                    "One page of audit events",
+                ),
+                role="admin",
+                params=[
+                    _query("user", {"type": "string"}, "Only events by this user."),
+                    _query("dag_id", {"type": "string"}, "Only events about this DAG."),
+                    _query(
+                        "event",
+                        {"type": "string"},
+                        "Only this event: trigger, pause, clear, login_failed, ...",
+                    ),
+                    *PAGING,
+                ],
                 errors=(401, 503),
             )
         },

@@ -10,6 +10,7 @@ fork). SIGTERM makes gunicorn finish in-flight requests and stop.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import secrets
@@ -30,6 +31,7 @@ from flowsched.processes import (
     spawn_flowsched,
     stop_process,
 )
+from flowsched.secret_files import write_secret_file
 from flowsched.web.app import create_app
 from flowsched.web.users import count_users, create_user
 
@@ -90,12 +92,29 @@ def _worker_dies_with_master(_server: Any, worker: Any) -> None:
     set_parent_death_signal(signal.SIGKILL, parent=worker.ppid)
 
 
+def debug_host(host: str) -> str:
+    """Where ``--debug`` listens: loopback only, whatever was asked.
+
+    The Werkzeug debugger runs Python typed into a browser page; on any other
+    address it would be a remote shell for whoever reaches the port.
+    """
+    if host == "localhost":
+        return host
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return host
+    except ValueError:
+        pass
+    log.warning("--debug listens on 127.0.0.1 only, not on %r: the debugger runs code", host)
+    return "127.0.0.1"
+
+
 def serve(bind: str | None = None, workers: int | None = None, debug: bool = False) -> None:
     """Run in the foreground until SIGTERM/SIGINT."""
     app = create_app(secret_key=secret_key())
     if debug:
         host, _, port = (bind or get_config().webserver.bind).rpartition(":")
-        app.run(host=host or "127.0.0.1", port=int(port), debug=True, use_reloader=False)
+        app.run(host=debug_host(host), port=int(port), debug=True, use_reloader=False)
         return
     GunicornServer(app, gunicorn_options(bind, workers)).run()
 
@@ -155,15 +174,15 @@ def start_in_background(bind: str | None = None, workers: int = 2) -> Background
 def ensure_standalone_admin(home: Path | None = None) -> tuple[str, Path] | None:
     """Create user ``admin`` with a random password if there are no users yet.
 
-    The password goes to ``$FLOWSCHED_HOME/standalone_admin_password.txt``
-    (mode 0600), as a one-machine setup has nobody to ask. Returns the username
-    and that file when it created the user, else None.
+    The password goes to ``$FLOWSCHED_HOME/standalone_admin_password.txt``,
+    created with mode 0600 (never readable by others, not even for a moment), as
+    a one-machine setup has nobody to ask. Returns the username and that file
+    when it created the user, else None.
     """
     if count_users() > 0:
         return None
     password = secrets.token_urlsafe(12)
     create_user(STANDALONE_ADMIN, password, "admin")
     path = (home or flowsched_home()) / STANDALONE_PASSWORD_FILE
-    path.write_text(password + "\n", encoding="utf-8")
-    path.chmod(0o600)
+    write_secret_file(path, password + "\n")
     return STANDALONE_ADMIN, path

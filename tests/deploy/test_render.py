@@ -201,7 +201,9 @@ def test_cluster_addresses_and_secrets_reach_every_host(
             env["FLOWSCHED__CELERY__BROKER_URL"]
             == f"redis://:broker-secret-{sample}@{base}.12:6379/0"
         )
-        assert env["FLOWSCHED__CORE__SECRET_KEY"] == f"key-{sample}"
+        assert (
+            env["FLOWSCHED__CORE__SECRET_KEY"] == f"key-{sample}-4e1f0a9c7b2d5e8f3a6c1b0d9e7f2a4c"
+        )
         # Secrets live in flowsched.env only.
         cfg_text = (rendered[sample] / host / "flowsched.cfg").read_text()
         assert f"db-secret-{sample}" not in cfg_text and f"broker-secret-{sample}" not in cfg_text

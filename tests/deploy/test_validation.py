@@ -88,7 +88,8 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
         ),
         (
             ["-e", "mariadb_user_host=10.20.0.%"],
-            "(127.0.0.1) runs flowsched but the database user's host pattern mariadb_user_host='10.20.0.%'",
+            "(127.0.0.1) runs flowsched but the database user's host pattern "
+            "mariadb_user_host='10.20.0.%'",
         ),
     ],
     ids=[
@@ -217,3 +218,83 @@ def test_effective_settings_are_shown_per_host(run: Run) -> None:
     shown = [line.strip().strip('",') for line in output.splitlines() if "timezone Asia/" in line]
     assert shown and all("timezone Asia/Shanghai" in line for line in shown), output
     assert any("roles workers" in line for line in shown), output
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "secret"),
+    [
+        (["-e", "flowsched_secret_key=a"], "flowsched_secret_key is too weak", None),
+        (
+            ["-e", "flowsched_secret_key=lab-only-secret-key-not-for-production"],
+            "flowsched_secret_key is too weak",
+            "lab-only-secret-key-not-for-production",
+        ),
+        (
+            ["-e", "flowsched_db_password=lab-only-db-password"],
+            "flowsched_db_password is too weak",
+            "lab-only-db-password",
+        ),
+        (
+            ["-e", "flowsched_broker_password=short-pw"],
+            "flowsched_broker_password is too weak",
+            None,
+        ),
+        (
+            ["-e", "flowsched_flower_basic_auth=admin:lab-only-flower"],
+            "flowsched_flower_basic_auth is too weak",
+            "lab-only-flower",
+        ),
+        (["-e", "flowsched_secret_key=" + "ab" * 20], "flowsched_secret_key is too weak", None),
+    ],
+    ids=["key-short", "key-lab", "db-lab", "broker-short", "flower-lab", "key-repetitive"],
+)
+def test_weak_or_published_secrets_are_refused(
+    run: Run, args: list[str], message: str, secret: str | None
+) -> None:
+    result = site(run, *args)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output, output
+    assert FIRST_CHANGING_PLAY not in output, output
+    if secret:
+        assert secret not in output  # the refused value is never printed
+
+
+def test_validate_and_the_package_refuse_the_same_published_values() -> None:
+    from flowsched.secret_policy import (
+        KNOWN_EXAMPLE_VALUES,
+        MIN_SECRET_KEY_LENGTH,
+        MIN_SERVICE_PASSWORD_LENGTH,
+    )
+
+    role_vars = yaml.safe_load((HERE.parents[1] / "roles/flowsched/vars/main.yml").read_text())
+    assert set(role_vars["flowsched_published_secrets"]) == KNOWN_EXAMPLE_VALUES
+    assert role_vars["flowsched_secret_key_min_length"] == MIN_SECRET_KEY_LENGTH
+    assert role_vars["flowsched_password_min_length"] == MIN_SERVICE_PASSWORD_LENGTH
+    # every secret printed in the lab inventory before it generated its own is on the list
+    assert {
+        "lab-only-db-password",
+        "lab-only-secret-key-not-for-production",
+    } <= KNOWN_EXAMPLE_VALUES
+
+
+def test_the_lab_inventory_generates_strong_secrets_that_pass_validation(
+    run: Run, tmp_path: Path
+) -> None:
+    """The lab publishes no secret: each is generated on the control machine on first use."""
+    secrets_dir = tmp_path / "lab-secrets"
+    result = run(
+        tool("ansible-playbook"),
+        "-i",
+        "inventories/lab",
+        "playbooks/validate.yml",
+        "-e",
+        f"flowsched_lab_secrets_dir={secrets_dir}",
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    generated = {path.name: path.read_text().strip() for path in secrets_dir.iterdir()}
+    assert set(generated) >= {"db_password", "broker_password", "secret_key", "flower_password"}
+    assert len(generated["secret_key"]) >= 32
+    assert len(set(generated.values())) == len(generated)  # each its own

@@ -33,7 +33,7 @@ from flowsched.db.engine import reset_engine, session_scope
 from tests.conftest import Home, wait_until
 from tests.servers import MariaDBServer, RedisServer, free_port, start_redis
 
-SECRET = "distributed-test-secret"
+SECRET = "distributed-test-secret-6a1c3e5f7b9d0f2a4c6e8b1d"
 
 
 def descendants(pid: int) -> list[int]:

@@ -26,7 +26,7 @@ from flowsched.worker.log_tokens import TOKEN_TTL, sign
 from tests.conftest import Home
 from tests.servers import free_port
 
-SECRET = "log-secret"
+SECRET = "log-server-test-secret-3d5f7a9c1e0b2d4f6a8c"
 RELATIVE = relative_log_path("etl", "manual__1", "load", 1)
 
 
@@ -154,7 +154,9 @@ def test_the_client_fetches_remote_logs_and_says_why_when_it_cannot(
     with pytest.raises(LogUnavailable, match="no host recorded"):
         fetch_task_log_tail(None, "etl", "manual__1", "load", 1, limit=10)
 
-    sqlite_home.configure(core={"executor": "celery", "secret_key": "wrong-secret"})
+    sqlite_home.configure(
+        core={"executor": "celery", "secret_key": "a-wrong-but-strong-secret-9e7c5a3f1d0b8e6c"}
+    )
     with pytest.raises(LogUnavailable, match="answered 403: bad token signature"):
         fetch_task_log_tail("127.0.0.1", "etl", "manual__1", "load", 1, limit=10)
 
