@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from flowsched import secrets_masker
 from flowsched.config import get_config
 from flowsched.db.engine import session_scope
 from flowsched.db.models import DagRun, DagVersion, TaskInstance
@@ -36,6 +37,7 @@ from flowsched.lifecycle import Workload, claim_try, finish_try, heartbeat_try
 from flowsched.plugins import check_plugin_files, load_plugins
 from flowsched.serialization import SerializedDAG, TaskSpec
 from flowsched.task_logs import log_path
+from flowsched.template_accessors import template_accessors
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import default_timezone, display, utcnow
 from flowsched.xcom import TaskInstanceContext, push_xcom
@@ -59,14 +61,9 @@ def _configure_logging(stream: Any) -> None:
 
 
 def _redirect_output(path: Path) -> None:
-    """Send this process's stdout/stderr (and its children's) to the try's log file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", closefd=False)
-    sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", closefd=False)
+    """Send this process's stdout/stderr (and its children's) to the try's log file,
+    through the masker that replaces secrets (see :mod:`flowsched.secrets_masker`)."""
+    secrets_masker.redirect_output(path)
 
 
 class _Heartbeat(threading.Thread):
@@ -165,6 +162,7 @@ def build_context(workload: Workload, task: Any, dag: Any, run: DagRun) -> dict[
         "params": {**dag.params, **task.params, **(run.conf or {}).get("params", {})},
         "conf": run.conf or {},
         "macros": macros_namespace(),
+        **template_accessors(),
     }
 
 
@@ -218,6 +216,7 @@ def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[
     try:
         # Stored with the try for the record: anything not JSON is kept as its repr.
         rendered = json.loads(json.dumps(task.render_template_fields(context), default=repr))
+        rendered = secrets_masker.redact(rendered)  # shown on the task page: no secrets
         with _timeout(task.execution_timeout):
             result = task.execute(context)
         if result is not None:
@@ -240,6 +239,8 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
         file_handler = logging.FileHandler(path, encoding="utf-8")
         file_handler.setFormatter(logging.getLogger().handlers[0].formatter)
         logging.getLogger().addHandler(file_handler)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(secrets_masker.MaskingFilter())
     else:
         _redirect_output(path)
         _configure_logging(sys.stderr)
@@ -286,7 +287,7 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
             workload.ti_id,
             workload.try_number,
             success=success,
-            error=error.splitlines()[-1] if error else None,
+            error=secrets_masker.redact(error.splitlines()[-1]) if error else None,
             retry_delay=timedelta(0) if success else retry_delay_for(session, workload),
             interrupted=interrupted,
             rendered_fields=rendered,
@@ -343,6 +344,7 @@ def fork_and_run(workload: Workload, *, nodename: str) -> int:
             with contextlib.suppress(Exception):
                 sys.stdout.flush()
                 sys.stderr.flush()
+                secrets_masker.finish_output()
             os._exit(code)
 
     def forward(signum: int, _frame: object) -> None:
