@@ -39,10 +39,7 @@ def _read_mapping(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise ImportFileError(f"{path}: cannot read it: {exc.strerror}") from None
     try:
-        if path.endswith((".yaml", ".yml")):
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+        data = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ImportFileError(f"{path}: not valid JSON/YAML: {exc}") from None
     if not isinstance(data, dict):
