@@ -62,13 +62,13 @@ def test_nested_extra_round_trips_through_the_extra_key():
 
 
 def test_malformed_connections_are_named():
-    with pytest.raises(InvalidConnection, match="'bad'.*not valid JSON"):
+    with pytest.raises(InvalidConnection, match=r"'bad'.*not valid JSON"):
         Connection(conn_id="bad", conn_type="http", extra="{oops")
-    with pytest.raises(InvalidConnection, match="'bad'.*port 'x'"):
+    with pytest.raises(InvalidConnection, match=r"'bad'.*port 'x'"):
         Connection(conn_id="bad", conn_type="http", port="x")
     with pytest.raises(InvalidConnection, match="either a URI or separate fields"):
         Connection(conn_id="bad", uri="http://h", host="h")
-    with pytest.raises(InvalidConnection, match="unknown field.*hostname"):
+    with pytest.raises(InvalidConnection, match=r"unknown field.*hostname"):
         Connection.from_dict("bad", {"conn_type": "http", "hostname": "h"})
 
 
@@ -139,7 +139,7 @@ def test_bad_secrets_files_are_named(keyed, tmp_path):
 
 def test_env_connection_that_is_not_a_uri(home, monkeypatch):
     monkeypatch.setenv("FLOWSCHED_CONN_BROKEN", "just-a-host")
-    with pytest.raises(InvalidConnection, match="FLOWSCHED_CONN_BROKEN.*not a URI"):
+    with pytest.raises(InvalidConnection, match=r"FLOWSCHED_CONN_BROKEN.*not a URI"):
         Connection.get("broken")
 
 
@@ -191,7 +191,7 @@ def test_secrets_are_encrypted_at_rest(keyed):
 def test_no_key_no_secrets_stored(home):
     with pytest.raises(FernetKeyMissing, match="refusing to store the password of connection 'c'"):
         add_connection(Connection(conn_id="c", conn_type="mysql", password="pw-12345"))
-    with pytest.raises(FernetKeyMissing, match="refusing to store variable 'v'.*rotate-fernet-key"):
+    with pytest.raises(FernetKeyMissing, match=r"store variable 'v'.*rotate-fernet-key"):
         Variable.set("v", "value")
     assert _raw("SELECT COUNT(*) FROM connection") == [(0,)]
     assert _raw("SELECT COUNT(*) FROM variable") == [(0,)]
