@@ -93,7 +93,7 @@ def _security_headers(response: Any) -> Any:
 
 def create_app(secret_key: str | None = None, cookie_secure: str | None = None) -> Flask:
     """Build the app; ``secret_key`` defaults to ``core.secret_key`` (random if unset)."""
-    from flowsched.web import actions, api, views
+    from flowsched.web import actions, api, secrets_api, secrets_pages, views  # noqa: F401 (routes on api, pages)
 
     conf = get_config()
     app = Flask(__name__)
