@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from flowsched.config import config_path, flowsched_home, load_config, set_config
+from flowsched.crypto import generate_key
 from flowsched.db.engine import reset_engine
 
 EXAMPLES = Path(__file__).parent / "example_dags"
@@ -36,7 +37,8 @@ def initialise_home() -> Path:
             f"dags_folder = {dags}\n"
             f"plugins_folder = {home / 'plugins'}\n"
             "executor = local\n"
-            f"secret_key = {secrets.token_hex(32)}\n\n"
+            f"secret_key = {secrets.token_hex(32)}\n"
+            f"fernet_key = {generate_key()}\n\n"
             "[database]\n"
             f"sql_alchemy_conn = sqlite:///{home / 'flowsched.db'}\n\n"
             "[logging]\n"

@@ -237,3 +237,25 @@ def test_masker_replaces_secrets_and_sensitive_keys():
         "x": ["***"],
     }
     assert redact("nothing registered here") == "nothing registered here"
+
+
+def test_standalone_home_gets_its_own_fernet_key(tmp_path, monkeypatch):
+    from flowsched.config import set_config
+    from flowsched.db.engine import reset_engine
+    from flowsched.standalone import initialise_home
+
+    for name in ("FLOWSCHED_CONFIG", "FLOWSCHED__CORE__FERNET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    keys = []
+    try:
+        for name in ("one", "two"):
+            monkeypatch.setenv("FLOWSCHED_HOME", str(tmp_path / name))
+            initialise_home()
+            Variable.set("token", f"secret-of-{name}")
+            assert Variable.get("token") == f"secret-of-{name}"
+            keys.append(load_config().core.fernet_key)
+            reset_engine()
+    finally:
+        set_config(None)
+        reset_engine()
+    assert keys[0] != keys[1] and all(len(key) == 44 for key in keys)  # fresh per home
