@@ -99,6 +99,22 @@ def _secret_key(raw: str) -> str:
     return check_secret_key(raw)
 
 
+def _optional_path(raw: str) -> str:
+    return _path(raw) if raw.strip() else ""
+
+
+def _parse_fernet_keys(raw: str) -> str:
+    """Comma-separated Fernet keys (first encrypts, all decrypt); empty: no secrets storage.
+
+    Checked here so a malformed key fails at start, not when a secret is first stored;
+    the message names which key of the list is wrong, never the key itself.
+    """
+    from flowsched.crypto import check_fernet_keys
+
+    check_fernet_keys(raw)
+    return raw.strip()
+
+
 @dataclass(frozen=True)
 class Option:
     parse: Callable[[str], Any]
@@ -154,6 +170,24 @@ OPTIONS: dict[str, dict[str, Option]] = {
             _positive(int),
             "65536",
             "Largest run conf in bytes (compact JSON), checked wherever a run is triggered.",
+        ),
+        "fernet_key": Option(
+            _parse_fernet_keys,
+            "",
+            "Fernet key(s) encrypting connection passwords, extras and variable values in the "
+            "database; comma-separated to rotate (the first encrypts, every one decrypts). "
+            "Empty: connections and variables cannot be stored in the database. "
+            "Create one with `flowsched rotate-fernet-key --generate`.",
+            True,
+        ),
+    },
+    "secrets": {
+        "files_folder": Option(
+            _optional_path,
+            "",
+            "Folder of YAML/JSON files of connections and variables (the file backend), "
+            "looked up after FLOWSCHED_CONN_/FLOWSCHED_VAR_ environment variables and "
+            "before the database. Empty: no file backend.",
         ),
     },
     "database": {

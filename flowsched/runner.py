@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from flowsched import secrets_masker
 from flowsched.config import get_config
 from flowsched.db.engine import db_outage, is_db_outage, session_scope, with_db_retry
 from flowsched.db.models import DagRun, DagVersion, TaskInstance
@@ -47,6 +48,7 @@ from flowsched.serialization import SerializedDAG, TaskSpec
 from flowsched.state import TaskState
 from flowsched.task_env import scrub_task_environment
 from flowsched.task_logs import open_for_append, relative_log_path
+from flowsched.template_accessors import template_accessors
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import default_timezone, display, utcnow
 from flowsched.xcom import TaskInstanceContext, push_xcom
@@ -70,12 +72,9 @@ def _configure_logging(stream: Any) -> None:
 
 
 def _redirect_output(fd: int) -> None:
-    """Send this process's stdout/stderr (and its children's) to the try's log file."""
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", closefd=False)
-    sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", closefd=False)
+    """Send this process's stdout/stderr (and its children's) to the try's log file
+    (``fd``), through the masker that replaces secrets (:mod:`flowsched.secrets_masker`)."""
+    secrets_masker.redirect_output(fd)
 
 
 class _Heartbeat(threading.Thread):
@@ -180,6 +179,7 @@ def build_context(workload: Workload, task: Any, dag: Any, run: DagRun) -> dict[
         "params": {**dag.params, **task.params, **(run.conf or {}).get("params", {})},
         "conf": run.conf or {},
         "macros": macros_namespace(),
+        **template_accessors(),
     }
 
 
@@ -233,6 +233,7 @@ def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[
     try:
         # Stored with the try for the record: anything not JSON is kept as its repr.
         rendered = json.loads(json.dumps(task.render_template_fields(context), default=repr))
+        rendered = secrets_masker.redact(rendered)  # shown on the task page: no secrets
         with _timeout(task.execution_timeout):
             result = task.execute(context)
         if result is not None:
@@ -272,6 +273,8 @@ def _set_up_log(workload: Workload, nodename: str, *, foreground: bool) -> str |
             handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1, encoding="utf-8"))
             handler.setFormatter(logging.getLogger().handlers[0].formatter)
             logging.getLogger().addHandler(handler)
+            for each in logging.getLogger().handlers:
+                each.addFilter(secrets_masker.MaskingFilter())
         else:
             _redirect_output(fd)
             _configure_logging(sys.stderr)
@@ -377,7 +380,7 @@ def _record_result(
                 workload.ti_id,
                 workload.try_number,
                 success=success,
-                error=error.splitlines()[-1] if error else None,
+                error=secrets_masker.redact(error.splitlines()[-1]) if error else None,
                 retry_delay=timedelta(0) if success else retry_delay_for(session, workload),
                 interrupted=interrupted,
                 rendered_fields=rendered,
@@ -511,6 +514,7 @@ def _run_forked_try(workload: Workload, nodename: str, supervisor: int) -> None:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
+            secrets_masker.finish_output()
         if os.getppid() != supervisor:
             # Orphaned: nobody will clear our group after us. Doing it kills us too.
             os.killpg(0, signal.SIGKILL)

@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 
 from flowsched.config import config_path, flowsched_home, load_config, set_config
+from flowsched.crypto import generate_key
 from flowsched.db.engine import reset_engine
 from flowsched.exceptions import FlowschedError
 from flowsched.processes import describe_exit, kill_group, spawn_flowsched, stop_process
@@ -51,7 +52,8 @@ def initialise_home() -> Path:
             f"dags_folder = {dags}\n"
             f"plugins_folder = {home / 'plugins'}\n"
             "executor = local\n"
-            f"secret_key = {secrets.token_hex(32)}\n\n"
+            f"secret_key = {secrets.token_hex(32)}\n"
+            f"fernet_key = {generate_key()}\n\n"
             "[database]\n"
             f"sql_alchemy_conn = sqlite:///{home / 'flowsched.db'}\n\n"
             "[logging]\n"

@@ -452,6 +452,10 @@ from flowsched.cli.web_commands import register  # noqa: E402
 
 register(cli)
 
+from flowsched.cli.secret_commands import register as register_secrets  # noqa: E402
+
+register_secrets(cli)
+
 
 def main() -> None:
     cli(prog_name="flowsched")

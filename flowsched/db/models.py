@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -286,3 +287,34 @@ class LoginFailure(Base):
     username: Mapped[str] = mapped_column(String(100))
     address: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# -- connections and variables (secret columns hold Fernet tokens) --------------
+class ConnectionRecord(Base):
+    """A stored :class:`flowsched.Connection`; ``password`` and ``extra`` are Fernet tokens."""
+
+    __tablename__ = "connection"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conn_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    conn_type: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(500))
+    schema: Mapped[str | None] = mapped_column(String(500))
+    login: Mapped[str | None] = mapped_column(String(500))
+    password: Mapped[str | None] = mapped_column(Text)
+    port: Mapped[int | None] = mapped_column(Integer)
+    extra: Mapped[str | None] = mapped_column(LongText)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class VariableRecord(Base):
+    """A stored :class:`flowsched.Variable`; ``val`` is a Fernet token."""
+
+    __tablename__ = "variable"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    val: Mapped[str] = mapped_column(LongText)
+    description: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -93,7 +93,14 @@ def _security_headers(response: Any) -> Any:
 
 def create_app(secret_key: str | None = None, cookie_secure: str | None = None) -> Flask:
     """Build the app; ``secret_key`` defaults to ``core.secret_key`` (random if unset)."""
-    from flowsched.web import actions, api, security_pages, views
+    from flowsched.web import (  # noqa: F401 (modules that register routes)
+        actions,
+        api,
+        secrets_api,
+        secrets_pages,
+        security_pages,
+        views,
+    )
 
     conf = get_config()
     app = Flask(__name__)

@@ -498,6 +498,8 @@ def _paths() -> dict[str, Any]:
 
 @cache
 def spec() -> dict[str, Any]:
+    from flowsched.web import openapi_secrets  # it builds on the helpers above
+
     error_responses = {f"E{code}": _json(_ref("Error"), text) for code, text in ERROR_TEXT.items()}
     health = _json(
         _object(
@@ -523,10 +525,10 @@ def spec() -> dict[str, Any]:
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **openapi_secrets.paths()},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": SCHEMAS,
-            "responses": {**error_responses, "Health": health},
+            "schemas": {**SCHEMAS, **openapi_secrets.SCHEMAS},
+            "responses": {**error_responses, **openapi_secrets.RESPONSES, "Health": health},
         },
     }
