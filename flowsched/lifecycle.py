@@ -8,6 +8,7 @@ This is what makes "never run twice at the same time" hold by construction.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -246,3 +247,70 @@ def finish_try(
         .values(**try_values)
     )
     return new_state
+
+
+def skip_try(
+    session: Session,
+    ti_id: int,
+    try_number: int,
+    *,
+    reason: str | None = None,
+    rendered_fields: dict[str, Any] | None = None,
+) -> TaskState | None:
+    """running -> skipped: the task raised SkipTask. No retry is spent or scheduled.
+
+    Returns the new state, or None if this try was no longer running.
+    """
+    now = utcnow()
+    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
+    if ti is None or ti.try_number != try_number or ti.state != TaskState.RUNNING.value:
+        return None
+    duration = (now - ti.start_date).total_seconds() if ti.start_date else None
+    session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.id == ti_id,
+            TaskInstance.try_number == try_number,
+            TaskInstance.state == TaskState.RUNNING.value,
+        )
+        .values(state=TaskState.SKIPPED.value, end_date=now, duration=duration, pid=None)
+        .execution_options(synchronize_session=False)
+    )
+    try_values: dict[str, Any] = {
+        "state": TaskState.SKIPPED.value,
+        "end_date": now,
+        "duration": duration,
+        "error": reason,
+    }
+    if rendered_fields is not None:
+        try_values["rendered_fields"] = rendered_fields
+    session.execute(
+        update(TaskTry)
+        .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
+        .values(**try_values)
+    )
+    return TaskState.SKIPPED
+
+
+def skip_tasks(session: Session, dag_id: str, run_id: str, task_ids: Iterable[str]) -> int:
+    """Mark tasks of a run skipped that have not started: a branch or short-circuit chose so.
+
+    Only tasks still waiting (``none`` or ``scheduled``) are skipped; one already queued
+    or running (say, with ``trigger_rule="always"``) is left to finish. Returns how many.
+    """
+    ids = sorted(set(task_ids))
+    if not ids:
+        return 0
+    now = utcnow()
+    result = session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.dag_id == dag_id,
+            TaskInstance.run_id == run_id,
+            TaskInstance.task_id.in_(ids),
+            TaskInstance.state.in_([TaskState.NONE.value, TaskState.SCHEDULED.value]),
+        )
+        .values(state=TaskState.SKIPPED.value, start_date=now, end_date=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount

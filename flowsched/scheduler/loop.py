@@ -423,8 +423,9 @@ class Scheduler:
             elif state == TaskState.NONE.value:
                 spec = dag.tasks[task_id]
                 decision = evaluate(spec.trigger_rule, [states[up] for up in spec.upstream])
+                ready = TaskState.SUCCESS if spec.is_empty else TaskState.SCHEDULED
                 new_state = {
-                    Decision.READY: TaskState.SCHEDULED.value,
+                    Decision.READY: ready.value,
                     Decision.UPSTREAM_FAILED: TaskState.UPSTREAM_FAILED.value,
                     Decision.SKIP: TaskState.SKIPPED.value,
                 }.get(decision)
