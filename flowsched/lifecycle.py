@@ -314,3 +314,38 @@ def skip_tasks(session: Session, dag_id: str, run_id: str, task_ids: Iterable[st
         .execution_options(synchronize_session=False)
     )
     return result.rowcount
+
+
+def time_out_run(session: Session, dag_run_id: int, reason: str) -> int:
+    """Skip every unfinished task of a run past its ``dagrun_timeout``, as Airflow does.
+
+    Running tries see their instance is no longer running at the next heartbeat and
+    stop themselves; their history rows end here, with the reason. Returns how many.
+    """
+    now = utcnow()
+    unfinished = [
+        TaskState.NONE.value,
+        TaskState.SCHEDULED.value,
+        TaskState.QUEUED.value,
+        TaskState.RUNNING.value,
+        TaskState.UP_FOR_RETRY.value,
+    ]
+    started = session.execute(
+        select(TaskInstance.id, TaskInstance.try_number).where(
+            TaskInstance.dag_run_id == dag_run_id,
+            TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]),
+        )
+    ).all()
+    result = session.execute(
+        update(TaskInstance)
+        .where(TaskInstance.dag_run_id == dag_run_id, TaskInstance.state.in_(unfinished))
+        .values(state=TaskState.SKIPPED.value, end_date=now)
+        .execution_options(synchronize_session=False)
+    )
+    for ti_id, try_number in started:
+        session.execute(
+            update(TaskTry)
+            .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
+            .values(state=TaskState.SKIPPED.value, end_date=now, error=reason)
+        )
+    return result.rowcount

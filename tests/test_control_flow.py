@@ -270,3 +270,43 @@ def test_latest_only_skips_old_scheduled_runs_and_lets_manual_runs_through(home)
 
 def states_of_run(dag_id: str, run_id: str) -> dict[str, str]:
     return {task: state for task, (state, _) in ti_states(dag_id, run_id).items()}
+
+
+TIMEOUT = """
+from datetime import datetime, timedelta
+from flowsched import DAG, BashOperator
+
+with DAG("run_timeout", start_date=datetime(2026, 1, 1),
+         dagrun_timeout=timedelta(seconds=3)) as dag:
+    quick = BashOperator(task_id="quick", bash_command="true")
+    slow = BashOperator(task_id="slow", bash_command="sleep 60")
+    after = BashOperator(task_id="after", bash_command="true")
+    quick >> slow >> after
+"""
+
+
+def test_dagrun_timeout_fails_the_run_and_skips_what_is_unfinished(home):
+    import os
+
+    from tests.harness import wait_for
+
+    home.write_dag("run_timeout.py", TIMEOUT)
+    parse()
+    run = operations.trigger_dag("run_timeout")
+    drive(run_finished("run_timeout"), timeout=60)
+    assert run_state("run_timeout") == "failed"
+    assert states_of("run_timeout") == {"quick": "success", "slow": "skipped", "after": "skipped"}
+    [slow_try] = tries("run_timeout", "slow")
+    assert slow_try.state == "skipped"
+    assert slow_try.error == "dagrun_timeout of 0:00:03 exceeded"
+
+    def gone() -> bool:
+        try:
+            os.kill(slow_try.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    # The running try noticed at its next heartbeat and stopped (no orphan `sleep 60`).
+    wait_for(gone, timeout=30)
+    assert run.run_id

@@ -38,7 +38,7 @@ from flowsched.db.models import Dag, DagRun, DagVersion, Job, Pool, TaskInstance
 from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
-from flowsched.lifecycle import Workload, finish_try, queue_try
+from flowsched.lifecycle import Workload, finish_try, queue_try, time_out_run
 from flowsched.scheduler.dependencies import Decision, evaluate
 from flowsched.scheduler.runs import add_task_instances, create_run
 from flowsched.scheduler.timetable import next_run_fields
@@ -373,6 +373,8 @@ class Scheduler:
                 if version is None:
                     continue
                 dag = self._dag(session, version.id)
+                if self._timed_out(session, run, dag, now):
+                    continue
                 run_rows = rows.get(run.id, {})
                 if set(dag.tasks) - set(run_rows):
                     add_task_instances(session, run, dag, set(run_rows))
@@ -385,6 +387,21 @@ class Scheduler:
                 self._maybe_finish_run(run, dag, states, now)
             self._write_decisions(session, changes, now)
             return self._queue_scheduled(session, runs, versions, now)
+
+    @staticmethod
+    def _timed_out(session: Session, run: DagRun, dag: SerializedDAG, now: datetime) -> bool:
+        """A run past its DAG's dagrun_timeout fails; its unfinished tasks are skipped."""
+        timeout = dag.dagrun_timeout
+        if timeout is None or run.start_date is None or now - run.start_date <= timeout:
+            return False
+        reason = f"dagrun_timeout of {timeout} exceeded"
+        skipped = time_out_run(session, run.id, reason)
+        run.state = RunState.FAILED.value
+        run.end_date = now
+        log.info(
+            "run %s of %s failed: %s (%d tasks skipped)", run.run_id, run.dag_id, reason, skipped
+        )
+        return True
 
     @staticmethod
     def _ti_rows(
