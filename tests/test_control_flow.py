@@ -310,3 +310,35 @@ def test_dagrun_timeout_fails_the_run_and_skips_what_is_unfinished(home):
     # The running try noticed at its next heartbeat and stopped (no orphan `sleep 60`).
     wait_for(gone, timeout=30)
     assert run.run_id
+
+
+def test_example_branches_dag_takes_one_path(home):
+    import shutil
+    from pathlib import Path
+
+    import flowsched
+
+    example = Path(flowsched.__file__).parent / "example_dags" / "example_branches.py"
+    shutil.copy(example, home.dags / example.name)
+    parse()
+    run = operations.trigger_dag("example_branches")
+    drive(run_finished("example_branches", run.run_id))
+    # (the DAG is hourly: a scheduled run may run beside this one)
+    states = states_of_run("example_branches", run.run_id)
+    hour = run.logical_date.astimezone(home_zone()).hour
+    taken, skipped = (
+        ("full_load", "incremental_load") if hour % 2 == 0 else ("incremental_load", "full_load")
+    )
+    assert (states[taken], states[skipped]) == ("success", "skipped"), (hour, run.logical_date)
+    assert states["join"] == "success", states
+    day = run.logical_date.astimezone(home_zone()).day
+    # ShortCircuit with ignore_downstream_trigger_rules=True skips cleanup on the 1st too.
+    expected = ("skipped", "skipped") if day == 1 else ("success", "success")
+    assert (states["publish"], states["cleanup"]) == expected
+    assert run_state("example_branches", run.run_id) == "success"
+
+
+def home_zone():
+    from flowsched.timezone import default_timezone
+
+    return default_timezone()
