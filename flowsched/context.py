@@ -110,3 +110,7 @@ def run_for_templates(run: DagRun) -> DagRun:
     run.conf = run.conf or {}
     run.external_trigger = run.run_type == RunType.MANUAL.value  # type: ignore[attr-defined]
     return run
+
+
+# ``from airflow.utils.context import Context`` in type hints: a task's context is a dict.
+Context = dict[str, Any]
