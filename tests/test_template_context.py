@@ -169,3 +169,42 @@ def test_bash_env_append_env_and_cwd(home, monkeypatch):
     assert values[("in_cwd", "return_value")] == str(cwd)
     assert ti_states("bash_env")["no_cwd"][0] == "failed"
     assert "can not find the cwd" in tries("bash_env", "no_cwd")[0].error
+
+
+DAG_DECORATOR = """
+from datetime import datetime
+from flowsched import dag, task
+
+@dag(schedule=None, start_date=datetime(2026, 1, 1))
+def decorated(rows: int = 3, label: str = "x"):
+    @task
+    def double(n):
+        return n * 2
+
+    @task
+    def tag(text):
+        return f"tag-{text}"
+
+    double(rows)
+    tag(label)
+
+decorated()
+"""
+
+
+def test_dag_decorator_arguments_reach_tasks_as_params(home):
+    home.write_dag("decorated.py", DAG_DECORATOR)
+    parse()
+    run = operations.trigger_dag("decorated")
+    drive(run_finished("decorated", run.run_id))
+    values = xcoms("decorated")
+    assert values[("double", "return_value")] == 6
+    assert values[("tag", "return_value")] == "tag-x"
+    # A run's params (today given as conf["params"]) reach the function's arguments.
+    other = operations.trigger_dag("decorated", conf={"params": {"rows": 5}})
+    drive(run_finished("decorated", other.run_id))
+    with session_scope() as session:
+        doubled = session.scalar(
+            select(XCom.value).where(XCom.run_id == other.run_id, XCom.task_id == "double")
+        )
+    assert doubled == 10
