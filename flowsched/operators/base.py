@@ -227,13 +227,13 @@ class BaseOperator(DependencyMixin):
 
     @property
     def upstream_list(self) -> list[BaseOperator]:
-        return [self._same_dag_task(task_id) for task_id in sorted(self.upstream_task_ids)]
+        return [self._task_in_dag(task_id) for task_id in sorted(self.upstream_task_ids)]
 
     @property
     def downstream_list(self) -> list[BaseOperator]:
-        return [self._same_dag_task(task_id) for task_id in sorted(self.downstream_task_ids)]
+        return [self._task_in_dag(task_id) for task_id in sorted(self.downstream_task_ids)]
 
-    def _same_dag_task(self, task_id: str) -> BaseOperator:
+    def _task_in_dag(self, task_id: str) -> BaseOperator:
         assert self.dag is not None
         return self.dag.tasks[task_id]
 
@@ -251,12 +251,12 @@ class BaseOperator(DependencyMixin):
             task_id = pending.pop()
             if task_id not in found:
                 found.add(task_id)
-                pending.extend(self._same_dag_task(task_id).get_direct_relative_ids(upstream))
+                pending.extend(self._task_in_dag(task_id).get_direct_relative_ids(upstream))
         return found
 
     def get_flat_relatives(self, upstream: bool = False) -> list[BaseOperator]:
         return [
-            self._same_dag_task(task_id) for task_id in sorted(self.get_flat_relative_ids(upstream))
+            self._task_in_dag(task_id) for task_id in sorted(self.get_flat_relative_ids(upstream))
         ]
 
     def set_xcomargs_dependencies(self) -> None:
