@@ -233,20 +233,35 @@ def finish_try(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    try_values: dict[str, Any] = {
-        "state": TaskState.SUCCESS.value if success else TaskState.FAILED.value,
+    ended = TaskState.SUCCESS if success else TaskState.FAILED
+    _end_try_record(session, ti_id, try_number, ended, now, duration, error, rendered_fields)
+    return new_state
+
+
+def _end_try_record(
+    session: Session,
+    ti_id: int,
+    try_number: int,
+    state: TaskState,
+    now: datetime,
+    duration: float | None,
+    error: str | None,
+    rendered_fields: dict[str, Any] | None,
+) -> None:
+    """Close the try's history row with how it ended."""
+    values: dict[str, Any] = {
+        "state": state.value,
         "end_date": now,
         "duration": duration,
         "error": error,
     }
     if rendered_fields is not None:
-        try_values["rendered_fields"] = rendered_fields
+        values["rendered_fields"] = rendered_fields
     session.execute(
         update(TaskTry)
         .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
-        .values(**try_values)
+        .values(**values)
     )
-    return new_state
 
 
 def skip_try(
@@ -276,18 +291,8 @@ def skip_try(
         .values(state=TaskState.SKIPPED.value, end_date=now, duration=duration, pid=None)
         .execution_options(synchronize_session=False)
     )
-    try_values: dict[str, Any] = {
-        "state": TaskState.SKIPPED.value,
-        "end_date": now,
-        "duration": duration,
-        "error": reason,
-    }
-    if rendered_fields is not None:
-        try_values["rendered_fields"] = rendered_fields
-    session.execute(
-        update(TaskTry)
-        .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
-        .values(**try_values)
+    _end_try_record(
+        session, ti_id, try_number, TaskState.SKIPPED, now, duration, reason, rendered_fields
     )
     return TaskState.SKIPPED
 

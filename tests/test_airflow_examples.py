@@ -96,11 +96,14 @@ def install(home, airflow_examples: Path, name: str) -> None:
     parse()
 
 
+def states_of(dag_id: str, run_id: str) -> dict[str, str]:
+    return {task: state for task, (state, _) in ti_states(dag_id, run_id).items()}
+
+
 def run_to_end(dag_id: str) -> tuple[str, dict[str, str]]:
     run = operations.trigger_dag(dag_id)
     drive(run_finished(dag_id, run.run_id))
-    states = {task: state for task, (state, _) in ti_states(dag_id, run.run_id).items()}
-    return run.run_id, states
+    return run.run_id, states_of(dag_id, run.run_id)
 
 
 def xcom(dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
@@ -195,10 +198,7 @@ def test_example_branch_dop_operator_v3(home, airflow_examples):
     install(home, airflow_examples, "example_branch_python_dop_operator_3")
     run = operations.trigger_dag("example_branch_dop_operator_v3")
     drive(run_finished("example_branch_dop_operator_v3", run.run_id))
-    states = {
-        task: state
-        for task, (state, _) in ti_states("example_branch_dop_operator_v3", run.run_id).items()
-    }
+    states = states_of("example_branch_dop_operator_v3", run.run_id)
     chosen = "empty_task_1" if run.logical_date.minute % 2 == 0 else "empty_task_2"
     other = {"empty_task_1", "empty_task_2"} - {chosen}
     assert states == {"should_run": "success", chosen: "success", other.pop(): "skipped"}
@@ -211,7 +211,7 @@ def test_example_latest_only_with_trigger(home, airflow_examples):
     old = datetime(2021, 1, 2, tzinfo=UTC)
     [run_id] = operations.backfill("latest_only_with_trigger", old, old)
     drive(run_finished("latest_only_with_trigger", run_id))
-    states = {t: s for t, (s, _) in ti_states("latest_only_with_trigger", run_id).items()}
+    states = states_of("latest_only_with_trigger", run_id)
     assert states == {
         "latest_only": "success",
         "task1": "skipped",  # not the latest run

@@ -97,7 +97,7 @@ with DAG("branching", start_date=datetime(2026, 1, 1)) as dag:
 
     @task.branch
     def choose(n=2):
-        return [f"option_{i}" for i in range(n)]
+        return (f"option_{i}" for i in range(n))  # a generator, as some DAGs return
 
     options = [BashOperator(task_id=f"option_{i}", bash_command="true") for i in range(3)]
     # An empty branch: "done" is both chosen-path downstream and a direct downstream.
@@ -146,6 +146,13 @@ def test_branching_follows_the_chosen_tasks_and_skips_the_others(home):
         "a": "success",
         "done": "success",  # downstream of the chosen 'a': followed, not skipped
     }
+    # The branch's choice is its XCom (a generator became a list).
+    from flowsched.db.engine import session_scope
+    from flowsched.db.models import XCom
+
+    with session_scope() as session:
+        chosen = session.scalar(select(XCom.value).where(XCom.task_id == "choose"))
+    assert chosen == ["option_0", "option_1"]
     # EmptyOperator was never sent to a worker: success without a try.
     assert ti_states("branching")["join"] == ("success", 0)
     assert tries("branching", "join") == []

@@ -11,7 +11,9 @@ from flowsched.operators.skip import SkipMixin
 
 class BranchMixIn(SkipMixin):
     def do_branch(self, context: dict[str, Any], branches: str | Iterable[str] | None) -> Any:
-        """Skip every direct downstream task not in ``branches``; returns ``branches``."""
+        """Skip every direct downstream task not in ``branches``; returns them for XCom."""
+        if isinstance(branches, Iterable) and not isinstance(branches, str):
+            branches = list(branches)  # a set or generator is not JSON: XCom gets a list
         self.skip_all_except(context["ti"], branches)
         return branches
 
