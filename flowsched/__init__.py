@@ -8,6 +8,7 @@ The public authoring API lives here::
 __version__ = "0.1.0"
 
 from flowsched.chain import chain, chain_linear, cross_downstream
+from flowsched.context import get_current_context
 from flowsched.dag import DAG
 
 # Imported last on purpose: `from flowsched import dag` must give the @dag decorator,
@@ -56,5 +57,6 @@ __all__ = [
     "chain_linear",
     "cross_downstream",
     "dag",
+    "get_current_context",
     "task",
 ]

@@ -7,6 +7,9 @@ shows; ``ds`` and friends are dates in that zone.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -114,3 +117,26 @@ def run_for_templates(run: DagRun) -> DagRun:
 
 # ``from airflow.utils.context import Context`` in type hints: a task's context is a dict.
 Context = dict[str, Any]
+
+_current: ContextVar[Context | None] = ContextVar("flowsched_task_context", default=None)
+
+
+@contextmanager
+def current_context(context: Context) -> Iterator[None]:
+    """Make ``context`` what :func:`get_current_context` returns while a task executes."""
+    token = _current.set(context)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def get_current_context() -> Context:
+    """The running task's context, from anywhere in its code (Airflow's function)."""
+    context = _current.get()
+    if context is None:
+        raise RuntimeError(
+            "get_current_context() was called outside a running task: "
+            "it only has a context while a task executes"
+        )
+    return context

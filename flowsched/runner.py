@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import select
 
 from flowsched.config import get_config
-from flowsched.context import date_context, run_for_templates
+from flowsched.context import current_context, date_context, run_for_templates
 from flowsched.db.engine import session_scope
 from flowsched.db.models import DagRun, DagVersion, TaskInstance
 from flowsched.discovery import exec_dag_file, fingerprint_bytes
@@ -271,7 +271,7 @@ def _execute(
     try:
         # Stored with the try for the record: anything not JSON is kept as its repr.
         rendered = json.loads(json.dumps(task.render_template_fields(context), default=repr))
-        with _timeout(task.execution_timeout):
+        with _timeout(task.execution_timeout), current_context(context):
             result = task.execute(context)
         _push_result(workload, task, result)
         skips = frozenset(task.tasks_to_skip) if isinstance(task, SkipMixin) else NOTHING

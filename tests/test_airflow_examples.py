@@ -237,3 +237,33 @@ def test_taskflow_examples(home, airflow_examples):
         "print_value__1": "success",
         "d": "success",
     }
+
+
+def test_xcom_and_simple_examples(home, airflow_examples):
+    install(home, airflow_examples, "example_xcom")
+    run_id, states = run_to_end("example_xcom")
+    assert set(states.values()) == {"success"} and len(states) == 6
+    assert xcom("example_xcom", run_id, "bash_push") == "value_by_return"
+    assert xcom("example_xcom", run_id, "bash_push", "manually_pushed_value") == (
+        "manually_pushed_value"
+    )
+    assert xcom("example_xcom", run_id, "bash_pull") is None  # do_xcom_push=False
+    install(home, airflow_examples, "example_display_name")
+    _, states = run_to_end("example_display_name")
+    assert states == {"sample_task_1": "success", "sample_task_2": "success"}
+    install(home, airflow_examples, "tutorial_dag")
+    run_id, states = run_to_end("tutorial_dag")
+    assert states == {"extract": "success", "transform": "success", "load": "success"}
+    assert xcom("tutorial_dag", run_id, "transform", "total_order_value") == (
+        '{"total_order_value": 1236.7}'
+    )
+    install(home, airflow_examples, "example_trigger_target_dag")
+    run = operations.trigger_dag("example_trigger_target_dag", conf={"message": "hello"})
+    drive(run_finished("example_trigger_target_dag", run.run_id))
+    assert states_of("example_trigger_target_dag", run.run_id) == {
+        "run_this": "success",
+        "bash_task": "success",
+    }
+    assert xcom("example_trigger_target_dag", run.run_id, "bash_task") == (
+        "Here is the message: hello"
+    )

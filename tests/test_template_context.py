@@ -59,6 +59,15 @@ with DAG("ctx", schedule="@daily", start_date=pendulum.datetime(2026, 1, 1, tz="
     def show_templates(templates_dict):
         return templates_dict["day"]
 
+    @task
+    def current():
+        from flowsched.operators.python import get_current_context
+
+        context = get_current_context()
+        return context["task"].render_template("{{{{ ds_nodash }}}}-{{{{ greeting }}}}", context)
+
+    current()
+
     PythonOperator(task_id="templates", python_callable=show_templates,
                    templates_dict={{"day": "{{{{ ds_nodash }}}}"}})
 """
@@ -104,6 +113,7 @@ def test_template_context_keys_are_airflows(home):
     assert values[(backfilled, "pair", "return_value")] == {"a": 1, "b": 2}
     assert (backfilled, "quiet", "return_value") not in values
     assert values[(backfilled, "templates", "return_value")] == "20260105"
+    assert values[(backfilled, "current", "return_value")] == "20260105-hello"
     assert tries("ctx", "show")[0].rendered_fields["bash_command"].endswith("xcom=made-value")
 
 

@@ -283,16 +283,19 @@ class BaseOperator(DependencyMixin):
 
     def render_template_fields(self, context: dict[str, Any]) -> dict[str, Any]:
         """Render ``template_fields`` in place; returns what was rendered (for the record)."""
-        from flowsched.templating import render_value, template_environment
-
-        environment = template_environment(self.dag)
-        context = {**context, **(self.dag.user_defined_macros if self.dag else {})}
         rendered: dict[str, Any] = {}
         for name in self.template_fields:
-            value = render_value(getattr(self, name), context, environment, self.template_ext)
+            value = self.render_template(getattr(self, name), context)
             setattr(self, name, value)
             rendered[name] = value
         return rendered
+
+    def render_template(self, content: Any, context: dict[str, Any]) -> Any:
+        """Render one value with this task's DAG settings (Airflow's method of the name)."""
+        from flowsched.templating import render_value, template_environment
+
+        context = {**context, **(self.dag.user_defined_macros if self.dag else {})}
+        return render_value(content, context, template_environment(self.dag), self.template_ext)
 
     def retry_delay_for(self, try_number: int) -> timedelta:
         """Delay before the try after ``try_number``; exponential if asked, capped."""

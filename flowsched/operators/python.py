@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from flowsched.context import get_current_context
 from flowsched.exceptions import DagDefinitionError
 from flowsched.operators.base import BaseOperator
 from flowsched.operators.branch import BranchMixIn
@@ -14,6 +15,14 @@ from flowsched.operators.skip import SkipMixin
 from flowsched.xcom_arg import resolve_xcom_args
 
 log = logging.getLogger("flowsched.task")
+
+__all__ = [
+    "BranchPythonOperator",
+    "PythonOperator",
+    "ShortCircuitOperator",
+    "call_with_context",
+    "get_current_context",
+]
 
 
 def call_with_context(
