@@ -15,6 +15,7 @@ from typing import Any
 
 from flowsched.dag import DAG, DagContext
 from flowsched.exceptions import DagDefinitionError
+from flowsched.operators.bash import BashDecoratedOperator
 from flowsched.operators.python import (
     BranchPythonOperator,
     PythonOperator,
@@ -79,9 +80,10 @@ def _decorator(operator_class: type) -> Callable[..., Any]:
 
 
 class TaskDecoratorCollection:
-    """``@task`` / ``@task(retries=2)``, and ``@task.branch``, ``@task.short_circuit``."""
+    """``@task``, ``@task(retries=2)``, ``@task.branch``, ``.short_circuit``, ``.bash``."""
 
     python = staticmethod(_decorator(PythonOperator))
+    bash = staticmethod(_decorator(BashDecoratedOperator))
     branch = staticmethod(_decorator(BranchPythonOperator))
     short_circuit = staticmethod(_decorator(ShortCircuitOperator))
 

@@ -35,6 +35,9 @@ IMPORTS = {
     "airflow.decorators": "flowsched.decorators",
     "airflow.exceptions": "flowsched.exceptions",
     "airflow.operators.bash": "flowsched.operators.bash",
+    "airflow.operators.datetime": "flowsched.operators.datetime",
+    "airflow.operators.weekday": "flowsched.operators.weekday",
+    "airflow.utils.weekday": "flowsched.weekday",
     "airflow.operators.branch": "flowsched.operators.branch",
     "airflow.operators.empty": "flowsched.operators.empty",
     "airflow.operators.latest_only": "flowsched.operators.latest_only",
@@ -267,3 +270,62 @@ def test_xcom_and_simple_examples(home, airflow_examples):
     assert xcom("example_trigger_target_dag", run.run_id, "bash_task") == (
         "Here is the message: hello"
     )
+
+
+def test_day_of_week_and_datetime_branches(home, airflow_examples):
+    from flowsched.timezone import utcnow
+
+    install(home, airflow_examples, "example_branch_day_of_week_operator")
+    _, states = run_to_end("example_weekday_branch_operator")
+    today = utcnow().isoweekday()  # the DAG's zone is UTC (its start_date's)
+    monday, weekend = today == 1, today in (6, 7)
+    assert states == {
+        "make_choice": "success",
+        "branch_true": "success" if monday else "skipped",
+        "branch_false": "skipped" if monday else "success",
+        "make_weekend_choice": "skipped" if monday else "success",
+        "branch_weekend": "success" if weekend and not monday else "skipped",
+        "branch_mid_week": "success" if not weekend and not monday else "skipped",
+    }
+    install(home, airflow_examples, "example_branch_datetime_operator")
+    # 1: a window in 2020 (now is after it); 2: 15:00-24:00 UTC today; 3: logical date, 2020.
+    in_window_2 = utcnow().hour >= 15
+    expected = {
+        "example_branch_datetime_operator": False,
+        "example_branch_datetime_operator_2": in_window_2,
+        "example_branch_datetime_operator_3": False,
+    }
+    for dag_id, inside in expected.items():
+        _, states = run_to_end(dag_id)
+        assert states == {
+            "datetime_branch": "success",
+            "date_in_range": "success" if inside else "skipped",
+            "date_outside_range": "skipped" if inside else "success",
+        }, dag_id
+
+
+def test_example_bash_decorator(home, airflow_examples, monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))  # make_dynamic_dirs writes under it
+    install(home, airflow_examples, "example_bash_decorator")
+    run_id, states = run_to_end("example_bash_decorator")
+    assert states == {
+        "runme_0": "success",
+        "runme_1": "success",
+        "runme_2": "success",
+        "run_after_loop": "success",
+        "also_run_this": "success",
+        "also_run_this_again": "success",
+        "this_will_skip": "skipped",
+        "run_this_last": "success",  # all_done
+        "sleep_in": "skipped",  # a day name never equals an IntEnum WeekDay, as in Airflow
+        "make_dynamic_dirs": "success",
+        # Runs in a fresh temporary folder (as Airflow does), where its glob finds no
+        # files, so `stat` gets no operand and fails, as it does in Airflow.
+        "get_file_stats": "failed",
+    }
+    key = xcom("example_bash_decorator", run_id, "also_run_this")
+    assert re.fullmatch(r"ti_key=example_bash_decorator__also_run_this__\d{8}", key)
+    assert xcom("example_bash_decorator", run_id, "also_run_this_again") == key.replace(
+        "also_run_this", "also_run_this_again"
+    )
+    assert len([p for p in tmp_path.rglob("baz") if p.is_dir()]) == 1
