@@ -10,18 +10,16 @@ __version__ = "0.1.0"
 from flowsched.chain import chain, chain_linear, cross_downstream
 from flowsched.context import get_current_context
 from flowsched.dag import DAG
-
-# Imported last on purpose: `from flowsched import dag` must give the @dag decorator,
-# as `from airflow.decorators import dag` does, not the flowsched.dag module that the
-# import of DAG above bound to this name. `from flowsched.dag import DAG` still works
-# (it reads sys.modules, not this attribute).
-from flowsched.decorators import dag, task
+from flowsched.decorators import dag as _dag_decorator
+from flowsched.decorators import task
 from flowsched.edgemodifier import Label
 from flowsched.exceptions import AirflowSkipException, SkipTask
 from flowsched.operators import (
     BaseBranchOperator,
     BaseOperator,
     BashOperator,
+    BranchDateTimeOperator,
+    BranchDayOfWeekOperator,
     BranchPythonOperator,
     EmptyOperator,
     LatestOnlyOperator,
@@ -31,7 +29,13 @@ from flowsched.operators import (
 from flowsched.plugins import FlowschedPlugin
 from flowsched.providers.docker import DockerOperator
 from flowsched.state import RunState, TaskState, TriggerRule
+from flowsched.weekday import WeekDay
 from flowsched.xcom_arg import XComArg
+
+# `from flowsched import dag` must give the @dag decorator (as `from airflow.decorators
+# import dag` does), not the flowsched.dag module that importing DAG bound to this name.
+# `from flowsched.dag import DAG` still works: it reads sys.modules, not this attribute.
+dag = _dag_decorator
 
 __all__ = [
     "DAG",
@@ -39,6 +43,8 @@ __all__ = [
     "BaseBranchOperator",
     "BaseOperator",
     "BashOperator",
+    "BranchDateTimeOperator",
+    "BranchDayOfWeekOperator",
     "BranchPythonOperator",
     "DockerOperator",
     "EmptyOperator",
@@ -51,6 +57,7 @@ __all__ = [
     "SkipTask",
     "TaskState",
     "TriggerRule",
+    "WeekDay",
     "XComArg",
     "__version__",
     "chain",
