@@ -208,9 +208,10 @@ def test_unknown_branch_return_type_is_named():
     from flowsched.operators.skip import BranchError, SkipMixin
 
     with DAG("branchy", start_date=datetime(2026, 1, 1)) as d:
-        op = PythonOperator(task_id="p", python_callable=lambda: 1)
+        PythonOperator(task_id="p", python_callable=lambda: 1)
     mixin = SkipMixin()
     mixin.task_id, mixin.dag, mixin.downstream_task_ids = "p", d, set()
     with pytest.raises(BranchError, match="got int 5"):
         mixin.skip_all_except(None, 5)
-    assert op.task_id == "p"
+    with pytest.raises(BranchError, match=r"only task ids \(strings\), got \[3\]"):
+        mixin.skip_all_except(None, ["p", 3])
