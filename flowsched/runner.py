@@ -28,12 +28,27 @@ from sqlalchemy import select
 
 from flowsched import secrets_masker
 from flowsched.config import get_config
+from flowsched.context import current_context, date_context, run_for_templates
 from flowsched.db.engine import db_outage, is_db_outage, session_scope, with_db_retry
 from flowsched.db.models import DagRun, DagVersion, TaskInstance
 from flowsched.discovery import exec_dag_file, fingerprint_bytes
-from flowsched.exceptions import DagFileMismatch, FlowschedError, TaskTerminated, TaskTimeout
+from flowsched.exceptions import (
+    DagFileMismatch,
+    FlowschedError,
+    SkipTask,
+    TaskTerminated,
+    TaskTimeout,
+)
 from flowsched.hostname import get_hostname
-from flowsched.lifecycle import Workload, claim_try, finish_try, heartbeat_try
+from flowsched.lifecycle import (
+    Workload,
+    claim_try,
+    finish_try,
+    heartbeat_try,
+    skip_tasks,
+    skip_try,
+)
+from flowsched.operators.skip import SkipMixin
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, MAX_DELAY, OutageTooLong
 from flowsched.plugins import check_plugin_files, load_plugins
 from flowsched.processes import (
@@ -50,7 +65,7 @@ from flowsched.task_env import scrub_task_environment
 from flowsched.task_logs import open_for_append, relative_log_path
 from flowsched.template_accessors import template_accessors
 from flowsched.templating import BUILTIN_MACROS
-from flowsched.timezone import default_timezone, display, utcnow
+from flowsched.timezone import display, utcnow
 from flowsched.xcom import TaskInstanceContext, push_xcom
 
 log = logging.getLogger("flowsched.task")
@@ -159,32 +174,72 @@ def macros_namespace() -> _Macros:
 
 
 def build_context(workload: Workload, task: Any, dag: Any, run: DagRun) -> dict[str, Any]:
-    zone = default_timezone()
-    logical_local = run.logical_date.astimezone(zone)
     ti = TaskInstanceContext(workload.dag_id, workload.run_id, workload.task_id, workload.ti_id)
+    ti.try_number = workload.try_number  # type: ignore[attr-defined]
+    ti.map_index = -1  # type: ignore[attr-defined]
     return {
         "dag": dag,
         "task": task,
         "ti": ti,
+        "task_instance": ti,
+        "dag_run": run_for_templates(run),
         "dag_id": workload.dag_id,
         "task_id": workload.task_id,
         "run_id": workload.run_id,
         "try_number": workload.try_number,
-        "logical_date": logical_local,
-        "data_interval_start": run.data_interval_start,
-        "data_interval_end": run.data_interval_end,
-        "ds": logical_local.strftime("%Y-%m-%d"),
-        "ds_nodash": logical_local.strftime("%Y%m%d"),
-        "ts": logical_local.isoformat(),
+        **date_context(dag, task, run),
         "params": {**dag.params, **task.params, **(run.conf or {}).get("params", {})},
         "conf": run.conf or {},
         "macros": macros_namespace(),
+        "inlets": task.inlets,
+        "outlets": task.outlets,
+        "templates_dict": None,
+        "test_mode": False,
         **template_accessors(),
     }
 
 
-def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[str, Any] | None]:
-    """Load, check and execute the task; (success, error, rendered fields)."""
+class _Skipped(Exception):
+    """The try ends skipped (SkipTask), keeping what it rendered for the record."""
+
+    def __init__(self, reason: str, rendered: dict[str, Any] | None) -> None:
+        super().__init__(reason)
+        self.rendered = rendered
+
+
+def _push_result(workload: Workload, task: Any, result: Any) -> None:
+    """The return value as XCom (unless do_xcom_push=False), per key with multiple_outputs."""
+    if result is None or not task.do_xcom_push:
+        return
+    values = {"return_value": result}
+    if task.multiple_outputs:
+        if not isinstance(result, dict) or not all(isinstance(k, str) for k in result):
+            raise TypeError(
+                f"task '{task.task_id}' has multiple_outputs=True but returned "
+                f"{type(result).__name__}: return a dict with string keys"
+            )
+        values.update(result)
+
+    def push() -> None:
+        with session_scope() as session:
+            for key, value in values.items():
+                push_xcom(session, workload, key, value)
+
+    # The task's return value is part of its result: kept through a database outage.
+    with_db_retry(push, db_outage(log, max_delay=_result_retry_cap()))
+
+
+NOTHING: frozenset[str] = frozenset()
+
+
+def _execute(
+    workload: Workload, nodename: str
+) -> tuple[bool, str | None, dict[str, Any] | None, frozenset[str]]:
+    """Load, check and execute the task; (success, error, rendered fields, tasks to skip).
+
+    The tasks to skip are what a branch or short-circuit chose; they are written
+    with the try's success, never before it.
+    """
     conf = get_config()
     folder = Path(conf.core.dags_folder).resolve()
     path = folder / workload.fileloc
@@ -199,6 +254,7 @@ def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[
                 f"{expected[:12]}…, this worker has {local[:12] + '…' if local else 'no such file'}"
             ),
             None,
+            NOTHING,
         )
     try:
         dags = _preloaded.get((workload.fileloc, workload.fingerprint))
@@ -214,15 +270,16 @@ def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[
                 f"{workload.fingerprint[:12]}…, this worker has {str(exc)[:12]}… ({path})"
             ),
             None,
+            NOTHING,
         )
     except FileNotFoundError:
-        return False, f"dag file {path} does not exist on worker {nodename}", None
+        return False, f"dag file {path} does not exist on worker {nodename}", None, NOTHING
     dag = next((d for d in dags if d.dag_id == workload.dag_id), None)
     if dag is None:
-        return False, f"{path} no longer defines DAG '{workload.dag_id}'", None
+        return False, f"{path} no longer defines DAG '{workload.dag_id}'", None, NOTHING
     task = dag.tasks.get(workload.task_id)
     if task is None:
-        return False, f"DAG '{workload.dag_id}' has no task '{workload.task_id}'", None
+        return False, f"DAG '{workload.dag_id}' has no task '{workload.task_id}'", None, NOTHING
     with session_scope(read_only=True) as session:
         run = session.scalar(
             select(DagRun).where(DagRun.dag_id == workload.dag_id, DagRun.run_id == workload.run_id)
@@ -234,25 +291,17 @@ def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[
         # Stored with the try for the record: anything not JSON is kept as its repr.
         rendered = json.loads(json.dumps(task.render_template_fields(context), default=repr))
         rendered = secrets_masker.redact(rendered)  # shown on the task page: no secrets
-        with _timeout(task.execution_timeout):
+        with _timeout(task.execution_timeout), current_context(context):
             result = task.execute(context)
-        if result is not None:
-            _push_result(workload, result)
-        return True, None, rendered
+        _push_result(workload, task, result)
+        skips = frozenset(task.tasks_to_skip) if isinstance(task, SkipMixin) else NOTHING
+        return True, None, rendered, skips
+    except SkipTask as exc:
+        raise _Skipped(str(exc), rendered) from None
     except (TaskTerminated, TaskTimeout):
         with contextlib.suppress(Exception):
             task.on_kill()
         raise
-
-
-def _push_result(workload: Workload, result: Any) -> None:
-    """The task's return value is part of its result: kept through a database outage."""
-
-    def push() -> None:
-        with session_scope() as session:
-            push_xcom(session, workload, "return_value", result)
-
-    with_db_retry(push, db_outage(log, max_delay=_result_retry_cap()))
 
 
 def _set_up_log(workload: Workload, nodename: str, *, foreground: bool) -> str | None:
@@ -331,11 +380,15 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     heartbeat = _Heartbeat(workload, conf.scheduler.task_heartbeat_interval)
     heartbeat.start()
     success, error, rendered, interrupted = False, None, None, False
+    skipped, skips = False, NOTHING
     try:
         scrub_task_environment()  # no cluster secrets for task code (flowsched.task_env)
-        success, error, rendered = _execute(workload, nodename)
+        success, error, rendered, skips = _execute(workload, nodename)
         if error:
             log.error("%s", error)
+    except _Skipped as exc:
+        skipped, error, rendered = True, str(exc), exc.rendered
+        log.info("task skipped: %s", error)
     except TaskTerminated as exc:
         interrupted = not heartbeat.lost
         error = f"{exc}: will be retried" if interrupted else f"{exc}: stopped from outside"
@@ -353,7 +406,7 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     finally:
         heartbeat.halt.set()
         signal.signal(signal.SIGTERM, previous_term)
-    return _record_result(workload, success, error, rendered, interrupted)
+    return _record_result(workload, success, error, rendered, interrupted, skipped, skips)
 
 
 def _record_result(
@@ -362,9 +415,14 @@ def _record_result(
     error: str | None,
     rendered: dict[str, Any] | None,
     interrupted: bool,
+    skipped: bool = False,
+    skips: frozenset[str] = frozenset(),
 ) -> int:
     """Write the try's outcome, waiting out a database outage: a finished try must not
     be lost (and run again) because the database was down when it ended.
+
+    The tasks a branch or short-circuit chose to skip are written in the same
+    transaction as its success, never before it.
 
     Retries back off to at most a quarter of ``zombie_threshold``, so once the
     database is back the result lands well before the scheduler (which waits a
@@ -372,19 +430,31 @@ def _record_result(
     retried commit that had in fact landed finds the try no longer running and
     changes nothing.
     """
+    reason = secrets_masker.redact(error.splitlines()[-1]) if error else None
 
     def record() -> TaskState | None:
         with session_scope() as session:
-            return finish_try(
+            if skipped:
+                return skip_try(
+                    session,
+                    workload.ti_id,
+                    workload.try_number,
+                    reason=reason,
+                    rendered_fields=rendered,
+                )
+            state = finish_try(
                 session,
                 workload.ti_id,
                 workload.try_number,
                 success=success,
-                error=secrets_masker.redact(error.splitlines()[-1]) if error else None,
+                error=reason,
                 retry_delay=timedelta(0) if success else retry_delay_for(session, workload),
                 interrupted=interrupted,
                 rendered_fields=rendered,
             )
+            if state is TaskState.SUCCESS and skips:
+                skip_tasks(session, workload.dag_id, workload.run_id, skips)
+            return state
 
     outage = db_outage(log, max_delay=_result_retry_cap())
     try:

@@ -37,7 +37,7 @@ from flowsched.db.models import Dag, DagRun, DagVersion, Job, Pool, TaskInstance
 from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
-from flowsched.lifecycle import Workload, finish_try, queue_try, requeue_lost_try
+from flowsched.lifecycle import Workload, finish_try, queue_try, requeue_lost_try, time_out_run
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED
 from flowsched.processes import spawn_flowsched
 from flowsched.scheduler.dependencies import Decision, evaluate
@@ -411,6 +411,8 @@ class Scheduler:
                 if version is None:
                     continue
                 dag = self._dag(session, version.id)
+                if self._timed_out(session, run, dag, now):
+                    continue
                 run_rows = rows.get(run.id, {})
                 if set(dag.tasks) - set(run_rows):
                     add_task_instances(session, run, dag, set(run_rows))
@@ -423,6 +425,21 @@ class Scheduler:
                 self._maybe_finish_run(run, dag, states, now)
             self._write_decisions(session, changes, now)
             return self._queue_scheduled(session, runs, versions, now)
+
+    @staticmethod
+    def _timed_out(session: Session, run: DagRun, dag: SerializedDAG, now: datetime) -> bool:
+        """A run past its DAG's dagrun_timeout fails; its unfinished tasks are skipped."""
+        timeout = dag.dagrun_timeout
+        if timeout is None or run.start_date is None or now - run.start_date <= timeout:
+            return False
+        reason = f"dagrun_timeout of {timeout} exceeded"
+        skipped = time_out_run(session, run.id, reason)
+        run.state = RunState.FAILED.value
+        run.end_date = now
+        log.info(
+            "run %s of %s failed: %s (%d tasks skipped)", run.run_id, run.dag_id, reason, skipped
+        )
+        return True
 
     @staticmethod
     def _ti_rows(
@@ -461,8 +478,9 @@ class Scheduler:
             elif state == TaskState.NONE.value:
                 spec = dag.tasks[task_id]
                 decision = evaluate(spec.trigger_rule, [states[up] for up in spec.upstream])
+                ready = TaskState.SUCCESS if spec.is_empty else TaskState.SCHEDULED
                 new_state = {
-                    Decision.READY: TaskState.SCHEDULED.value,
+                    Decision.READY: ready.value,
                     Decision.UPSTREAM_FAILED: TaskState.UPSTREAM_FAILED.value,
                     Decision.SKIP: TaskState.SKIPPED.value,
                 }.get(decision)
