@@ -349,3 +349,44 @@ def home_zone():
     from flowsched.timezone import default_timezone
 
     return default_timezone()
+
+
+RECHOOSE = """
+from datetime import datetime
+from pathlib import Path
+from flowsched import DAG, BashOperator, task
+
+with DAG("rechoose", start_date=datetime(2026, 1, 1)) as dag:
+    @task.branch
+    def pick():
+        return Path({choice!r}).read_text().strip()
+
+    left = BashOperator(task_id="left", bash_command="echo left")
+    right = BashOperator(task_id="right", bash_command="echo right")
+    pick() >> [left, right]
+"""
+
+
+def test_clearing_a_branch_lets_it_choose_again(home):
+    choice = home.root / "choice"
+    choice.write_text("left")
+    home.write_dag("rechoose.py", RECHOOSE.format(choice=str(choice)))
+    parse()
+    run = operations.trigger_dag("rechoose")
+    drive(run_finished("rechoose", run.run_id))
+    assert states_of_run("rechoose", run.run_id) == {
+        "pick": "success",
+        "left": "success",
+        "right": "skipped",
+    }
+    choice.write_text("right")
+    cleared = operations.clear_tasks(
+        "rechoose", run_id=run.run_id, task_regex="^pick$", downstream=True
+    )
+    assert sorted(task for _, task in cleared.cleared) == ["left", "pick", "right"]
+    drive(run_finished("rechoose", run.run_id))
+    assert ti_states("rechoose", run.run_id) == {
+        "pick": ("success", 2),
+        "left": ("skipped", 1),  # ran in the first choice; skipped by the second
+        "right": ("success", 1),
+    }

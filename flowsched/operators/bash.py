@@ -133,12 +133,9 @@ class BashDecoratedOperator(BashOperator):
         self.op_kwargs = dict(op_kwargs or {})
 
     def execute(self, context: dict[str, Any]) -> str | None:
-        from flowsched.operators.python import call_with_context
-        from flowsched.xcom_arg import resolve_xcom_args
+        from flowsched.operators.python import run_callable
 
-        args = resolve_xcom_args(self.op_args, context)
-        kwargs = resolve_xcom_args(self.op_kwargs, context)
-        command = call_with_context(self.python_callable, args, kwargs, context)
+        command = run_callable(self.python_callable, self.op_args, self.op_kwargs, context)
         if not isinstance(command, str) or not command.strip():
             raise BashCommandFailed(
                 f"task '{self.task_id}': the @task.bash function must return a non-empty "

@@ -41,6 +41,15 @@ def call_with_context(
     return func(*args, **kwargs, **extra)
 
 
+def run_callable(
+    func: Callable[..., Any], op_args: Any, op_kwargs: dict[str, Any], context: dict[str, Any]
+) -> Any:
+    """Resolve XCom references in the arguments, then call with the context keys it names."""
+    args = resolve_xcom_args(op_args, context)
+    kwargs = resolve_xcom_args(op_kwargs, context)
+    return call_with_context(func, args, kwargs, context)
+
+
 class PythonOperator(BaseOperator):
     template_fields = ("templates_dict", "op_args", "op_kwargs")
 
@@ -69,10 +78,8 @@ class PythonOperator(BaseOperator):
         self.show_return_value_in_logs = show_return_value_in_logs
 
     def execute(self, context: dict[str, Any]) -> Any:
-        args = resolve_xcom_args(self.op_args, context)
-        kwargs = resolve_xcom_args(self.op_kwargs, context)
         context = {**context, "templates_dict": self.templates_dict}
-        result = call_with_context(self.python_callable, args, kwargs, context)
+        result = run_callable(self.python_callable, self.op_args, self.op_kwargs, context)
         if self.show_return_value_in_logs:
             log.info("Done. Returned value was: %s", result)
         return result
