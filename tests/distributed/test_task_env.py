@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import textwrap
 
-from flowsched.log_client import fetch_task_log
+from flowsched.log_client import fetch_task_log_tail
 from tests.distributed.conftest import SECRET, Cluster
 
 
@@ -39,7 +39,9 @@ def test_tasks_get_no_flowsched_secrets_from_the_worker_environment(cluster: Clu
         run_id = cluster.trigger("env_dump")
         assert cluster.wait_run("env_dump", run_id) == "success", cluster.report()
         for task_id, end in (("bash_env", "end-of-env"), ("python_env", "kept-for-tasks")):
-            log = fetch_task_log(worker.hostname, "env_dump", run_id, task_id, 1)
+            log = fetch_task_log_tail(
+                worker.hostname, "env_dump", run_id, task_id, 1, 1 << 20
+            ).text()
             assert end in log, log[-2000:]
             assert "TASK_VISIBLE_MARKER" in log  # the environment was printed, minus secrets
             assert "FLOWSCHED__LOGGING__BASE_LOG_FOLDER" in log  # not a secret: kept
