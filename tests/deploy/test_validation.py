@@ -88,7 +88,8 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
         ),
         (
             ["-e", "mariadb_user_host=10.20.0.%"],
-            "(127.0.0.1) runs flowsched but the database user's host pattern mariadb_user_host='10.20.0.%'",
+            "(127.0.0.1) runs flowsched but the database user's host pattern "
+            "mariadb_user_host='10.20.0.%'",
         ),
     ],
     ids=[
