@@ -526,3 +526,60 @@ def test_a_try_that_cannot_start_under_the_task_limit_says_so(sqlite_home):
         "cannot start a process for second.t run=s try=1: this service reached "
     ), only.error
     assert "processes and threads (TasksMax / pids.max)" in only.error
+
+
+def test_kill_9_of_the_scheduler_takes_its_dag_processor_with_it(sqlite_home):
+    sqlite_home.configure(scheduler={"dag_dir_list_interval": "1"})
+    sqlite_home.write_dag("quick.py", QUICK.format(dag_id="quick"))
+    log = open(sqlite_home.root / "with-processor.log", "wb")  # noqa: SIM115
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "flowsched", "scheduler"],
+        env={**os.environ, **sqlite_home.env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def processor_running() -> bool:
+            for pid in alive(descendants(scheduler.pid)):
+                with contextlib.suppress(OSError):
+                    if b"dag-processor" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        return True
+            return False
+
+        wait_for(processor_running, 60)
+        below = descendants(scheduler.pid)
+    finally:
+        scheduler.kill()
+        scheduler.wait(10)
+        log.close()
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: not alive(below), 30)
+    leftovers = alive(below)
+    listing = ps(leftovers)
+    kill_leftovers(leftovers)
+    assert leftovers == [], listing
+
+
+def test_kill_9_of_the_webserver_takes_its_gunicorn_workers_with_it(sqlite_home):
+    port = free_port()
+    webserver = subprocess.Popen(
+        [sys.executable, "-m", "flowsched", "webserver", "--bind", f"127.0.0.1:{port}"],
+        env={**os.environ, **sqlite_home.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: http_status(f"http://127.0.0.1:{port}/api/v1/health") == 200, 90)
+        workers = descendants(webserver.pid)
+        assert len(workers) >= 2
+    finally:
+        webserver.kill()
+        webserver.wait(10)
+    # At once (the parent-death signal), not when a worker notices on its next loop.
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: not alive(workers), 0.5)
+    leftovers = alive(workers)
+    listing = ps(leftovers)
+    kill_leftovers(leftovers)
+    assert leftovers == [], listing
