@@ -50,14 +50,19 @@ def process_folder(folder: Path | None = None) -> ProcessReport:
     conf = get_config()
     report = ProcessReport()
     root = Path(folder or conf.core.dags_folder).resolve()
-    results = list(
+    files = list_dag_files(root)
+    listed = {str(path.relative_to(root)): index for index, path in enumerate(files)}
+    # In listing order, not in the order the imports finished: of two files defining
+    # the same DAG id, the first listed always wins.
+    results = sorted(
         parse_files(
             root,
-            list_dag_files(root),
+            files,
             conf.core.dagbag_import_timeout,
             conf.scheduler.parsing_processes,
             conf.core.dagbag_import_memory_limit,
-        )
+        ),
+        key=lambda result: listed[result.relative],
     )
     report.files = len(results)
     with session_scope() as session:

@@ -520,10 +520,10 @@ def fork_and_run(workload: Workload, *, nodename: str) -> int:
     try retried: its process group, and (this process being a subreaper) whatever
     it left in other sessions, such as a BashOperator's shell.
     """
+    supervisor = os.getpid()
+    spare = children_of(supervisor)  # before the preload: what a DAG file forks goes too
     _preload(workload)
     become_subreaper()
-    supervisor = os.getpid()
-    spare = children_of(supervisor)
     try:
         pid = os.fork()
     except OSError as exc:

@@ -27,6 +27,7 @@ from flowsched.db.models import ImportError_, TaskInstance
 from flowsched.processes import descendants
 from tests.harness import parse, run_state, tries, wait_for
 from tests.servers import free_port
+from tests.test_resilience import start_scheduler
 
 
 def marker() -> str:
@@ -82,14 +83,14 @@ def kill_leftovers(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def start_scheduler(home, name: str) -> subprocess.Popen:
-    log = open(home.root / name, "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "flowsched", "scheduler", "--no-dag-processor"],
-        env={**os.environ, **home.env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+def assert_all_gone(pids: list[int], timeout: float = 30) -> None:
+    """Wait until none of ``pids`` is alive; kill and name those left at the deadline."""
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: not alive(pids), timeout)
+    leftovers = alive(pids)
+    listing = ps(leftovers)
+    kill_leftovers(leftovers)
+    assert leftovers == [], listing
 
 
 KILLED_TRY = """
@@ -164,12 +165,7 @@ with DAG("long", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
     finally:
         scheduler.kill()
         scheduler.wait(10)
-    with contextlib.suppress(AssertionError):
-        wait_for(lambda: not alive(below), 30)
-    leftovers = alive(below)
-    listing = ps(leftovers)
-    kill_leftovers(leftovers)
-    assert leftovers == [], listing
+    assert_all_gone(below)
     # The try was interrupted (it knew: its parent-death signal), not left to run alone.
     (only,) = tries("long", "t")
     assert "will be retried" in (only.error or ""), only.error
@@ -343,12 +339,7 @@ def test_kill_9_of_standalone_leaves_nothing_behind_and_it_starts_again(tmp_path
         below = descendants(standalone.process.pid)
         standalone.process.kill()
         standalone.process.wait(10)
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda: not alive(below), 30)
-        leftovers = alive(below)
-        listing = ps(leftovers)
-        kill_leftovers(leftovers)
-        assert leftovers == [], listing
+        assert_all_gone(below)
         assert not standalone.healthy()
         # Started again, it gets its port and its components back.
         standalone.start()
@@ -526,3 +517,50 @@ def test_a_try_that_cannot_start_under_the_task_limit_says_so(sqlite_home):
         "cannot start a process for second.t run=s try=1: this service reached "
     ), only.error
     assert "processes and threads (TasksMax / pids.max)" in only.error
+
+
+def test_kill_9_of_the_scheduler_takes_its_dag_processor_with_it(sqlite_home):
+    sqlite_home.configure(scheduler={"dag_dir_list_interval": "1"})
+    sqlite_home.write_dag("quick.py", QUICK.format(dag_id="quick"))
+    log = open(sqlite_home.root / "with-processor.log", "wb")  # noqa: SIM115
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "flowsched", "scheduler"],
+        env={**os.environ, **sqlite_home.env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def processor_running() -> bool:
+            for pid in alive(descendants(scheduler.pid)):
+                with contextlib.suppress(OSError):
+                    if b"dag-processor" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        return True
+            return False
+
+        wait_for(processor_running, 60)
+        below = descendants(scheduler.pid)
+    finally:
+        scheduler.kill()
+        scheduler.wait(10)
+        log.close()
+    assert_all_gone(below)
+
+
+def test_kill_9_of_the_webserver_takes_its_gunicorn_workers_with_it(sqlite_home):
+    port = free_port()
+    webserver = subprocess.Popen(
+        [sys.executable, "-m", "flowsched", "webserver", "--bind", f"127.0.0.1:{port}"],
+        env={**os.environ, **sqlite_home.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: http_status(f"http://127.0.0.1:{port}/api/v1/health") == 200, 90)
+        workers = descendants(webserver.pid)
+        assert len(workers) >= 2
+    finally:
+        webserver.kill()
+        webserver.wait(10)
+    # At once (the parent-death signal), not when a worker notices on its next loop.
+    assert_all_gone(workers, 0.5)

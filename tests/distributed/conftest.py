@@ -30,31 +30,11 @@ from sqlalchemy import select
 
 from flowsched.config import load_config, set_config
 from flowsched.db.engine import reset_engine, session_scope
+from flowsched.processes import descendants
 from tests.conftest import Home, wait_until
 from tests.servers import MariaDBServer, RedisServer, free_port, start_redis
 
 SECRET = "distributed-test-secret-6a1c3e5f7b9d0f2a4c6e8b1d"
-
-
-def descendants(pid: int) -> list[int]:
-    """All processes below ``pid`` (pool processes, and tries in their own sessions)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
 
 
 @dataclass

@@ -6,13 +6,18 @@ Each check looks at /proc for real processes carrying a marker (a unique
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 
 from tests.distributed.conftest import Cluster, descendants
 from tests.harness import wait_for
-from tests.test_process_trees import alive, kill_leftovers, marker, ps, with_marker
+from tests.test_process_trees import (
+    alive,
+    assert_all_gone,
+    kill_leftovers,
+    marker,
+    with_marker,
+)
 
 
 def test_kill_9_of_a_try_kills_its_shell_before_the_retry_starts(cluster: Cluster) -> None:
@@ -62,10 +67,7 @@ def test_kill_9_of_a_worker_takes_its_pool_and_tries_with_it(cluster: Cluster) -
     worker.process.kill()
     worker.process.wait(10)
     try:
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda: not alive(below), 30)
-        leftovers = alive(below)
-        assert leftovers == [], ps(leftovers)
+        assert_all_gone(below)
         # The try knew (its parent-death signal): interrupted, retried elsewhere, no retry spent.
         assert cluster.wait_run("celery_dead_worker", run_id) == "success"
     finally:
