@@ -7,6 +7,7 @@ hosts must never start."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,16 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
     assert "fatal:" not in before and "fatal:" in after
 
 
+def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
+    from flowsched.crypto import generate_key
+
+    keys = f"{generate_key()}, {generate_key()}"
+    result = site(run, "-e", json.dumps({"flowsched_fernet_key": keys}))
+    output = result.stdout + result.stderr
+    assert FIRST_CHANGING_PLAY in output, output
+    assert "must be one or more Fernet keys" not in output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -82,6 +93,10 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
         (["-e", '{"mariadb_user_privileges": ["ALL PRIVILEGES"]}'], "without global or ALL"),
         (["-e", "redis_maxmemory=lots"], "redis_maxmemory like 2gb (lots)"),
         (["-e", '{"redis_extra_settings": {"maxmemory-policy": "lru"}}'], "always noeviction"),
+        (
+            ["-e", f"flowsched_fernet_key={'A' * 43}=,not-a-key"],
+            "flowsched_fernet_key must be one or more Fernet keys",
+        ),
     ],
     ids=[
         "timezone",
@@ -99,6 +114,7 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
         "mariadb-privileges",
         "redis-maxmemory",
         "redis-eviction",
+        "fernet-key",
     ],
 )
 def test_bad_setting_fails_before_any_host_is_contacted(
