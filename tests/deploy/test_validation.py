@@ -220,6 +220,27 @@ def test_hosts_disagreeing_on_a_cluster_setting_are_named(run: Run, tmp_path: Pa
     assert FIRST_CHANGING_PLAY not in output
 
 
+def test_a_host_with_another_fernet_key_is_named_without_showing_keys(
+    run: Run, tmp_path: Path
+) -> None:
+    """Tasks on that worker could not decrypt what the others stored."""
+    from flowsched.crypto import generate_key
+
+    shared, other = generate_key(), generate_key()
+    inventory = yaml.safe_load((HERE / "inventories" / "gmt8" / "hosts.yml").read_text())
+    inventory["all"]["vars"]["flowsched_fernet_key"] = shared
+    inventory["all"]["children"]["flowsched_workers"]["hosts"]["worker2"][
+        "flowsched_fernet_key"
+    ] = other
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    result = site(run, inventory=path)
+    output = result.stdout + result.stderr
+    assert "worker2 has a different secrets than db1" in output, output
+    assert shared not in output and other not in output
+    assert FIRST_CHANGING_PLAY not in output
+
+
 def test_effective_settings_are_shown_per_host(run: Run) -> None:
     result = run(
         tool("ansible-playbook"),
