@@ -132,6 +132,12 @@ class Connection:
                 uri += "?" + urlencode({EXTRA_KEY: self.extra})
         return uri
 
+    def get_password(self) -> str | None:
+        return self.password
+
+    def get_extra(self) -> str | None:
+        return self.extra
+
     # -- extra ---------------------------------------------------------------
     @property
     def extra_dejson(self) -> dict[str, Any]:

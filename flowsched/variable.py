@@ -74,6 +74,23 @@ class Variable:
         set_variable(key, text, description)
 
     @classmethod
+    def setdefault(
+        cls,
+        key: str,
+        default: Any,
+        description: str | None = None,
+        deserialize_json: bool = False,
+    ) -> Any:
+        """The value of ``key``; if it is not defined anywhere, store ``default`` and return it."""
+        value = cls.get(key, default_var=None, deserialize_json=deserialize_json)
+        if value is not None:
+            return value
+        if default is None:
+            raise ValueError("Default Value must be set")
+        cls.set(key, default, description=description, serialize_json=deserialize_json)
+        return default
+
+    @classmethod
     def delete(cls, key: str) -> int:
         """Remove ``key`` from the metadata database; the number of rows removed (0 or 1)."""
         from flowsched.secrets.metastore import delete_variable

@@ -178,6 +178,9 @@ def test_secrets_are_encrypted_at_rest(keyed):
         add_connection(Connection(conn_id="wh", conn_type="mysql"))
     updated = update_connection("wh", {"host": "db2"})
     assert (updated.host, updated.password) == ("db2", "hunter2-secret")  # others kept
+    assert Variable.setdefault("fresh", {"n": 1}, deserialize_json=True) == {"n": 1}
+    assert Variable.setdefault("fresh", {"n": 2}, deserialize_json=True) == {"n": 1}
+    assert Connection.get("wh").get_password() == "hunter2-secret"
     Variable.update("api_key", "k-new-value")
     assert Variable.get("api_key") == "k-new-value"
     assert [c.conn_id for c in list_connections()] == ["wh"]

@@ -7,6 +7,7 @@ hosts must never start."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,16 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
     assert "fatal:" not in before and "fatal:" in after
 
 
+def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
+    from flowsched.crypto import generate_key
+
+    keys = f"{generate_key()}, {generate_key()}"
+    result = site(run, "-e", json.dumps({"flowsched_fernet_key": keys}))
+    output = result.stdout + result.stderr
+    assert FIRST_CHANGING_PLAY in output, output
+    assert "must be one or more Fernet keys" not in output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -83,6 +94,10 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
         (["-e", "redis_maxmemory=lots"], "redis_maxmemory like 2gb (lots)"),
         (["-e", '{"redis_extra_settings": {"maxmemory-policy": "lru"}}'], "always noeviction"),
         (
+            ["-e", f"flowsched_fernet_key={'A' * 43}=,not-a-key"],
+            "flowsched_fernet_key must be one or more Fernet keys",
+        ),
+        (
             ["-e", "flowsched_flower_basic_auth="],
             "master1 is in flowsched_flower, so flowsched_flower_basic_auth must be set",
         ),
@@ -108,6 +123,7 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
         "mariadb-privileges",
         "redis-maxmemory",
         "redis-eviction",
+        "fernet-key",
         "flower-login",
         "db-user-host",
     ],
@@ -201,6 +217,27 @@ def test_hosts_disagreeing_on_a_cluster_setting_are_named(run: Run, tmp_path: Pa
     result = site(run, inventory=path)
     output = result.stdout + result.stderr
     assert "worker2 has a different timezone than db1 (UTC instead of Etc/GMT-8)" in output, output
+    assert FIRST_CHANGING_PLAY not in output
+
+
+def test_a_host_with_another_fernet_key_is_named_without_showing_keys(
+    run: Run, tmp_path: Path
+) -> None:
+    """Tasks on that worker could not decrypt what the others stored."""
+    from flowsched.crypto import generate_key
+
+    shared, other = generate_key(), generate_key()
+    inventory = yaml.safe_load((HERE / "inventories" / "gmt8" / "hosts.yml").read_text())
+    inventory["all"]["vars"]["flowsched_fernet_key"] = shared
+    inventory["all"]["children"]["flowsched_workers"]["hosts"]["worker2"][
+        "flowsched_fernet_key"
+    ] = other
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    result = site(run, inventory=path)
+    output = result.stdout + result.stderr
+    assert "worker2 has a different secrets than db1" in output, output
+    assert shared not in output and other not in output
     assert FIRST_CHANGING_PLAY not in output
 
 
