@@ -382,6 +382,46 @@ def set_config(config: Config | None) -> None:
     _current = config
 
 
+REFERENCE_START = "<!-- config reference: generated from flowsched.config.OPTIONS -->"
+REFERENCE_END = "<!-- end of config reference -->"
+
+
+def render_reference() -> str:
+    """The config reference of docs/contracts.md, generated from :data:`OPTIONS`.
+
+    The table in the docs is this function's output between two markers
+    (``scripts/gen-docs`` rewrites it, a test checks it), so the documented
+    options can never drift from the ones the package reads.
+    """
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        REFERENCE_START,
+        "| section | key | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for section, options in OPTIONS.items():
+        for key, option in options.items():
+            default = option.default.replace(_HOME, "$FLOWSCHED_HOME")
+            shown = f"`{cell(default)}`" if default else "(empty)"
+            secret = " *Secret: redacted by `config show`.*" if option.secret else ""
+            lines.append(f"| {section} | {key} | {shown} | {cell(option.doc)}{secret} |")
+    renamed = ", ".join(
+        f"`[{old[0]}] {old[1]}` → `[{new[0]}] {new[1]}`" for old, new in DEPRECATED_KEYS.items()
+    )
+    lines += ["", f"Old names still read, with a warning: {renamed}.", REFERENCE_END]
+    return "\n".join(lines)
+
+
+def replace_reference(document: str) -> str:
+    """``document`` with the text between the reference markers regenerated."""
+    start = document.index(REFERENCE_START)
+    end = document.index(REFERENCE_END) + len(REFERENCE_END)
+    return document[:start] + render_reference() + document[end:]
+
+
 def render_defaults() -> str:
     """The documented default config file, as `flowsched config show --defaults` prints it."""
     lines: list[str] = []

@@ -82,6 +82,15 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
         (["-e", '{"mariadb_user_privileges": ["ALL PRIVILEGES"]}'], "without global or ALL"),
         (["-e", "redis_maxmemory=lots"], "redis_maxmemory like 2gb (lots)"),
         (["-e", '{"redis_extra_settings": {"maxmemory-policy": "lru"}}'], "always noeviction"),
+        (
+            ["-e", "flowsched_flower_basic_auth="],
+            "master1 is in flowsched_flower, so flowsched_flower_basic_auth must be set",
+        ),
+        (
+            ["-e", "mariadb_user_host=10.20.0.%"],
+            "(127.0.0.1) runs flowsched but the database user's host pattern "
+            "mariadb_user_host='10.20.0.%'",
+        ),
     ],
     ids=[
         "timezone",
@@ -99,6 +108,8 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
         "mariadb-privileges",
         "redis-maxmemory",
         "redis-eviction",
+        "flower-login",
+        "db-user-host",
     ],
 )
 def test_bad_setting_fails_before_any_host_is_contacted(
@@ -177,6 +188,36 @@ def test_production_inventory_placeholders_are_refused(run: Run, tmp_path: Path)
     assert "flowsched_db_password must be set" in output, output
     assert "CHANGE-ME-database-password" not in output
     assert FIRST_CHANGING_PLAY not in output
+
+
+def test_hosts_disagreeing_on_a_cluster_setting_are_named(run: Run, tmp_path: Path) -> None:
+    """A host_vars override of the cluster timezone would split the cluster's clocks."""
+    inventory = yaml.safe_load((HERE / "inventories" / "gmt8" / "hosts.yml").read_text())
+    inventory["all"]["children"]["flowsched_workers"]["hosts"]["worker2"]["flowsched_timezone"] = (
+        "UTC"
+    )
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    result = site(run, inventory=path)
+    output = result.stdout + result.stderr
+    assert "worker2 has a different timezone than db1 (UTC instead of Etc/GMT-8)" in output, output
+    assert FIRST_CHANGING_PLAY not in output
+
+
+def test_effective_settings_are_shown_per_host(run: Run) -> None:
+    result = run(
+        tool("ansible-playbook"),
+        "-i",
+        str(HERE / "inventories" / "shanghai"),
+        "playbooks/validate.yml",
+        *NO_CONTACT,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    shown = [line.strip().strip('",') for line in output.splitlines() if "timezone Asia/" in line]
+    assert shown and all("timezone Asia/Shanghai" in line for line in shown), output
+    assert any("roles workers" in line for line in shown), output
 
 
 @pytest.mark.parametrize(
