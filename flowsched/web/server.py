@@ -102,7 +102,7 @@ def debug_host(host: str) -> str:
         return host
     try:
         if ipaddress.ip_address(host.strip("[]")).is_loopback:
-            return host
+            return host.strip("[]")
     except ValueError:
         pass
     log.warning("--debug listens on 127.0.0.1 only, not on %r: the debugger runs code", host)

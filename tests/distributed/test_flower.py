@@ -24,30 +24,29 @@ def _get(url: str, auth: str | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def _start_refused(env: dict[str, str]) -> str:
+    """Run `flowsched flower`, which must refuse to start; its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "flowsched", "flower"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    return result.stderr
+
+
 def test_flower_needs_a_password_and_shows_the_clusters_workers(cluster: Cluster) -> None:
     port = free_port()
     env = {**cluster.cli_env(), "FLOWSCHED__FLOWER__PORT": str(port), "FLOWER_ADDRESS": "127.0.0.1"}
-    refused = subprocess.run(
-        [sys.executable, "-m", "flowsched", "flower"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert refused.returncode == 1
-    assert "[flower] basic_auth must be set to user:password" in refused.stderr
+    refused = _start_refused(env)
+    assert "[flower] basic_auth must be set to user:password" in refused
 
     env["FLOWSCHED__FLOWER__BASIC_AUTH"] = "admin:flower-pass"
-    weak = subprocess.run(
-        [sys.executable, "-m", "flowsched", "flower"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert weak.returncode == 1
-    assert "[flower] basic_auth: the password is too weak" in weak.stderr
-    assert "flower-pass" not in weak.stderr
+    refused = _start_refused(env)
+    assert "[flower] basic_auth: the password is too weak" in refused
+    assert "flower-pass" not in refused
 
     env["FLOWSCHED__FLOWER__BASIC_AUTH"] = "admin:flower-test-pass-8d2f"
     output = cluster.root / "output" / "flower.log"

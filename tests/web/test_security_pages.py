@@ -71,6 +71,8 @@ def test_tokens_page_creates_shows_once_and_revokes(browser: Browser, live: Live
     page = open_page(browser, live, "viewer")
     page.click("nav >> text=Tokens")
     expect(page).to_have_url(f"{base}/tokens")
+    expect(page).to_have_title("API tokens and password · flowsched")
+    expect(page.locator("#password-form input[type=password]")).to_have_count(3)
     page.fill("input[name=description]", "from-the-browser")
     page.fill("input[name=expires_in_days]", "7")
     page.click("#token-form button[type=submit]")
