@@ -225,3 +225,82 @@ def test_the_webserver_shows_the_outage_page_and_recovers_by_itself(
     # The same process, no restart: the pool reconnects on the next request.
     assert client.get("/dags").status_code == 200
     assert client.get("/api/v1/health").json["metadatabase"] == "healthy"
+
+
+PIPELINE = """
+from datetime import datetime
+from flowsched import DAG, BashOperator
+with DAG("lossy", schedule=None, start_date=datetime(2026, 1, 1),
+         default_args={"retries": 1}) as dag:
+    BashOperator(task_id="t", bash_command="true")
+"""
+
+
+def test_lost_tries_are_free_up_to_max_lost_tries_then_count_as_failures(home: Home) -> None:
+    from flowsched.lifecycle import requeue_lost_try
+    from flowsched.state import TaskState
+
+    home.write_dag("lossy.py", PIPELINE)
+    parse()
+    operations.trigger_dag("lossy", run_id="r")
+
+    def lose(try_number: int) -> TaskState | None:
+        with session_scope() as session:
+            ti = session.scalar(select(TaskInstance).where(TaskInstance.dag_id == "lossy"))
+            ti.state, ti.try_number = "running", try_number
+            session.add(
+                TaskTry(
+                    task_instance_id=ti.id,
+                    dag_id="lossy",
+                    run_id="r",
+                    task_id="t",
+                    try_number=try_number,
+                    state="running",
+                )
+            )
+        with session_scope() as session:
+            return requeue_lost_try(
+                session,
+                ti.id,
+                try_number,
+                reason="lost with its worker: w@h restarted",
+                expected_states=(TaskState.RUNNING,),
+                max_lost=2,
+            )
+
+    def instance() -> tuple[str, int, int]:
+        with session_scope() as session:
+            ti = session.scalar(select(TaskInstance).where(TaskInstance.dag_id == "lossy"))
+            return ti.state, ti.max_tries, ti.lost_count
+
+    # retries=1: max_tries 1. Two losses are free: each adds a try to spend.
+    assert lose(1) == TaskState.UP_FOR_RETRY and instance() == ("up_for_retry", 2, 1)
+    assert lose(2) == TaskState.UP_FOR_RETRY and instance() == ("up_for_retry", 3, 2)
+    # The third is an ordinary failure: it spends the task's one retry.
+    assert lose(3) == TaskState.UP_FOR_RETRY and instance() == ("up_for_retry", 3, 2)
+    assert lose(4) == TaskState.FAILED and instance() == ("failed", 3, 2)
+    # A try that already moved on is not touched (the guarded UPDATE matches nothing).
+    with session_scope() as session:
+        ti_id = session.scalar(select(TaskInstance.id).where(TaskInstance.dag_id == "lossy"))
+        assert (
+            requeue_lost_try(
+                session,
+                ti_id,
+                4,
+                reason="late",
+                expected_states=(TaskState.RUNNING,),
+                max_lost=2,
+            )
+            is None
+        )
+        errors = session.scalars(
+            select(TaskTry.error).where(TaskTry.dag_id == "lossy").order_by(TaskTry.try_number)
+        ).all()
+    assert errors[0] == (
+        "lost with its worker: w@h restarted: re-queued without spending a retry "
+        "(lost 1 of 2 allowed)"
+    )
+    assert errors[1].endswith("(lost 2 of 2 allowed)")
+    assert errors[2].endswith(
+        "lost 2 times already ([scheduler] max_lost_tries = 2): counted as a failure"
+    )
