@@ -33,7 +33,7 @@ from flowsched.discovery import exec_dag_file, fingerprint_bytes
 from flowsched.exceptions import DagFileMismatch, FlowschedError, TaskTerminated, TaskTimeout
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import Workload, claim_try, finish_try, heartbeat_try
-from flowsched.outage import EXIT_RESULT_NOT_RECORDED, MAX_DELAY, OutageTooLong
+from flowsched.outage import EXIT_RESULT_NOT_RECORDED, OutageTooLong, result_retry_cap
 from flowsched.plugins import check_plugin_files, load_plugins
 from flowsched.serialization import SerializedDAG, TaskSpec
 from flowsched.state import TaskState
@@ -341,7 +341,7 @@ def _record_result(
 
 
 def _result_retry_cap() -> float:
-    return max(0.5, min(MAX_DELAY, get_config().scheduler.zombie_threshold / 4))
+    return result_retry_cap(get_config().scheduler.zombie_threshold)
 
 
 def _outcome(success: bool, error: str | None) -> str:
