@@ -308,13 +308,39 @@ def _record_result(
     interrupted: bool,
 ) -> int:
     """Write the try's outcome, waiting out a database outage: a finished try must not
-    be lost (and run again) because the database was down when it ended.
+    be lost (and run again) because the database was down when it ended."""
+    try:
+        state = finish_through_outage(
+            workload,
+            success=success,
+            error=error.splitlines()[-1] if error else None,
+            interrupted=interrupted,
+            rendered_fields=rendered,
+        )
+    except OutageTooLong as exc:
+        log.error("%s ended (%s) but %s", workload.describe(), _outcome(success, error), exc)
+        return EXIT_RESULT_NOT_RECORDED
+    log.info("%s finished: %s", workload.describe(), state or "state changed elsewhere")
+    return 0
+
+
+def finish_through_outage(
+    workload: Workload,
+    *,
+    success: bool,
+    error: str | None,
+    expected_states: tuple[TaskState, ...] = (TaskState.RUNNING,),
+    interrupted: bool = False,
+    rendered_fields: dict[str, Any] | None = None,
+) -> TaskState | None:
+    """:func:`~flowsched.lifecycle.finish_try` with the retry policy of the try's DAG
+    version, retried through a database outage.
 
     Retries back off to at most a quarter of ``zombie_threshold``, so once the
     database is back the result lands well before the scheduler (which waits a
     full threshold after its own outage) could take the try for a zombie. A
-    retried commit that had in fact landed finds the try no longer running and
-    changes nothing.
+    retried commit that had in fact landed finds the try no longer in
+    ``expected_states`` and changes nothing.
     """
 
     def record() -> TaskState | None:
@@ -324,20 +350,14 @@ def _record_result(
                 workload.ti_id,
                 workload.try_number,
                 success=success,
-                error=error.splitlines()[-1] if error else None,
+                error=error,
                 retry_delay=timedelta(0) if success else retry_delay_for(session, workload),
+                expected_states=expected_states,
                 interrupted=interrupted,
-                rendered_fields=rendered,
+                rendered_fields=rendered_fields,
             )
 
-    outage = db_outage(log, max_delay=_result_retry_cap())
-    try:
-        state = with_db_retry(record, outage)
-    except OutageTooLong as exc:
-        log.error("%s ended (%s) but %s", workload.describe(), _outcome(success, error), exc)
-        return EXIT_RESULT_NOT_RECORDED
-    log.info("%s finished: %s", workload.describe(), state or "state changed elsewhere")
-    return 0
+    return with_db_retry(record, db_outage(log, max_delay=_result_retry_cap()))
 
 
 def _result_retry_cap() -> float:

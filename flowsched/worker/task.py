@@ -15,7 +15,7 @@ from typing import Any
 
 from flowsched.db.engine import db_outage, session_scope, with_db_retry
 from flowsched.db.models import TaskInstance
-from flowsched.lifecycle import Workload, finish_try
+from flowsched.lifecycle import Workload
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED
 from flowsched.state import TaskState
 
@@ -63,7 +63,7 @@ def record_crash(workload: Workload, nodename: str, exit_code: int) -> None:
     outcome is unknown here, so the try is left to the zombie sweep, which
     re-queues it as lost rather than failing a task that may have succeeded.
     """
-    from flowsched.runner import retry_delay_for
+    from flowsched.runner import finish_through_outage
 
     if exit_code == EXIT_RESULT_NOT_RECORDED:
         log.error(
@@ -75,20 +75,12 @@ def record_crash(workload: Workload, nodename: str, exit_code: int) -> None:
     error = (
         f"task process exited with code {exit_code} on worker {nodename} before recording a result"
     )
-
-    def record() -> TaskState | None:
-        with session_scope() as session:
-            return finish_try(
-                session,
-                workload.ti_id,
-                workload.try_number,
-                success=False,
-                error=error,
-                retry_delay=retry_delay_for(session, workload),
-                expected_states=(TaskState.RUNNING, TaskState.QUEUED),
-            )
-
-    state = with_db_retry(record, db_outage(log))
+    state = finish_through_outage(
+        workload,
+        success=False,
+        error=error,
+        expected_states=(TaskState.RUNNING, TaskState.QUEUED),
+    )
     if state is not None:
         log.error("%s: %s -> %s", workload.describe(), error, state)
 
