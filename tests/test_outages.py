@@ -202,6 +202,37 @@ def test_a_mariadb_outage_is_ridden_out_and_tries_finished_during_it_record_once
         assert "is back after" in log
 
 
+def test_a_scheduler_started_while_the_database_is_down_waits_for_it(
+    outage_home: Home, own_mariadb: MariaDBServer
+) -> None:
+    home = outage_home
+    home.write_dag("weather.py", WEATHER)
+    parse()
+    output = home.root / "early.log"
+    own_mariadb.stop()
+    scheduler = _spawn(home, ["scheduler", "--no-dag-processor"], output)
+    try:
+        wait_until(lambda: "unavailable" in output.read_text(), timeout=60, step=0.2)
+        time.sleep(3)
+        assert scheduler.poll() is None, output.read_text()[-3000:]
+        own_mariadb.start_again()
+        reset_engine()
+        run_id = operations.trigger_dag("weather", run_id="late").run_id
+        wait_until(run_finished("weather", run_id), timeout=90, step=0.2)
+        assert scheduler.poll() is None, output.read_text()[-3000:]
+    finally:
+        if own_mariadb.process.poll() is not None:
+            own_mariadb.start_again()
+        _stop(scheduler)
+    assert scheduler.returncode == 0
+    with session_scope() as session:
+        states = set(session.execute(select(TaskInstance.state, TaskInstance.try_number)).all())
+    assert states == {("success", 1)}
+    text = output.read_text()
+    assert len(_lines(text, r"metadata database .* unavailable")) == 1
+    assert "scheduler started" in text.split("is back after")[1]
+
+
 def test_the_webserver_shows_the_outage_page_and_recovers_by_itself(
     outage_home: Home, own_mariadb: MariaDBServer
 ) -> None:
