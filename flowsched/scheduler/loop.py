@@ -197,8 +197,8 @@ class Scheduler:
         their result (they retry at most every zombie_threshold / 4 s).
         """
         now = time.monotonic()
-        if now - self._started < self._startup_grace():
-            return False
+        if self._db_outage.down or now - self._started < self._startup_grace():
+            return False  # down, or this is the first pass since it came back
         back_at = self._db_outage.back_at
         return back_at is None or now - back_at >= window
 
