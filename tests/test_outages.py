@@ -18,19 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import func, select
 
 from flowsched import operations
 from flowsched.config import set_config
 from flowsched.db.engine import reset_engine, session_scope
 from flowsched.db.models import TaskInstance, TaskTry, XCom
-from flowsched.web.app import create_app
 from flowsched.web.users import create_user
 from tests.conftest import Home, wait_until
 from tests.distributed.conftest import descendants
 from tests.harness import parse, run_finished
-from tests.servers import MariaDBServer, start_mariadb
-from tests.web.conftest import login
+from tests.servers import MariaDBServer, free_port, start_mariadb, wait_for_port
 
 OUTAGE = 20.0  # seconds the database stays down: longer than the zombie threshold
 
@@ -233,29 +232,54 @@ def test_a_scheduler_started_while_the_database_is_down_waits_for_it(
     assert "scheduler started" in text.split("is back after")[1]
 
 
-def test_the_webserver_shows_the_outage_page_and_recovers_by_itself(
+def test_the_webserver_process_rides_out_a_mariadb_stop_and_recovers_by_itself(
     outage_home: Home, own_mariadb: MariaDBServer
 ) -> None:
-    create_user("admin", "correct-horse-battery", "admin")
-    app = create_app(secret_key="test-secret")
-    client = app.test_client()
-    assert login(client, "admin").status_code == 302
-    assert client.get("/dags").status_code == 200
-
-    own_mariadb.stop()
+    """tests/web/test_api.py cuts a proxy in-process; here gunicorn itself, and a
+    MariaDB server that really stops (and starts on the same data) under it."""
+    home = outage_home
+    home.configure(core={"secret_key": "outage-secret"})
+    create_user("viewer", "correct-horse-battery", "viewer")
+    port = free_port()
+    output = home.root / "web.log"
+    web = _spawn(home, ["webserver", "--bind", f"127.0.0.1:{port}", "--workers", "1"], output)
+    base = f"http://127.0.0.1:{port}"
+    browser = requests.Session()
     try:
-        page = client.get("/dags")
-        assert page.status_code == 503
-        assert page.headers["Retry-After"] == "10"
-        assert "Metadata database unavailable" in page.text
-        health = client.get("/api/v1/health")
-        assert health.status_code == 503
-        assert health.json["metadatabase"] == "unhealthy"
+        wait_for_port(port, timeout=60, proc=web)
+        form = browser.get(f"{base}/login", timeout=10)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert csrf is not None
+        login = browser.post(
+            f"{base}/login",
+            data={
+                "username": "viewer",
+                "password": "correct-horse-battery",
+                "csrf_token": csrf.group(1),
+            },
+            timeout=10,
+        )
+        assert login.status_code == 200 and "Log in" not in login.text
+        assert browser.get(f"{base}/dags", timeout=10).status_code == 200
+        own_mariadb.stop()
+        try:
+            page = browser.get(f"{base}/dags", timeout=10)
+            assert page.status_code == 503, page.text[:2000]
+            assert page.headers["Retry-After"] == "10"
+            assert "Metadata database unavailable" in page.text
+            health = requests.get(f"{base}/api/v1/health", timeout=10)
+            assert health.status_code == 503
+            assert health.json()["metadatabase"] == "unhealthy"
+        finally:
+            own_mariadb.start_again()
+        # The same gunicorn, no restart: its pool reconnects on the next request.
+        assert requests.get(f"{base}/api/v1/health", timeout=10).status_code == 200
+        assert browser.get(f"{base}/dags", timeout=10).status_code == 200
+        assert web.poll() is None, output.read_text()[-3000:]
     finally:
-        own_mariadb.start_again()
-    # The same process, no restart: the pool reconnects on the next request.
-    assert client.get("/dags").status_code == 200
-    assert client.get("/api/v1/health").json["metadatabase"] == "healthy"
+        browser.close()
+        _stop(web)
+    assert "Traceback" not in output.read_text()
 
 
 PIPELINE = """
