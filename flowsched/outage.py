@@ -31,6 +31,13 @@ MAX_DELAY = 10.0
 EXIT_RESULT_NOT_RECORDED = 75
 
 
+def result_retry_cap(zombie_threshold: float) -> float:
+    """Longest wait between a finished try's attempts to record its result: a
+    quarter of the zombie threshold (at most MAX_DELAY), so that once the database
+    is back the result lands long before the try could be taken for a zombie."""
+    return max(0.5, min(MAX_DELAY, zombie_threshold / 4))
+
+
 class OutageTooLong(FlowschedError):
     """A service stayed unreachable for longer than ``[core] outage_tolerance``."""
 

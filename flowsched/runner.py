@@ -49,7 +49,7 @@ from flowsched.lifecycle import (
     skip_try,
 )
 from flowsched.operators.skip import SkipMixin
-from flowsched.outage import EXIT_RESULT_NOT_RECORDED, MAX_DELAY, OutageTooLong
+from flowsched.outage import EXIT_RESULT_NOT_RECORDED, OutageTooLong, result_retry_cap
 from flowsched.plugins import check_plugin_files, load_plugins
 from flowsched.processes import (
     DEFAULT_DEADLINE,
@@ -341,19 +341,9 @@ def fail_try(
     """Record a failed try with ``error`` as its reason, applying its retry policy.
 
     For failures outside the task's code: a try that could not be set up (here),
-    or a task process that died (:func:`flowsched.worker.task.record_crash`
-    records the same way).
+    or a task process that died (:func:`flowsched.worker.task.record_crash`).
     """
-    with session_scope() as session:
-        return finish_try(
-            session,
-            workload.ti_id,
-            workload.try_number,
-            success=False,
-            error=error,
-            retry_delay=retry_delay_for(session, workload),
-            expected_states=expected,
-        )
+    return finish_through_outage(workload, success=False, error=error, expected_states=expected)
 
 
 def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> int:
@@ -419,46 +409,20 @@ def _record_result(
     skips: frozenset[str] = frozenset(),
 ) -> int:
     """Write the try's outcome, waiting out a database outage: a finished try must not
-    be lost (and run again) because the database was down when it ended.
-
-    The tasks a branch or short-circuit chose to skip are written in the same
-    transaction as its success, never before it.
-
-    Retries back off to at most a quarter of ``zombie_threshold``, so once the
-    database is back the result lands well before the scheduler (which waits a
-    full threshold after its own outage) could take the try for a zombie. A
-    retried commit that had in fact landed finds the try no longer running and
-    changes nothing.
-    """
+    be lost (and run again) because the database was down when it ended."""
     reason = secrets_masker.redact(error.splitlines()[-1]) if error else None
-
-    def record() -> TaskState | None:
-        with session_scope() as session:
-            if skipped:
-                return skip_try(
-                    session,
-                    workload.ti_id,
-                    workload.try_number,
-                    reason=reason,
-                    rendered_fields=rendered,
-                )
-            state = finish_try(
-                session,
-                workload.ti_id,
-                workload.try_number,
+    try:
+        if skipped:
+            state = _skip_through_outage(workload, reason, rendered)
+        else:
+            state = finish_through_outage(
+                workload,
                 success=success,
                 error=reason,
-                retry_delay=timedelta(0) if success else retry_delay_for(session, workload),
                 interrupted=interrupted,
                 rendered_fields=rendered,
+                skips=skips,
             )
-            if state is TaskState.SUCCESS and skips:
-                skip_tasks(session, workload.dag_id, workload.run_id, skips)
-            return state
-
-    outage = db_outage(log, max_delay=_result_retry_cap())
-    try:
-        state = with_db_retry(record, outage)
     except OutageTooLong as exc:
         log.error("%s ended (%s) but %s", workload.describe(), _outcome(success, error), exc)
         return EXIT_RESULT_NOT_RECORDED
@@ -466,8 +430,69 @@ def _record_result(
     return 0
 
 
+def _skip_through_outage(
+    workload: Workload, reason: str | None, rendered: dict[str, Any] | None
+) -> TaskState | None:
+    """:func:`~flowsched.lifecycle.skip_try`, retried through a database outage."""
+
+    def record() -> TaskState | None:
+        with session_scope() as session:
+            return skip_try(
+                session,
+                workload.ti_id,
+                workload.try_number,
+                reason=reason,
+                rendered_fields=rendered,
+            )
+
+    return with_db_retry(record, db_outage(log, max_delay=_result_retry_cap()))
+
+
+def finish_through_outage(
+    workload: Workload,
+    *,
+    success: bool,
+    error: str | None,
+    expected_states: tuple[TaskState, ...] = (TaskState.RUNNING,),
+    interrupted: bool = False,
+    rendered_fields: dict[str, Any] | None = None,
+    skips: frozenset[str] = frozenset(),
+) -> TaskState | None:
+    """:func:`~flowsched.lifecycle.finish_try` with the retry policy of the try's DAG
+    version, retried through a database outage.
+
+    The tasks a branch or short-circuit chose to skip (``skips``) are written in
+    the same transaction as its success, never before it.
+
+    Retries back off to at most a quarter of ``zombie_threshold``, so once the
+    database is back the result lands well before the scheduler (which waits a
+    full threshold after its own outage) could take the try for a zombie. A
+    retried commit that had in fact landed finds the try no longer in
+    ``expected_states`` and changes nothing.
+    """
+
+    def record() -> TaskState | None:
+        with session_scope() as session:
+            state = finish_try(
+                session,
+                workload.ti_id,
+                workload.try_number,
+                success=success,
+                error=error,
+                retry_delay=timedelta(0) if success else retry_delay_for(session, workload),
+                expected_states=expected_states,
+                interrupted=interrupted,
+                rendered_fields=rendered_fields,
+            )
+            if state is TaskState.SUCCESS and skips:
+                skip_tasks(session, workload.dag_id, workload.run_id, skips)
+            return state
+
+    return with_db_retry(record, db_outage(log, max_delay=_result_retry_cap()))
+
+
 def _result_retry_cap() -> float:
-    return max(0.5, min(MAX_DELAY, get_config().scheduler.zombie_threshold / 4))
+    return result_retry_cap(get_config().scheduler.zombie_threshold)
 
 
 def _outcome(success: bool, error: str | None) -> str:

@@ -38,7 +38,7 @@ from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import Workload, finish_try, queue_try, requeue_lost_try, time_out_run
-from flowsched.outage import EXIT_RESULT_NOT_RECORDED
+from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
 from flowsched.processes import spawn_flowsched
 from flowsched.scheduler.dependencies import Decision, evaluate
 from flowsched.scheduler.runs import add_task_instances, create_run
@@ -104,6 +104,7 @@ class Scheduler:
         self._processor: subprocess.Popen[bytes] | None = None
         # Metadata DB outages as this scheduler sees them; see _sweep_allowed().
         self._db_outage = db_outage(log)
+        self._started = time.monotonic()
         # Executor events taken but not yet written (kept through a DB outage).
         self._unhandled: list[ExecutorEvent] = []
 
@@ -114,6 +115,7 @@ class Scheduler:
 
     def __enter__(self) -> Scheduler:
         """Register the job, start the executor, requeue orphans: ready for run_once()."""
+        self._started = time.monotonic()
         self._through_outage(self._register_job)
         try:
             self.executor.start()
@@ -194,8 +196,18 @@ class Scheduler:
         window, in which live tries heartbeat again and finished ones record
         their result (they retry at most every zombie_threshold / 4 s).
         """
+        now = time.monotonic()
+        if self._db_outage.down or now - self._started < self._startup_grace():
+            return False  # down, or this is the first pass since it came back
         back_at = self._db_outage.back_at
-        return back_at is None or time.monotonic() - back_at >= window
+        return back_at is None or now - back_at >= window
+
+    def _startup_grace(self) -> float:
+        """A scheduler (re)started just after an outage it did not see cannot tell
+        silence from death either: first it gives live tries two heartbeats, and
+        finished ones a retry of their result (see outage.result_retry_cap)."""
+        conf = self.conf.scheduler
+        return 2 * conf.task_heartbeat_interval + result_retry_cap(conf.zombie_threshold)
 
     def _start_dag_processor(self) -> None:
         self._processor = spawn_flowsched(["dag-processor"])  # dies with the scheduler

@@ -16,7 +16,7 @@ from typing import Any
 
 from flowsched.db.engine import db_outage, session_scope, with_db_retry
 from flowsched.db.models import TaskInstance
-from flowsched.lifecycle import Workload, finish_try
+from flowsched.lifecycle import Workload
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED
 from flowsched.processes import describe_exit, limit_hint
 from flowsched.state import TaskState
@@ -68,7 +68,7 @@ def record_crash(
     outcome is unknown here, so the try is left to the zombie sweep, which
     re-queues it as lost rather than failing a task that may have succeeded.
     """
-    from flowsched.runner import retry_delay_for
+    from flowsched.runner import fail_try
 
     if exit_code == EXIT_RESULT_NOT_RECORDED:
         log.error(
@@ -81,20 +81,7 @@ def record_crash(
         f"task process {describe_exit(exit_code)} on worker {nodename} before recording a "
         f"result{limit_hint(exit_code)}"
     )
-
-    def record() -> TaskState | None:
-        with session_scope() as session:
-            return finish_try(
-                session,
-                workload.ti_id,
-                workload.try_number,
-                success=False,
-                error=error,
-                retry_delay=retry_delay_for(session, workload),
-                expected_states=(TaskState.RUNNING, TaskState.QUEUED),
-            )
-
-    state = with_db_retry(record, db_outage(log))
+    state = fail_try(workload, error, (TaskState.RUNNING, TaskState.QUEUED))
     if state is not None:
         log.error("%s: %s -> %s", workload.describe(), error, state)
 
