@@ -145,6 +145,19 @@ def _terminate(*_: object) -> None:
     raise TaskTerminated("the task was stopped (SIGTERM)")
 
 
+# A forked try notes a SIGTERM that comes before its task code runs (while it
+# sets up its log and claims its row) or after it (while it records its
+# result), instead of dying of it: a stop asked for by its supervisor (the
+# worker's warm shutdown, or the scheduler's death) is then recorded as an
+# interruption, retried without spending a retry, never as a crash.
+_stop_requested = False
+
+
+def _note_stop(*_: object) -> None:
+    global _stop_requested
+    _stop_requested = True
+
+
 def retry_delay_for(session: Any, workload: Workload) -> timedelta:
     """The task's delay before its next try, from the DAG version the try was queued with."""
     if workload.dag_version_id is None:
@@ -372,6 +385,8 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     success, error, rendered, interrupted = False, None, None, False
     skipped, skips = False, NOTHING
     try:
+        if _stop_requested:
+            raise TaskTerminated("the task was stopped (SIGTERM) before it started")
         scrub_task_environment()  # no cluster secrets for task code (flowsched.task_env)
         success, error, rendered, skips = _execute(workload, nodename)
         if error:
@@ -599,7 +614,7 @@ def _run_forked_try(workload: Workload, nodename: str, supervisor: int) -> None:
     try:
         os.setsid()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, _note_stop)
         set_parent_death_signal(signal.SIGTERM, parent=supervisor)
         code = run_try(workload, nodename=nodename)
     except BaseException:
