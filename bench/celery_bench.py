@@ -143,7 +143,8 @@ def flowsched_runs(
     dags.mkdir(parents=True)
     cfg = home / "flowsched.cfg"
     cfg.write_text(
-        f"[core]\ndags_folder = {dags}\nexecutor = celery\nsecret_key = bench\n"
+        f"[core]\ndags_folder = {dags}\nexecutor = celery\n"
+        "secret_key = bench-secret-0f2a4c6e8b1d3f5a7c9e0b2d\n"
         f"[database]\nsql_alchemy_conn = {db_url}\n"
         f"[logging]\nbase_log_folder = {home / 'logs'}\n"
         f"[scheduler]\nloop_interval = 0.5\nmax_tis_per_query = 512\n"

@@ -2,30 +2,74 @@
 
 The public authoring API lives here::
 
-    from flowsched import DAG, BashOperator, PythonOperator, task
+    from flowsched import DAG, BashOperator, PythonOperator, dag, task
 """
 
 __version__ = "0.1.0"
 
+from flowsched.chain import chain, chain_linear, cross_downstream
+from flowsched.connection import Connection
+from flowsched.context import get_current_context
 from flowsched.dag import DAG
+from flowsched.decorators import dag as _dag_decorator
 from flowsched.decorators import task
-from flowsched.operators import BaseOperator, BashOperator, PythonOperator
+from flowsched.edgemodifier import Label
+from flowsched.exceptions import AirflowSkipException, SkipTask
+from flowsched.hooks.base import BaseHook
+from flowsched.operators import (
+    BaseBranchOperator,
+    BaseOperator,
+    BashOperator,
+    BranchDateTimeOperator,
+    BranchDayOfWeekOperator,
+    BranchPythonOperator,
+    EmptyOperator,
+    LatestOnlyOperator,
+    PythonOperator,
+    ShortCircuitOperator,
+)
 from flowsched.plugins import FlowschedPlugin
 from flowsched.providers.docker import DockerOperator
 from flowsched.state import RunState, TaskState, TriggerRule
+from flowsched.variable import Variable
+from flowsched.weekday import WeekDay
 from flowsched.xcom_arg import XComArg
+
+# `from flowsched import dag` must give the @dag decorator (as `from airflow.decorators
+# import dag` does), not the flowsched.dag module that importing DAG bound to this name.
+# `from flowsched.dag import DAG` still works: it reads sys.modules, not this attribute.
+dag = _dag_decorator
 
 __all__ = [
     "DAG",
+    "AirflowSkipException",
+    "BaseBranchOperator",
+    "BaseHook",
     "BaseOperator",
     "BashOperator",
+    "BranchDateTimeOperator",
+    "BranchDayOfWeekOperator",
+    "BranchPythonOperator",
+    "Connection",
     "DockerOperator",
+    "EmptyOperator",
     "FlowschedPlugin",
+    "Label",
+    "LatestOnlyOperator",
     "PythonOperator",
     "RunState",
+    "ShortCircuitOperator",
+    "SkipTask",
     "TaskState",
     "TriggerRule",
+    "Variable",
+    "WeekDay",
     "XComArg",
     "__version__",
+    "chain",
+    "chain_linear",
+    "cross_downstream",
+    "dag",
+    "get_current_context",
     "task",
 ]

@@ -78,12 +78,41 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {raw!r}")
+    return value
+
+
 def _path(raw: str) -> str:
     return str(Path(os.path.expandvars(raw)).expanduser())
 
 
 def _text(raw: str) -> str:
     return raw
+
+
+def _secret_key(raw: str) -> str:
+    from flowsched.secret_policy import check_secret_key
+
+    return check_secret_key(raw)
+
+
+def _optional_path(raw: str) -> str:
+    return _path(raw) if raw.strip() else ""
+
+
+def _parse_fernet_keys(raw: str) -> str:
+    """Comma-separated Fernet keys (first encrypts, all decrypt); empty: no secrets storage.
+
+    Checked here so a malformed key fails at start, not when a secret is first stored;
+    the message names which key of the list is wrong, never the key itself.
+    """
+    from flowsched.crypto import check_fernet_keys
+
+    check_fernet_keys(raw)
+    return raw.strip()
 
 
 @dataclass(frozen=True)
@@ -111,6 +140,12 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "dagbag_import_timeout": Option(
             _positive(float), "30", "Seconds one DAG file may take to import."
         ),
+        "dagbag_import_memory_limit": Option(
+            _non_negative_int,
+            "1024",
+            "MiB of memory one DAG file's import may take on top of the importing process "
+            "(address space, RLIMIT_AS); a file that needs more is an import error. 0: no limit.",
+        ),
         "dags_are_paused_at_creation": Option(
             _parse_bool, "false", "Whether a newly discovered DAG starts paused."
         ),
@@ -118,9 +153,42 @@ OPTIONS: dict[str, dict[str, Option]] = {
             _text, "", "'module:function' returning the hostname recorded on task instances."
         ),
         "secret_key": Option(
-            _text, "", "Signs log-server tokens and web sessions; required with celery.", True
+            _secret_key,
+            "",
+            "Signs log-server tokens and web sessions; required with celery. At least 32 "
+            "characters and not a published example value (`openssl rand -hex 32`).",
+            True,
         ),
         "max_xcom_size": Option(_positive(int), "65536", "Largest XCom value in bytes (JSON)."),
+        "outage_tolerance": Option(
+            _positive(float),
+            "900",
+            "Seconds scheduler, workers, DAG processor and tries ride out an unreachable "
+            "metadata database or broker (logged once, retried with backoff) before giving up.",
+        ),
+        "max_run_conf_size": Option(
+            _positive(int),
+            "65536",
+            "Largest run conf in bytes (compact JSON), checked wherever a run is triggered.",
+        ),
+        "fernet_key": Option(
+            _parse_fernet_keys,
+            "",
+            "Fernet key(s) encrypting connection passwords, extras and variable values in the "
+            "database; comma-separated to rotate (the first encrypts, every one decrypts). "
+            "Empty: connections and variables cannot be stored in the database. "
+            "Create one with `flowsched rotate-fernet-key --generate`.",
+            True,
+        ),
+    },
+    "secrets": {
+        "files_folder": Option(
+            _optional_path,
+            "",
+            "Folder of YAML/JSON files of connections and variables (the file backend), "
+            "looked up after FLOWSCHED_CONN_/FLOWSCHED_VAR_ environment variables and "
+            "before the database. Empty: no file backend.",
+        ),
     },
     "database": {
         "sql_alchemy_conn": Option(
@@ -153,6 +221,13 @@ OPTIONS: dict[str, dict[str, Option]] = {
             _positive(float), "600", "A task queued this long (s) without starting is retried."
         ),
         "max_tis_per_query": Option(_positive(int), "512", "Tasks queued per loop at most."),
+        "max_lost_tries": Option(
+            _non_negative_int,
+            "3",
+            "Times one task's try may be lost through no fault of its own (its worker died, "
+            "or its message never reached a worker) and be re-queued without spending a "
+            "retry; past it, a lost try counts as a failure.",
+        ),
         "shutdown_grace": Option(
             _positive(float), "60", "Seconds a stopping scheduler waits for local tasks."
         ),
@@ -183,11 +258,35 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "workers": Option(_positive(int), "4", "gunicorn worker processes."),
         "timeout": Option(_positive(int), "120", "gunicorn worker timeout (s)."),
         "flower_url": Option(_text, "", "Link to Flower from the workers page."),
+        "log_tail_bytes": Option(
+            _positive(int),
+            "1048576",
+            "Most bytes of a task log a page or an API answer shows: its end, marked "
+            "truncated, with a download of the whole log.",
+        ),
         "cookie_secure": Option(
             _parse_cookie_secure,
             "auto",
             "Secure flag of the session cookie: 'true' (HTTPS only), 'false', or 'auto' "
             "(set when the request came over HTTPS, directly or via a trusted proxy).",
+        ),
+        "login_failures_allowed": Option(
+            _positive(int),
+            "5",
+            "Failed logins per user, and per client address, before logins are refused "
+            "for a while (within login_failure_window).",
+        ),
+        "login_lock_seconds": Option(
+            _positive(float),
+            "30",
+            "Seconds logins stay refused after the allowed failures; doubles with each "
+            "further failure, up to login_lock_max_seconds.",
+        ),
+        "login_lock_max_seconds": Option(
+            _positive(float), "900", "Longest refusal after repeated failed logins (s)."
+        ),
+        "login_failure_window": Option(
+            _positive(float), "3600", "Failed logins older than this (s) no longer count."
         ),
     },
     "flower": {
@@ -322,7 +421,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             try:
                 values[section][key] = option.parse(raw)
             except (ValueError, ConfigError) as exc:
-                raise ConfigError(f"{where}: [{section}] {key} = {raw!r}: {exc}") from exc
+                shown = "<hidden>" if option.secret else repr(raw)  # never print a secret
+                raise ConfigError(f"{where}: [{section}] {key} = {shown}: {exc}") from exc
     if values["core"]["executor"] == "celery" and not values["core"]["secret_key"]:
         raise ConfigError(
             f"{source or 'config'}: [core] secret_key must be set when executor = celery "

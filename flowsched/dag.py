@@ -8,18 +8,19 @@ checking its fingerprint.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from flowsched.exceptions import CycleError, DagDefinitionError, DuplicateTaskIdError
+import jinja2
+
+from flowsched.exceptions import ConfigError, CycleError, DagDefinitionError, DuplicateTaskIdError
+from flowsched.ids import validate_id
 from flowsched.schedules import Schedule, make_schedule
-from flowsched.timezone import default_timezone, is_aware, to_utc
+from flowsched.timezone import default_timezone, is_aware, to_utc, zone_of
 
 if TYPE_CHECKING:
     from flowsched.operators.base import BaseOperator
-
-DAG_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 
 
 class DagContext:
@@ -47,19 +48,35 @@ class DAG:
         tags: list[str] | None = None,
         description: str | None = None,
         params: dict[str, Any] | None = None,
+        *,
+        schedule_interval: Any = None,
+        dagrun_timeout: timedelta | None = None,
+        doc_md: str | None = None,
+        dag_display_name: str | None = None,
+        template_searchpath: str | Iterable[str] | None = None,
+        template_undefined: type[jinja2.Undefined] = jinja2.StrictUndefined,
+        user_defined_macros: dict[str, Any] | None = None,
+        user_defined_filters: dict[str, Any] | None = None,
+        render_template_as_native_obj: bool = False,
+        jinja_environment_kwargs: dict[str, Any] | None = None,
+        orientation: str = "LR",
+        default_view: str = "grid",
+        owner_links: dict[str, str] | None = None,
     ) -> None:
-        if not isinstance(dag_id, str) or not DAG_ID_PATTERN.match(dag_id):
-            raise DagDefinitionError(
-                f"invalid dag_id {dag_id!r}: use letters, digits, '_', '.', '-' (at most 250)"
-            )
+        validate_id("dag_id", dag_id, DagDefinitionError)
         self.dag_id = dag_id
         self.default_args = dict(default_args or {})
+        if schedule is None and schedule_interval is not None:
+            schedule = schedule_interval  # Airflow 2's older name for `schedule`
         self.timezone = default_timezone()
         start_date = start_date or self.default_args.get("start_date")
         self.start_date = self._aware(start_date, "start_date")
         self.end_date = self._aware(end_date or self.default_args.get("end_date"), "end_date")
         if self.start_date and self.start_date.tzinfo is not None and is_aware(self.start_date):
-            self.timezone = self.start_date.tzinfo
+            try:
+                self.timezone = zone_of(self.start_date)
+            except ConfigError as exc:
+                raise DagDefinitionError(f"DAG '{dag_id}': start_date: {exc}") from None
         try:
             self.schedule: Schedule = make_schedule(schedule, self.timezone)
         except DagDefinitionError as exc:
@@ -73,8 +90,29 @@ class DAG:
         self.tags = list(tags or [])
         self.description = description
         self.params = dict(params or {})
+        if dagrun_timeout is not None and not isinstance(dagrun_timeout, timedelta):
+            raise DagDefinitionError(
+                f"DAG '{dag_id}': dagrun_timeout must be a timedelta, got {dagrun_timeout!r}"
+            )
+        self.dagrun_timeout = dagrun_timeout
+        self.doc_md = doc_md
+        self.dag_display_name = dag_display_name or dag_id
+        if isinstance(template_searchpath, str):
+            template_searchpath = [template_searchpath]
+        self.template_searchpath = list(template_searchpath or [])
+        self.template_undefined = template_undefined
+        self.user_defined_macros = dict(user_defined_macros or {})
+        self.user_defined_filters = dict(user_defined_filters or {})
+        self.render_template_as_native_obj = bool(render_template_as_native_obj)
+        self.jinja_environment_kwargs = dict(jinja_environment_kwargs or {})
+        # Graph layout and default page: accepted for Airflow DAG files, no effect here.
+        self.orientation = orientation
+        self.default_view = default_view
+        self.owner_links = dict(owner_links or {})
         self.fileloc: str | None = None
         self.tasks: dict[str, BaseOperator] = {}
+        # {upstream id: {downstream id: {"label": ...}}}, as Airflow's DAG.edge_info.
+        self.edge_info: dict[str, dict[str, dict[str, str]]] = {}
         DagContext.created.append(self)
 
     def _aware(self, value: datetime | None, name: str) -> datetime | None:
@@ -101,6 +139,18 @@ class DAG:
             raise DuplicateTaskIdError(f"DAG '{self.dag_id}': duplicate task_id '{task.task_id}'")
         task.dag = self
         self.tasks[task.task_id] = task
+
+    def set_edge_info(self, upstream_id: str, downstream_id: str, info: dict[str, str]) -> None:
+        self.edge_info.setdefault(upstream_id, {})[downstream_id] = dict(info)
+
+    def get_edge_info(self, upstream_id: str, downstream_id: str) -> dict[str, str]:
+        return self.edge_info.get(upstream_id, {}).get(downstream_id, {})
+
+    def get_template_env(self) -> jinja2.Environment:
+        """The Jinja environment tasks of this DAG render with (searchpath, undefined, macros)."""
+        from flowsched.templating import template_environment
+
+        return template_environment(self)
 
     def get_task(self, task_id: str) -> BaseOperator:
         return self.tasks[task_id]
@@ -184,6 +234,10 @@ class DAG:
             "tags": self.tags,
             "description": self.description,
             "params": self.params,
+            "dagrun_timeout": seconds(self.dagrun_timeout),
+            "doc_md": self.doc_md,
+            "dag_display_name": self.dag_display_name,
+            "edge_info": self.edge_info,
             "plugin_fingerprints": dict(sorted(all_plugins.items())),
             "tasks": [
                 {
@@ -200,7 +254,9 @@ class DAG:
                     "pool": task.pool,
                     "priority_weight": task.priority_weight,
                     "template_fields": list(task.template_fields),
-                    "doc": task.doc,
+                    "doc": task.doc or task.doc_md,
+                    "task_display_name": task.task_display_name,
+                    "is_empty": _is_empty(task),
                     "plugin_files": tasks_plugins[task.task_id],
                 }
                 for task in self.tasks.values()
@@ -209,3 +265,10 @@ class DAG:
 
     def __repr__(self) -> str:
         return f"<DAG {self.dag_id}>"
+
+
+def _is_empty(task: BaseOperator) -> bool:
+    """EmptyOperators are marked successful by the scheduler, never sent to a worker."""
+    from flowsched.operators.empty import EmptyOperator
+
+    return isinstance(task, EmptyOperator)

@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from flowsched.config import get_config
-from flowsched.db.engine import session_scope
+from flowsched.db.engine import db_outage, is_db_outage, session_scope
 from flowsched.db.models import Dag, DagVersion, ImportError_
 from flowsched.discovery import ParseResult, list_dag_files, parse_files
 from flowsched.scheduler.timetable import next_run_fields
@@ -50,13 +50,19 @@ def process_folder(folder: Path | None = None) -> ProcessReport:
     conf = get_config()
     report = ProcessReport()
     root = Path(folder or conf.core.dags_folder).resolve()
-    results = list(
+    files = list_dag_files(root)
+    listed = {str(path.relative_to(root)): index for index, path in enumerate(files)}
+    # In listing order, not in the order the imports finished: of two files defining
+    # the same DAG id, the first listed always wins.
+    results = sorted(
         parse_files(
             root,
-            list_dag_files(root),
+            files,
             conf.core.dagbag_import_timeout,
             conf.scheduler.parsing_processes,
-        )
+            conf.core.dagbag_import_memory_limit,
+        ),
+        key=lambda result: listed[result.relative],
     )
     report.files = len(results)
     with session_scope() as session:
@@ -201,9 +207,11 @@ class DagProcessor:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         runs = 0
+        outage = db_outage(log)
         while not self._stop.is_set():
             try:
                 report = process_folder()
+                outage.recovered()
                 log.info(
                     "parsed %d files, %d DAGs, %d errors in %.2fs%s",
                     report.files,
@@ -214,7 +222,12 @@ class DagProcessor:
                     if report.new_versions
                     else "",
                 )
-            except Exception:
+            except Exception as exc:
+                if is_db_outage(exc):
+                    # Logged once; the next pass comes sooner than an interval (backoff),
+                    # and past [core] outage_tolerance OutageTooLong stops the processor.
+                    self._stop.wait(min(outage.failed(exc), self.interval))
+                    continue
                 log.exception("DAG folder processing failed; retrying next interval")
             runs += 1
             if self.num_runs is not None and runs >= self.num_runs:

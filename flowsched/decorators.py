@@ -1,33 +1,60 @@
-"""``@task``: a plain function becomes a task; calling it wires the data flow."""
+"""``@task`` and ``@dag``: plain functions become tasks and DAGs, as in Airflow's TaskFlow.
+
+Calling a ``@task`` function inside a DAG adds a task and returns an XComArg that
+wires the data flow; ``@task.branch`` and ``@task.short_circuit`` make the
+branching operators. Calling a ``@dag`` function builds its DAG.
+"""
 
 from __future__ import annotations
 
 import functools
+import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
 
-from flowsched.dag import DagContext
+from flowsched.dag import DAG, DagContext
 from flowsched.exceptions import DagDefinitionError
-from flowsched.operators.python import PythonOperator
-from flowsched.xcom_arg import XComArg, find_xcom_args
+from flowsched.operators.bash import BashDecoratedOperator
+from flowsched.operators.python import (
+    BranchPythonOperator,
+    PythonOperator,
+    ShortCircuitOperator,
+)
+from flowsched.xcom_arg import DagParam, XComArg, find_xcom_args
+
+
+def _returns_dict(func: Callable[..., Any]) -> bool:
+    """``-> dict[str, int]`` means multiple_outputs=True unless told otherwise (Airflow)."""
+    try:
+        annotation = typing.get_type_hints(func).get("return")
+    except Exception:  # unresolvable annotations: decide nothing from them
+        return False
+    return (typing.get_origin(annotation) or annotation) in (dict, typing.Dict)  # noqa: UP006
 
 
 class _TaskFactory:
-    def __init__(self, func: Callable[..., Any], options: dict[str, Any]) -> None:
+    def __init__(
+        self, func: Callable[..., Any], options: dict[str, Any], operator_class: type
+    ) -> None:
         functools.update_wrapper(self, func)
         self.func = func
         self.options = options
+        self.operator_class = operator_class
 
     def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
         dag = self.options.get("dag") or DagContext.current()
         if dag is None:
             raise DagDefinitionError(
                 f"@task '{self.func.__name__}' was called outside a DAG: "
-                "call it inside `with DAG(...):`"
+                "call it inside `with DAG(...):` or a @dag function"
             )
         options = {key: value for key, value in self.options.items() if key != "dag"}
         task_id = options.pop("task_id", None) or dag.unique_task_id(self.func.__name__)
-        operator = PythonOperator(
+        options.setdefault("multiple_outputs", _returns_dict(self.func))
+        if self.func.__doc__ and "doc_md" not in options:
+            options["doc_md"] = inspect.cleandoc(self.func.__doc__)
+        operator = self.operator_class(
             task_id,
             python_callable=self.func,
             op_args=args,
@@ -40,11 +67,59 @@ class _TaskFactory:
         return XComArg(operator)
 
     def override(self, **options: Any) -> _TaskFactory:
-        return _TaskFactory(self.func, {**self.options, **options})
+        return _TaskFactory(self.func, {**self.options, **options}, self.operator_class)
 
 
-def task(func: Callable[..., Any] | None = None, **options: Any) -> Any:
-    """Use as ``@task`` or ``@task(retries=2, queue="gpu")``."""
-    if func is not None:
-        return _TaskFactory(func, options)
-    return lambda f: _TaskFactory(f, options)
+def _decorator(operator_class: type) -> Callable[..., Any]:
+    def decorate(python_callable: Callable[..., Any] | None = None, **options: Any) -> Any:
+        if python_callable is not None:
+            return _TaskFactory(python_callable, options, operator_class)
+        return lambda f: _TaskFactory(f, options, operator_class)
+
+    return decorate
+
+
+class TaskDecoratorCollection:
+    """``@task``, ``@task(retries=2)``, ``@task.branch``, ``.short_circuit``, ``.bash``."""
+
+    python = staticmethod(_decorator(PythonOperator))
+    bash = staticmethod(_decorator(BashDecoratedOperator))
+    branch = staticmethod(_decorator(BranchPythonOperator))
+    short_circuit = staticmethod(_decorator(ShortCircuitOperator))
+
+    def __call__(self, python_callable: Callable[..., Any] | None = None, **options: Any) -> Any:
+        return self.python(python_callable, **options)
+
+
+task = TaskDecoratorCollection()
+
+
+def dag(dag_id: Any = None, **dag_kwargs: Any) -> Any:
+    """``@dag(schedule=..., start_date=...)`` on a function; calling it builds the DAG.
+
+    The DAG id is the function's name unless ``dag_id`` is given; the function's
+    docstring becomes ``doc_md``; its keyword arguments become DAG ``params`` (their
+    defaults) and reach the body as references resolved per run, as in Airflow.
+    """
+    if callable(dag_id):
+        return dag()(dag_id)
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., DAG]:
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def build(*args: Any, **kwargs: Any) -> DAG:
+            bound = signature.bind_partial(*args, **kwargs)
+            bound.apply_defaults()
+            options = dict(dag_kwargs)
+            params = dict(options.pop("params", None) or {})
+            params.update(bound.arguments)
+            if func.__doc__ and "doc_md" not in options:
+                options["doc_md"] = inspect.cleandoc(func.__doc__)
+            with DAG(dag_id or func.__name__, params=params, **options) as built:
+                func(**{name: DagParam(name, value) for name, value in bound.arguments.items()})
+            return built
+
+        return build
+
+    return decorate

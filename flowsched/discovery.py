@@ -1,18 +1,22 @@
 """Finding and importing DAG files, each in isolation.
 
-Each file is imported in a forked child with a deadline, so a file that raises,
-loops or blocks on an import only produces an import error for itself. The
+Each file is imported in a forked child with a deadline and a memory cap, in
+its own process group killed after the file, so a file that raises, loops,
+blocks, forks or eats memory only produces an import error for itself. The
 child hashes the exact bytes it compiles, so the fingerprint always matches
 the code that defined the DAG.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
 import multiprocessing
 import os
+import resource
+import signal
 import sys
 import time
 import traceback
@@ -24,6 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from flowsched.exceptions import DagDefinitionError, DagFileMismatch
+from flowsched.processes import (
+    DEFAULT_DEADLINE,
+    describe_exit,
+    kill_group,
+    set_parent_death_signal,
+)
 
 IGNORE_FILE = ".flowschedignore"
 
@@ -128,7 +138,7 @@ class ParseResult:
     duration: float = 0.0
 
 
-def _parse_in_child(path: Path, relative: str, connection: Connection) -> None:
+def _parse_in_child(path: Path, relative: str, connection: Connection, memory_limit: int) -> None:
     result: dict[str, Any] = {"relative": relative}
     try:
         fingerprint, source, dags = exec_dag_file(path, relative)
@@ -146,6 +156,8 @@ def _parse_in_child(path: Path, relative: str, connection: Connection) -> None:
         result["dags"] = serialized
     except DagDefinitionError as exc:
         result["error"] = f"{relative}: {exc}"
+    except MemoryError:
+        result = {"relative": relative, "error": _memory_error(relative, memory_limit)}
     except BaseException:
         result["error"] = traceback.format_exc()
     try:
@@ -157,18 +169,64 @@ def _parse_in_child(path: Path, relative: str, connection: Connection) -> None:
     connection.close()
 
 
-def _child_main(path: str, relative: str, connection: Connection) -> None:
-    # The child must not write to the parent's terminal or reuse its DB sockets.
+def _memory_error(relative: str, limit: int) -> str:
+    return (
+        f"{relative}: the import needed more than core.dagbag_import_memory_limit "
+        f"({limit} MiB) of memory"
+    )
+
+
+def _limit_memory(mebibytes: int) -> None:
+    """Cap this process's address space at what it has now plus ``mebibytes``."""
+    if mebibytes <= 0:
+        return
+    with open("/proc/self/statm", encoding="ascii") as handle:
+        current = int(handle.read().split()[0]) * resource.getpagesize()
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft = current + mebibytes * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _child_main(
+    path: str, relative: str, connection: Connection, parent: int, memory_limit: int
+) -> None:
+    # In its own process group, killed whole after the file: whatever the file forked
+    # goes with it. Dies with its parent; never writes to the parent's terminal.
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    set_parent_death_signal(signal.SIGKILL, parent)
+    _limit_memory(memory_limit)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    _parse_in_child(Path(path), relative, connection)
+    _parse_in_child(Path(path), relative, connection, memory_limit)
     os._exit(0)
 
 
+def _died(relative: str, process: Any, memory_limit: int) -> str:
+    """Why an import child sent nothing: its real exit code or signal."""
+    code = process.exitcode
+    message = f"{relative}: the import process {describe_exit(code)} before reporting"
+    if code is not None and code < 0 and memory_limit > 0:
+        message += f" (core.dagbag_import_memory_limit is {memory_limit} MiB)"
+    return message
+
+
+def _end(process: Any) -> None:
+    """Kill what is left of an import child's group, then collect the child."""
+    kill_group(process.pid)
+    process.join(DEFAULT_DEADLINE)
+
+
 def parse_files(
-    folder: Path, paths: list[Path], timeout: float, processes: int
+    folder: Path, paths: list[Path], timeout: float, processes: int, memory_limit: int = 0
 ) -> Iterator[ParseResult]:
-    """Import each file in its own forked child, ``processes`` at a time."""
+    """Import each file in its own forked child, ``processes`` at a time.
+
+    Each child has its own process group, killed after its file, and an address
+    space capped at ``memory_limit`` MiB more than ours (0: no cap).
+    """
     context = multiprocessing.get_context("fork")
     pending = list(paths)
     running: dict[Connection, tuple[Any, str, float]] = {}
@@ -177,8 +235,13 @@ def parse_files(
             path = pending.pop(0)
             relative = str(path.relative_to(folder))
             receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(target=_child_main, args=(str(path), relative, sender))
+            process = context.Process(
+                target=_child_main,
+                args=(str(path), relative, sender, os.getpid(), memory_limit),
+            )
             process.start()
+            with contextlib.suppress(OSError):
+                os.setpgid(process.pid, process.pid)  # also done by the child: no race
             sender.close()
             running[receiver] = (process, relative, time.monotonic())
         now = time.monotonic()
@@ -196,22 +259,20 @@ def parse_files(
                     error=payload.get("error"),
                 )
             except (EOFError, OSError, ValueError):
-                result = ParseResult(
-                    relative=relative,
-                    error=f"{relative}: the import process died (exit code {process.exitcode})",
-                )
+                result = None
             receiver.close()
-            process.join()
+            if result is None:
+                process.join(DEFAULT_DEADLINE)  # the exit code is known once it is collected
+                result = ParseResult(
+                    relative=relative, error=_died(relative, process, memory_limit)
+                )
+            _end(process)
             result.duration = time.monotonic() - started
             yield result
         now = time.monotonic()
         for receiver, (process, relative, started) in list(running.items()):
             if now - started >= timeout:
-                process.terminate()
-                process.join(2)
-                if process.is_alive():
-                    process.kill()
-                    process.join()
+                _end(process)
                 receiver.close()
                 del running[receiver]
                 yield ParseResult(

@@ -51,3 +51,11 @@ class TaskTerminated(FlowschedError):
 
 class SchedulerNotAllowed(FlowschedError):
     """A second scheduler cannot run safely on this database."""
+
+
+class SkipTask(FlowschedError):
+    """Raised by a task to end its try as ``skipped`` (Airflow's AirflowSkipException)."""
+
+
+# The name Airflow DAG files import, so ``from airflow.exceptions import ...`` ports as is.
+AirflowSkipException = SkipTask

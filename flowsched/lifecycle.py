@@ -8,6 +8,7 @@ This is what makes "never run twice at the same time" hold by construction.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -232,17 +233,196 @@ def finish_try(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    try_values: dict[str, Any] = {
-        "state": TaskState.SUCCESS.value if success else TaskState.FAILED.value,
+    ended = TaskState.SUCCESS if success else TaskState.FAILED
+    _end_try_record(session, ti_id, try_number, ended, now, duration, error, rendered_fields)
+    return new_state
+
+
+def _end_try_record(
+    session: Session,
+    ti_id: int,
+    try_number: int,
+    state: TaskState,
+    now: datetime,
+    duration: float | None,
+    error: str | None,
+    rendered_fields: dict[str, Any] | None,
+) -> None:
+    """Close the try's history row with how it ended."""
+    values: dict[str, Any] = {
+        "state": state.value,
         "end_date": now,
         "duration": duration,
         "error": error,
     }
     if rendered_fields is not None:
-        try_values["rendered_fields"] = rendered_fields
+        values["rendered_fields"] = rendered_fields
     session.execute(
         update(TaskTry)
         .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
-        .values(**try_values)
+        .values(**values)
     )
-    return new_state
+
+
+def requeue_lost_try(
+    session: Session,
+    ti_id: int,
+    try_number: int,
+    *,
+    reason: str,
+    expected_states: tuple[TaskState, ...],
+    max_lost: int,
+    retry_delay: timedelta = timedelta(0),
+) -> TaskState | None:
+    """A try lost through no fault of the task: its worker died, or its message never
+    reached one. The task did not fail, so the try is retried without spending one of
+    its retries (``max_tries`` grows by one, ``lost_count`` counts it), at most
+    ``max_lost`` times; past that a lost try is a plain failure (retry policy applies).
+
+    The try's record keeps ``reason`` as its error. Returns the new state, or None
+    if the try was not in ``expected_states`` (it moved on: someone else won).
+    """
+    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
+    if ti is None or ti.try_number != try_number:
+        return None
+    if ti.state not in {state.value for state in expected_states}:
+        return None
+    if ti.lost_count >= max_lost:
+        return finish_try(
+            session,
+            ti_id,
+            try_number,
+            success=False,
+            error=(
+                f"{reason}; lost {ti.lost_count} times already ([scheduler] max_lost_tries = "
+                f"{max_lost}): counted as a failure"
+            ),
+            retry_delay=retry_delay,
+            expected_states=expected_states,
+        )
+    now = utcnow()
+    result = session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.id == ti_id,
+            TaskInstance.try_number == try_number,
+            TaskInstance.state.in_([state.value for state in expected_states]),
+            TaskInstance.lost_count == ti.lost_count,
+        )
+        .values(
+            state=TaskState.UP_FOR_RETRY.value,
+            max_tries=TaskInstance.max_tries + 1,
+            lost_count=TaskInstance.lost_count + 1,
+            next_retry_at=now,
+            end_date=now,
+            pid=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    session.execute(
+        update(TaskTry)
+        .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
+        .values(
+            state=TaskState.FAILED.value,
+            end_date=now,
+            error=(
+                f"{reason}: re-queued without spending a retry "
+                f"(lost {ti.lost_count + 1} of {max_lost} allowed)"
+            ),
+        )
+    )
+    return TaskState.UP_FOR_RETRY
+
+
+def skip_try(
+    session: Session,
+    ti_id: int,
+    try_number: int,
+    *,
+    reason: str | None = None,
+    rendered_fields: dict[str, Any] | None = None,
+) -> TaskState | None:
+    """running -> skipped: the task raised SkipTask. No retry is spent or scheduled.
+
+    Returns the new state, or None if this try was no longer running.
+    """
+    now = utcnow()
+    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
+    if ti is None or ti.try_number != try_number or ti.state != TaskState.RUNNING.value:
+        return None
+    duration = (now - ti.start_date).total_seconds() if ti.start_date else None
+    session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.id == ti_id,
+            TaskInstance.try_number == try_number,
+            TaskInstance.state == TaskState.RUNNING.value,
+        )
+        .values(state=TaskState.SKIPPED.value, end_date=now, duration=duration, pid=None)
+        .execution_options(synchronize_session=False)
+    )
+    _end_try_record(
+        session, ti_id, try_number, TaskState.SKIPPED, now, duration, reason, rendered_fields
+    )
+    return TaskState.SKIPPED
+
+
+def skip_tasks(session: Session, dag_id: str, run_id: str, task_ids: Iterable[str]) -> int:
+    """Mark tasks of a run skipped that have not started: a branch or short-circuit chose so.
+
+    Only tasks still waiting (``none`` or ``scheduled``) are skipped; one already queued
+    or running (say, with ``trigger_rule="always"``) is left to finish. Returns how many.
+    """
+    ids = sorted(set(task_ids))
+    if not ids:
+        return 0
+    now = utcnow()
+    result = session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.dag_id == dag_id,
+            TaskInstance.run_id == run_id,
+            TaskInstance.task_id.in_(ids),
+            TaskInstance.state.in_([TaskState.NONE.value, TaskState.SCHEDULED.value]),
+        )
+        .values(state=TaskState.SKIPPED.value, start_date=now, end_date=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def time_out_run(session: Session, dag_run_id: int, reason: str) -> int:
+    """Skip every unfinished task of a run past its ``dagrun_timeout``, as Airflow does.
+
+    Running tries see their instance is no longer running at the next heartbeat and
+    stop themselves; their history rows end here, with the reason. Returns how many.
+    """
+    now = utcnow()
+    unfinished = [
+        TaskState.NONE.value,
+        TaskState.SCHEDULED.value,
+        TaskState.QUEUED.value,
+        TaskState.RUNNING.value,
+        TaskState.UP_FOR_RETRY.value,
+    ]
+    started = session.execute(
+        select(TaskInstance.id, TaskInstance.try_number).where(
+            TaskInstance.dag_run_id == dag_run_id,
+            TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]),
+        )
+    ).all()
+    result = session.execute(
+        update(TaskInstance)
+        .where(TaskInstance.dag_run_id == dag_run_id, TaskInstance.state.in_(unfinished))
+        .values(state=TaskState.SKIPPED.value, end_date=now)
+        .execution_options(synchronize_session=False)
+    )
+    for ti_id, try_number in started:
+        session.execute(
+            update(TaskTry)
+            .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
+            .values(state=TaskState.SKIPPED.value, end_date=now, error=reason)
+        )
+    return result.rowcount

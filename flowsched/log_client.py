@@ -1,43 +1,80 @@
-"""Fetching a try's log for the CLI and the webserver, wherever the try ran.
+"""Reading a try's log for the CLI and the webserver, wherever the try ran.
 
 A log present on this machine (this is the worker that ran it, or the log
-folder is shared) is read from disk. Otherwise it is fetched from the log
-server of the host recorded on the try, ``http://{hostname}:{log_server_port}``,
-with a token signed by ``core.secret_key`` for that one file. Any failure
-becomes :class:`LogUnavailable` with a message that says where it looked.
+folder is shared) is read from disk through :mod:`flowsched.task_logs`.
+Otherwise it is fetched from the log server of the host recorded on the try,
+``http://{hostname}:{log_server_port}``, with a token signed by
+``core.secret_key`` for that one file. Any failure becomes
+:class:`LogUnavailable` with a message that says where it looked.
+
+Every read is bounded: the tail for pages and the API, a bounded chunk per
+poll for ``--follow``, and a stream of chunks for downloads and
+``flowsched tasks log``, so a log of any size costs a fixed amount of memory.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
+import http.client
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from urllib.parse import quote
+from types import TracebackType
+from typing import BinaryIO
+from urllib.parse import quote, urlencode
 
 from flowsched.config import get_config
 from flowsched.exceptions import FlowschedError
 from flowsched.hostname import get_hostname
-from flowsched.task_logs import relative_log_path
+from flowsched.task_logs import (
+    CHUNK_SIZE,
+    LogRefused,
+    LogTail,
+    base_folder,
+    file_size,
+    iter_chunks,
+    open_log,
+    read_range,
+    read_tail,
+    relative_log_path,
+)
 from flowsched.worker.log_tokens import sign
 
 FETCH_TIMEOUT = 10.0
-CHUNK = 16 * 1024 * 1024  # the log server's largest answer (log_server.MAX_CHUNK)
+FOLLOW_CHUNK = 1024 * 1024  # the most one --follow poll reads
 
 
 class LogUnavailable(FlowschedError):
     """The log cannot be shown; the message says why and where it was looked for."""
 
 
-def _read_local(path: Path, offset: int) -> bytes | None:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read()
-    except FileNotFoundError:
-        return None
+class LogStream:
+    """An opened log, on disk or a log server's answer: ``length`` bytes, in chunks.
+
+    Opening fails before the first byte (so a web view can still answer 404);
+    iterate to read, and close it (or use ``with``) when done.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], length: int, close: Callable[[], None]) -> None:
+        self.length = length
+        self._chunks = chunks
+        self._close = close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> LogStream:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def log_url(hostname: str, relative: str) -> str:
@@ -46,50 +83,111 @@ def log_url(hostname: str, relative: str) -> str:
     return f"http://{host}:{port}/log/{quote(relative)}"
 
 
-def _fetch_remote(hostname: str, relative: str, offset: int) -> bytes:
-    url = log_url(hostname, relative)
-    data = b""
-    while True:
-        request = urllib.request.Request(
-            f"{url}?offset={offset + len(data)}",
-            headers={"Authorization": f"Bearer {sign(relative)}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT) as response:
-                chunk = response.read()
-        except urllib.error.HTTPError as exc:
-            reason = exc.read().decode("utf-8", "replace").strip() or exc.reason
-            raise LogUnavailable(f"log server of {hostname} answered {exc.code}: {reason}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            why = getattr(exc, "reason", exc)
-            raise LogUnavailable(
-                f"cannot reach the log server of {hostname} at {url}: {why} "
-                "(is its worker running, and worker.log_server_port open?)"
-            ) from exc
-        data += chunk
-        if len(chunk) < CHUNK:
-            return data
-
-
-def fetch_log_bytes(hostname: str | None, relative: str, offset: int = 0) -> bytes:
-    """The log file from byte ``offset``, from disk if it is here, else from ``hostname``."""
-    local_path = Path(get_config().logging.base_log_folder) / relative
-    local = _read_local(local_path, offset)
-    if local is not None:
-        return local
+def _local_or_host(hostname: str | None, relative: str) -> BinaryIO | str:
+    """The log opened from this machine's folder, else the host whose log server has it."""
+    try:
+        return open_log(relative)
+    except FileNotFoundError:
+        pass
+    except LogRefused as exc:
+        raise LogUnavailable(str(exc)) from None
+    local_path = base_folder() / relative
     if not hostname:
         raise LogUnavailable(f"no log at {local_path} and no host recorded for this try")
     if hostname == get_hostname():
         raise LogUnavailable(f"no log at {local_path} on {hostname}, where the try ran")
-    return _fetch_remote(hostname, relative, offset)
+    return hostname
 
 
-def fetch_task_log(
-    hostname: str | None, dag_id: str, run_id: str, task_id: str, try_number: int
-) -> str:
-    """The whole log of one try, as text (undecodable bytes replaced)."""
+def _request(hostname: str, relative: str, **params: int) -> http.client.HTTPResponse:
+    url = log_url(hostname, relative)
+    request = urllib.request.Request(
+        f"{url}?{urlencode(params)}", headers={"Authorization": f"Bearer {sign(relative)}"}
+    )
+    try:
+        return urllib.request.urlopen(request, timeout=FETCH_TIMEOUT)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            reason = exc.read(2000).decode("utf-8", "replace").strip() or exc.reason
+        raise LogUnavailable(f"log server of {hostname} answered {exc.code}: {reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        why = getattr(exc, "reason", exc)
+        raise LogUnavailable(
+            f"cannot reach the log server of {hostname} at {url}: {why} "
+            "(is its worker running, and worker.log_server_port open?)"
+        ) from None
+
+
+def _chunks_of(response: http.client.HTTPResponse, hostname: str, limit: int) -> Iterator[bytes]:
+    """The answer's body in chunks, never more than ``limit`` bytes in all."""
+    left = limit
+    while left > 0:
+        try:
+            data = response.read(min(CHUNK_SIZE, left))
+        except OSError as exc:
+            raise LogUnavailable(f"log server of {hostname} stopped answering: {exc}") from None
+        if not data:
+            return
+        left -= len(data)
+        yield data
+
+
+def _header(response: http.client.HTTPResponse, name: str, default: int) -> int:
+    try:
+        return int(response.headers.get(name, default))
+    except ValueError:
+        return default
+
+
+def fetch_log_tail(hostname: str | None, relative: str, limit: int) -> LogTail:
+    """The last ``limit`` bytes of a log (from the start of a line), and its size."""
+    where = _local_or_host(hostname, relative)
+    if not isinstance(where, str):
+        with contextlib.closing(where):
+            return read_tail(where, limit)
+    with _request(where, relative, tail=limit) as response:
+        data = b"".join(_chunks_of(response, where, limit))
+        size = _header(response, "X-Log-Size", len(data))
+        start = _header(response, "X-Log-Offset", size - len(data))
+    return LogTail(data, start, size)
+
+
+def fetch_log_bytes(
+    hostname: str | None, relative: str, offset: int = 0, limit: int = FOLLOW_CHUNK
+) -> bytes:
+    """At most ``limit`` bytes of the log from byte ``offset``."""
+    where = _local_or_host(hostname, relative)
+    if not isinstance(where, str):
+        with contextlib.closing(where):
+            return read_range(where, offset, limit)
+    with _request(where, relative, offset=offset, length=limit) as response:
+        return b"".join(_chunks_of(response, where, limit))
+
+
+def open_log_stream(hostname: str | None, relative: str, offset: int = 0) -> LogStream:
+    """The log from byte ``offset`` to its size now, as a stream of chunks."""
+    where = _local_or_host(hostname, relative)
+    if not isinstance(where, str):
+        size = file_size(where)
+        return LogStream(iter_chunks(where, offset, size), max(0, size - offset), where.close)
+    response = _request(where, relative, offset=offset)
+    length = _header(response, "Content-Length", 0)
+    return LogStream(_chunks_of(response, where, length), length, response.close)
+
+
+def fetch_task_log_tail(
+    hostname: str | None, dag_id: str, run_id: str, task_id: str, try_number: int, limit: int
+) -> LogTail:
+    """The tail of one try's log, for a page or an API answer."""
     relative = relative_log_path(dag_id, run_id, task_id, try_number)
-    return fetch_log_bytes(hostname, relative).decode("utf-8", errors="replace")
+    return fetch_log_tail(hostname, relative, limit)
+
+
+def open_task_log(
+    hostname: str | None, dag_id: str, run_id: str, task_id: str, try_number: int
+) -> LogStream:
+    """The whole log of one try, as a stream (downloads, ``flowsched tasks log``)."""
+    return open_log_stream(hostname, relative_log_path(dag_id, run_id, task_id, try_number))
 
 
 def follow_task_log(
@@ -104,19 +202,26 @@ def follow_task_log(
 ) -> Iterator[str]:
     """Yield the log as it grows until ``finished()`` is true and nothing new came.
 
-    ``finished`` is read before each fetch, so the text written between the
-    last poll and the end of the try is still yielded.
+    ``finished`` is read before each round of reads, so the text written
+    between the last poll and the end of the try is still yielded. Each read
+    is at most :data:`FOLLOW_CHUNK` bytes; a full one is followed at once.
     """
     relative = relative_log_path(dag_id, run_id, task_id, try_number)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     offset = 0
     while True:
         done = finished()
-        chunk = fetch_log_bytes(hostname, relative, offset)
-        offset += len(chunk)
-        text = decoder.decode(chunk, final=done)
-        if text:
-            yield text
+        while True:
+            chunk = fetch_log_bytes(hostname, relative, offset)
+            offset += len(chunk)
+            text = decoder.decode(chunk)
+            if text:
+                yield text
+            if len(chunk) < FOLLOW_CHUNK:
+                break
         if done:
+            rest = decoder.decode(b"", final=True)
+            if rest:
+                yield rest
             return
         time.sleep(interval)

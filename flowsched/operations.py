@@ -27,6 +27,8 @@ from flowsched.db.models import (
     XCom,
 )
 from flowsched.exceptions import DagNotFound, DagRunNotFound, FlowschedError
+from flowsched.ids import validate_run_id
+from flowsched.run_conf import check_conf_size
 from flowsched.scheduler.runs import create_run, latest_version, make_run_id
 from flowsched.schedules import Interval
 from flowsched.serialization import SerializedDAG
@@ -81,6 +83,9 @@ def trigger_dag(
 ) -> DagRun:
     if conf is not None and not isinstance(conf, dict):
         raise FlowschedError("run conf must be a JSON object")
+    if run_id is not None:
+        validate_run_id(run_id)  # before any database work; create_run checks again
+    check_conf_size(conf)
     now = utcnow()
     logical_date = logical_date or now
     with session_scope() as session:
@@ -330,6 +335,22 @@ def task_states(dag_id: str, run_id: str) -> list[TaskInstance]:
         for ti in tis:
             session.expunge(ti)
         return list(tis)
+
+
+def try_errors(dag_id: str, run_id: str) -> dict[str, str]:
+    """The error of each task's current try in a run, for tasks whose try has one."""
+    with session_scope(read_only=True) as session:
+        run = get_run(session, dag_id, run_id)
+        rows = session.execute(
+            select(TaskTry.task_id, TaskTry.error)
+            .join(TaskInstance, TaskInstance.id == TaskTry.task_instance_id)
+            .where(
+                TaskInstance.dag_run_id == run.id,
+                TaskTry.try_number == TaskInstance.try_number,
+                TaskTry.error.is_not(None),
+            )
+        ).all()
+    return {task_id: error for task_id, error in rows}
 
 
 def run_is_finished(dag_id: str, run_id: str) -> bool:

@@ -26,18 +26,46 @@ from typing import Any
 
 from sqlalchemy import select
 
+from flowsched import secrets_masker
 from flowsched.config import get_config
-from flowsched.db.engine import session_scope
+from flowsched.context import current_context, date_context, run_for_templates
+from flowsched.db.engine import db_outage, is_db_outage, session_scope, with_db_retry
 from flowsched.db.models import DagRun, DagVersion, TaskInstance
 from flowsched.discovery import exec_dag_file, fingerprint_bytes
-from flowsched.exceptions import DagFileMismatch, FlowschedError, TaskTerminated, TaskTimeout
+from flowsched.exceptions import (
+    DagFileMismatch,
+    FlowschedError,
+    SkipTask,
+    TaskTerminated,
+    TaskTimeout,
+)
 from flowsched.hostname import get_hostname
-from flowsched.lifecycle import Workload, claim_try, finish_try, heartbeat_try
+from flowsched.lifecycle import (
+    Workload,
+    claim_try,
+    finish_try,
+    heartbeat_try,
+    skip_tasks,
+    skip_try,
+)
+from flowsched.operators.skip import SkipMixin
+from flowsched.outage import EXIT_RESULT_NOT_RECORDED, OutageTooLong, result_retry_cap
 from flowsched.plugins import check_plugin_files, load_plugins
+from flowsched.processes import (
+    DEFAULT_DEADLINE,
+    become_subreaper,
+    children_of,
+    end_tree,
+    fork_failure_hint,
+    set_parent_death_signal,
+)
 from flowsched.serialization import SerializedDAG, TaskSpec
-from flowsched.task_logs import log_path
+from flowsched.state import TaskState
+from flowsched.task_env import scrub_task_environment
+from flowsched.task_logs import open_for_append, relative_log_path
+from flowsched.template_accessors import template_accessors
 from flowsched.templating import BUILTIN_MACROS
-from flowsched.timezone import default_timezone, display, utcnow
+from flowsched.timezone import display, utcnow
 from flowsched.xcom import TaskInstanceContext, push_xcom
 
 log = logging.getLogger("flowsched.task")
@@ -58,15 +86,10 @@ def _configure_logging(stream: Any) -> None:
     root.setLevel(get_config().logging.level)
 
 
-def _redirect_output(path: Path) -> None:
-    """Send this process's stdout/stderr (and its children's) to the try's log file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", closefd=False)
-    sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", closefd=False)
+def _redirect_output(fd: int) -> None:
+    """Send this process's stdout/stderr (and its children's) to the try's log file
+    (``fd``), through the masker that replaces secrets (:mod:`flowsched.secrets_masker`)."""
+    secrets_masker.redirect_output(fd)
 
 
 class _Heartbeat(threading.Thread):
@@ -80,13 +103,19 @@ class _Heartbeat(threading.Thread):
         self.lost = False
 
     def run(self) -> None:
+        # The try runs on through a database outage: heartbeats resume when it is back.
+        outage = db_outage(log)
         while not self.halt.wait(self.interval):
             try:
                 with session_scope() as session:
                     alive = heartbeat_try(session, self.workload.ti_id, self.workload.try_number)
-            except Exception:
-                log.warning("heartbeat failed; retrying", exc_info=True)
+            except Exception as exc:
+                if not is_db_outage(exc):
+                    log.warning("heartbeat failed; retrying", exc_info=True)
+                elif not outage.down:
+                    outage.failed(exc)  # logged once; the task keeps running meanwhile
                 continue
+            outage.recovered()
             if not alive:
                 self.lost = True
                 log.warning("this try is no longer running in the database; stopping the task")
@@ -114,6 +143,19 @@ def _timeout(limit: timedelta | None) -> Iterator[None]:
 
 def _terminate(*_: object) -> None:
     raise TaskTerminated("the task was stopped (SIGTERM)")
+
+
+# A forked try notes a SIGTERM that comes before its task code runs (while it
+# sets up its log and claims its row) or after it (while it records its
+# result), instead of dying of it: a stop asked for by its supervisor (the
+# worker's warm shutdown, or the scheduler's death) is then recorded as an
+# interruption, retried without spending a retry, never as a crash.
+_stop_requested = False
+
+
+def _note_stop(*_: object) -> None:
+    global _stop_requested
+    _stop_requested = True
 
 
 def retry_delay_for(session: Any, workload: Workload) -> timedelta:
@@ -145,31 +187,72 @@ def macros_namespace() -> _Macros:
 
 
 def build_context(workload: Workload, task: Any, dag: Any, run: DagRun) -> dict[str, Any]:
-    zone = default_timezone()
-    logical_local = run.logical_date.astimezone(zone)
     ti = TaskInstanceContext(workload.dag_id, workload.run_id, workload.task_id, workload.ti_id)
+    ti.try_number = workload.try_number  # type: ignore[attr-defined]
+    ti.map_index = -1  # type: ignore[attr-defined]
     return {
         "dag": dag,
         "task": task,
         "ti": ti,
+        "task_instance": ti,
+        "dag_run": run_for_templates(run),
         "dag_id": workload.dag_id,
         "task_id": workload.task_id,
         "run_id": workload.run_id,
         "try_number": workload.try_number,
-        "logical_date": logical_local,
-        "data_interval_start": run.data_interval_start,
-        "data_interval_end": run.data_interval_end,
-        "ds": logical_local.strftime("%Y-%m-%d"),
-        "ds_nodash": logical_local.strftime("%Y%m%d"),
-        "ts": logical_local.isoformat(),
+        **date_context(dag, task, run),
         "params": {**dag.params, **task.params, **(run.conf or {}).get("params", {})},
         "conf": run.conf or {},
         "macros": macros_namespace(),
+        "inlets": task.inlets,
+        "outlets": task.outlets,
+        "templates_dict": None,
+        "test_mode": False,
+        **template_accessors(),
     }
 
 
-def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[str, Any] | None]:
-    """Load, check and execute the task; (success, error, rendered fields)."""
+class _Skipped(Exception):
+    """The try ends skipped (SkipTask), keeping what it rendered for the record."""
+
+    def __init__(self, reason: str, rendered: dict[str, Any] | None) -> None:
+        super().__init__(reason)
+        self.rendered = rendered
+
+
+def _push_result(workload: Workload, task: Any, result: Any) -> None:
+    """The return value as XCom (unless do_xcom_push=False), per key with multiple_outputs."""
+    if result is None or not task.do_xcom_push:
+        return
+    values = {"return_value": result}
+    if task.multiple_outputs:
+        if not isinstance(result, dict) or not all(isinstance(k, str) for k in result):
+            raise TypeError(
+                f"task '{task.task_id}' has multiple_outputs=True but returned "
+                f"{type(result).__name__}: return a dict with string keys"
+            )
+        values.update(result)
+
+    def push() -> None:
+        with session_scope() as session:
+            for key, value in values.items():
+                push_xcom(session, workload, key, value)
+
+    # The task's return value is part of its result: kept through a database outage.
+    with_db_retry(push, db_outage(log, max_delay=_result_retry_cap()))
+
+
+NOTHING: frozenset[str] = frozenset()
+
+
+def _execute(
+    workload: Workload, nodename: str
+) -> tuple[bool, str | None, dict[str, Any] | None, frozenset[str]]:
+    """Load, check and execute the task; (success, error, rendered fields, tasks to skip).
+
+    The tasks to skip are what a branch or short-circuit chose; they are written
+    with the try's success, never before it.
+    """
     conf = get_config()
     folder = Path(conf.core.dags_folder).resolve()
     path = folder / workload.fileloc
@@ -184,6 +267,7 @@ def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[
                 f"{expected[:12]}…, this worker has {local[:12] + '…' if local else 'no such file'}"
             ),
             None,
+            NOTHING,
         )
     try:
         dags = _preloaded.get((workload.fileloc, workload.fingerprint))
@@ -199,15 +283,16 @@ def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[
                 f"{workload.fingerprint[:12]}…, this worker has {str(exc)[:12]}… ({path})"
             ),
             None,
+            NOTHING,
         )
     except FileNotFoundError:
-        return False, f"dag file {path} does not exist on worker {nodename}", None
+        return False, f"dag file {path} does not exist on worker {nodename}", None, NOTHING
     dag = next((d for d in dags if d.dag_id == workload.dag_id), None)
     if dag is None:
-        return False, f"{path} no longer defines DAG '{workload.dag_id}'", None
+        return False, f"{path} no longer defines DAG '{workload.dag_id}'", None, NOTHING
     task = dag.tasks.get(workload.task_id)
     if task is None:
-        return False, f"DAG '{workload.dag_id}' has no task '{workload.task_id}'", None
+        return False, f"DAG '{workload.dag_id}' has no task '{workload.task_id}'", None, NOTHING
     with session_scope(read_only=True) as session:
         run = session.scalar(
             select(DagRun).where(DagRun.dag_id == workload.dag_id, DagRun.run_id == workload.run_id)
@@ -218,31 +303,66 @@ def _execute(workload: Workload, nodename: str) -> tuple[bool, str | None, dict[
     try:
         # Stored with the try for the record: anything not JSON is kept as its repr.
         rendered = json.loads(json.dumps(task.render_template_fields(context), default=repr))
-        with _timeout(task.execution_timeout):
+        rendered = secrets_masker.redact(rendered)  # shown on the task page: no secrets
+        with _timeout(task.execution_timeout), current_context(context):
             result = task.execute(context)
-        if result is not None:
-            with session_scope() as session:
-                push_xcom(session, workload, "return_value", result)
-        return True, None, rendered
+        _push_result(workload, task, result)
+        skips = frozenset(task.tasks_to_skip) if isinstance(task, SkipMixin) else NOTHING
+        return True, None, rendered, skips
+    except SkipTask as exc:
+        raise _Skipped(str(exc), rendered) from None
     except (TaskTerminated, TaskTimeout):
         with contextlib.suppress(Exception):
             task.on_kill()
         raise
 
 
+def _set_up_log(workload: Workload, nodename: str, *, foreground: bool) -> str | None:
+    """Send output and logging to the try's log; the reason as text if that failed.
+
+    A try whose log cannot be written (folder not writable, a symlink or a
+    non-file in its place, a name too long for the file system) must still
+    end with that reason on its row, where people look, rather than as a bare
+    exit code: the caller claims the try and records this text as its error.
+    """
+    relative = relative_log_path(
+        workload.dag_id, workload.run_id, workload.task_id, workload.try_number
+    )
+    try:
+        fd = open_for_append(relative)
+        if foreground:
+            _configure_logging(sys.stdout)
+            handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1, encoding="utf-8"))
+            handler.setFormatter(logging.getLogger().handlers[0].formatter)
+            logging.getLogger().addHandler(handler)
+            for each in logging.getLogger().handlers:
+                each.addFilter(secrets_masker.MaskingFilter())
+        else:
+            _redirect_output(fd)
+            _configure_logging(sys.stderr)
+    except Exception as exc:
+        _configure_logging(sys.stderr)
+        error = f"cannot write the log of this try on {nodename}: {type(exc).__name__}: {exc}"
+        log.error("%s: %s", workload.describe(), error)
+        return error
+    return None
+
+
+def fail_try(
+    workload: Workload, error: str, expected: tuple[TaskState, ...] = (TaskState.RUNNING,)
+) -> TaskState | None:
+    """Record a failed try with ``error`` as its reason, applying its retry policy.
+
+    For failures outside the task's code: a try that could not be set up (here),
+    or a task process that died (:func:`flowsched.worker.task.record_crash`).
+    """
+    return finish_through_outage(workload, success=False, error=error, expected_states=expected)
+
+
 def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> int:
     """Run one try in this process. Returns 0 when the outcome was recorded."""
     conf = get_config()
-    path = log_path(workload.dag_id, workload.run_id, workload.task_id, workload.try_number)
-    if foreground:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _configure_logging(sys.stdout)
-        file_handler = logging.FileHandler(path, encoding="utf-8")
-        file_handler.setFormatter(logging.getLogger().handlers[0].formatter)
-        logging.getLogger().addHandler(file_handler)
-    else:
-        _redirect_output(path)
-        _configure_logging(sys.stderr)
+    setup_error = _set_up_log(workload, nodename, foreground=foreground)
     hostname = get_hostname()
     with session_scope() as session:
         claimed = claim_try(
@@ -254,15 +374,26 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
             workload.describe(),
         )
         return 0
+    if setup_error is not None:
+        state = fail_try(workload, setup_error)
+        log.error("%s failed before running: %s -> %s", workload.describe(), setup_error, state)
+        return 0
     log.info("running %s on %s (%s), pid %s", workload.describe(), nodename, hostname, os.getpid())
     previous_term = signal.signal(signal.SIGTERM, _terminate)
     heartbeat = _Heartbeat(workload, conf.scheduler.task_heartbeat_interval)
     heartbeat.start()
     success, error, rendered, interrupted = False, None, None, False
+    skipped, skips = False, NOTHING
     try:
-        success, error, rendered = _execute(workload, nodename)
+        if _stop_requested:
+            raise TaskTerminated("the task was stopped (SIGTERM) before it started")
+        scrub_task_environment()  # no cluster secrets for task code (flowsched.task_env)
+        success, error, rendered, skips = _execute(workload, nodename)
         if error:
             log.error("%s", error)
+    except _Skipped as exc:
+        skipped, error, rendered = True, str(exc), exc.rendered
+        log.info("task skipped: %s", error)
     except TaskTerminated as exc:
         interrupted = not heartbeat.lost
         error = f"{exc}: will be retried" if interrupted else f"{exc}: stopped from outside"
@@ -280,19 +411,109 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     finally:
         heartbeat.halt.set()
         signal.signal(signal.SIGTERM, previous_term)
-    with session_scope() as session:
-        state = finish_try(
-            session,
-            workload.ti_id,
-            workload.try_number,
-            success=success,
-            error=error.splitlines()[-1] if error else None,
-            retry_delay=timedelta(0) if success else retry_delay_for(session, workload),
-            interrupted=interrupted,
-            rendered_fields=rendered,
-        )
+    return _record_result(workload, success, error, rendered, interrupted, skipped, skips)
+
+
+def _record_result(
+    workload: Workload,
+    success: bool,
+    error: str | None,
+    rendered: dict[str, Any] | None,
+    interrupted: bool,
+    skipped: bool = False,
+    skips: frozenset[str] = frozenset(),
+) -> int:
+    """Write the try's outcome, waiting out a database outage: a finished try must not
+    be lost (and run again) because the database was down when it ended."""
+    reason = secrets_masker.redact(error.splitlines()[-1]) if error else None
+    try:
+        if skipped:
+            state = _skip_through_outage(workload, reason, rendered)
+        else:
+            state = finish_through_outage(
+                workload,
+                success=success,
+                error=reason,
+                interrupted=interrupted,
+                rendered_fields=rendered,
+                skips=skips,
+            )
+    except OutageTooLong as exc:
+        log.error("%s ended (%s) but %s", workload.describe(), _outcome(success, error), exc)
+        return EXIT_RESULT_NOT_RECORDED
     log.info("%s finished: %s", workload.describe(), state or "state changed elsewhere")
     return 0
+
+
+def _skip_through_outage(
+    workload: Workload, reason: str | None, rendered: dict[str, Any] | None
+) -> TaskState | None:
+    """:func:`~flowsched.lifecycle.skip_try`, retried through a database outage."""
+
+    def record() -> TaskState | None:
+        with session_scope() as session:
+            return skip_try(
+                session,
+                workload.ti_id,
+                workload.try_number,
+                reason=reason,
+                rendered_fields=rendered,
+            )
+
+    return with_db_retry(record, db_outage(log, max_delay=_result_retry_cap()))
+
+
+def finish_through_outage(
+    workload: Workload,
+    *,
+    success: bool,
+    error: str | None,
+    expected_states: tuple[TaskState, ...] = (TaskState.RUNNING,),
+    interrupted: bool = False,
+    rendered_fields: dict[str, Any] | None = None,
+    skips: frozenset[str] = frozenset(),
+) -> TaskState | None:
+    """:func:`~flowsched.lifecycle.finish_try` with the retry policy of the try's DAG
+    version, retried through a database outage.
+
+    The tasks a branch or short-circuit chose to skip (``skips``) are written in
+    the same transaction as its success, never before it.
+
+    Retries back off to at most a quarter of ``zombie_threshold``, so once the
+    database is back the result lands well before the scheduler (which waits a
+    full threshold after its own outage) could take the try for a zombie. A
+    retried commit that had in fact landed finds the try no longer in
+    ``expected_states`` and changes nothing.
+    """
+
+    def record() -> TaskState | None:
+        with session_scope() as session:
+            state = finish_try(
+                session,
+                workload.ti_id,
+                workload.try_number,
+                success=success,
+                error=error,
+                retry_delay=timedelta(0) if success else retry_delay_for(session, workload),
+                expected_states=expected_states,
+                interrupted=interrupted,
+                rendered_fields=rendered_fields,
+            )
+            if state is TaskState.SUCCESS and skips:
+                skip_tasks(session, workload.dag_id, workload.run_id, skips)
+            return state
+
+    return with_db_retry(record, db_outage(log, max_delay=_result_retry_cap()))
+
+
+def _result_retry_cap() -> float:
+    return result_retry_cap(get_config().scheduler.zombie_threshold)
+
+
+def _outcome(success: bool, error: str | None) -> str:
+    if success:
+        return "success"
+    return f"failed: {error.splitlines()[-1]}" if error else "failed"
 
 
 # DAG files imported once by a long-lived pool process, keyed by (file, sha256),
@@ -325,41 +546,89 @@ def _preload(workload: Workload) -> None:
     _preloaded[key] = dags
 
 
+class TryNotStarted(FlowschedError):
+    """The try's process could not be forked (a process or memory limit)."""
+
+
 def fork_and_run(workload: Workload, *, nodename: str) -> int:
-    """Run a try in a child process and wait; forward SIGTERM to it. Returns its exit code."""
+    """Run a try in a child process and wait; forward SIGTERM to it. Returns its exit code.
+
+    The try runs in its own session (a terminal's signals aimed at us do not reach
+    it) and dies with this process (parent-death signal SIGTERM: it records itself
+    as interrupted). Whatever ends the try, even ``kill -9``, everything it started
+    is killed before this returns, hence before a crash can be recorded and the
+    try retried: its process group, and (this process being a subreaper) whatever
+    it left in other sessions, such as a BashOperator's shell.
+    """
+    supervisor = os.getpid()
+    spare = children_of(supervisor)  # before the preload: what a DAG file forks goes too
     _preload(workload)
-    pid = os.fork()
+    become_subreaper()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        raise TryNotStarted(
+            f"cannot start a process for {workload.describe()}: {fork_failure_hint(exc)}"
+        ) from exc
     if pid == 0:
-        code = 1
-        try:
-            os.setsid()
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            code = run_try(workload, nodename=nodename)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                traceback.print_exc()
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
+        _run_forked_try(workload, nodename, supervisor)
+
+    forwarded = False
 
     def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+        # Once: a parent-death signal comes again for each thread of the dead parent,
+        # and a second SIGTERM would kill the try while it records its interruption.
+        nonlocal forwarded
+        if not forwarded:
+            forwarded = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     previous = signal.signal(signal.SIGTERM, forward)
     try:
         while True:
             try:
-                _, status = os.waitpid(pid, 0)
+                # WNOWAIT: the try stays a zombie, so its pid (its group's id) cannot
+                # be reused before its group is killed.
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
                 break
             except InterruptedError:
                 continue
     finally:
         signal.signal(signal.SIGTERM, previous)
+    survivors = end_tree(pid, pgid=pid, spare=spare)
+    if survivors:
+        log.error(
+            "%s: processes %s of the try survived SIGKILL for %g s (uninterruptible?)",
+            workload.describe(),
+            survivors,
+            DEFAULT_DEADLINE,
+        )
+    _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def _run_forked_try(workload: Workload, nodename: str, supervisor: int) -> None:
+    """The child side of :func:`fork_and_run`; never returns."""
+    code = 1
+    try:
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _note_stop)
+        set_parent_death_signal(signal.SIGTERM, parent=supervisor)
+        code = run_try(workload, nodename=nodename)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            secrets_masker.finish_output()
+        if os.getppid() != supervisor:
+            # Orphaned: nobody will clear our group after us. Doing it kills us too.
+            os.killpg(0, signal.SIGKILL)
+        os._exit(code)
 
 
 class RunnerError(FlowschedError):

@@ -36,6 +36,8 @@ class TaskSpec:
     pool: str
     priority_weight: int
     plugin_files: tuple[tuple[str, str], ...] = ()
+    # An EmptyOperator: the scheduler marks it successful without a worker.
+    is_empty: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
@@ -53,6 +55,7 @@ class TaskSpec:
             pool=data["pool"],
             priority_weight=data["priority_weight"],
             plugin_files=tuple(sorted(data.get("plugin_files", {}).items())),
+            is_empty=data.get("is_empty", False),
         )
 
     def retry_delay_for(self, try_number: int) -> timedelta:
@@ -74,6 +77,9 @@ class SerializedDAG:
         self.max_active_runs: int = data["max_active_runs"]
         self.start_date = _parse_dt(data.get("start_date"))
         self.end_date = _parse_dt(data.get("end_date"))
+        self.dagrun_timeout = _delta(data.get("dagrun_timeout"))
+        # {upstream: {downstream: {"label": ...}}} from Label edge modifiers.
+        self.edge_info: dict[str, dict[str, dict[str, str]]] = data.get("edge_info", {})
         self.tasks: dict[str, TaskSpec] = {
             task["task_id"]: TaskSpec.from_dict(task) for task in data["tasks"]
         }

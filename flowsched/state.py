@@ -44,3 +44,7 @@ class TriggerRule(StrEnum):
     ONE_FAILED = "one_failed"
     NONE_FAILED = "none_failed"
     NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
+    ONE_DONE = "one_done"
+    NONE_SKIPPED = "none_skipped"
+    ALL_SKIPPED = "all_skipped"
+    ALWAYS = "always"

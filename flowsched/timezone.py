@@ -73,3 +73,24 @@ def parse_datetime(text: str, zone: tzinfo | None = None) -> datetime:
     except ValueError as exc:
         raise ValueError(f"not an ISO 8601 date or datetime: {text!r}") from exc
     return make_aware(value, zone).astimezone(UTC)
+
+
+def zone_of(value: datetime) -> ZoneInfo:
+    """The IANA zone of an aware datetime from a DAG file: stdlib, zoneinfo or pendulum.
+
+    ``pendulum.datetime(2026, 1, 1, tz="Europe/Amsterdam")`` carries a ZoneInfo
+    subclass; a fixed offset (``+02:00``) becomes ``Etc/GMT-2`` so that the
+    serialized DAG still names a zone the scheduler can load.
+    """
+    zone = value.tzinfo
+    key = getattr(zone, "key", None)
+    if key:
+        return parse_timezone(key)
+    offset = value.utcoffset() or timedelta(0)
+    hours, rest = divmod(int(offset.total_seconds()), 3600)
+    if rest:
+        raise ConfigError(
+            f"time zone {zone} of {value.isoformat()} is a fixed offset that is not whole "
+            "hours: use an IANA zone name (e.g. tz='Asia/Kolkata')"
+        )
+    return parse_timezone("UTC" if hours == 0 else f"Etc/GMT{-hours:+d}")

@@ -27,6 +27,16 @@ class XComArg(DependencyMixin):
     def __repr__(self) -> str:
         return f"XComArg({self.operator.task_id!r}, key={self.key!r})"
 
+    def __str__(self) -> str:
+        """In an f-string or a templated field, the value is pulled when the task renders.
+
+        As in Airflow, this does not add a dependency: set ``upstream >> task`` too.
+        """
+        return (
+            f"{{{{ task_instance.xcom_pull(task_ids={self.operator.task_id!r}, "
+            f"key={self.key!r}) }}}}"
+        )
+
 
 class XComItem:
     """``extract()["rows"]``: one item of another task's return value."""
@@ -38,6 +48,27 @@ class XComItem:
 
     def resolve(self, context: dict[str, Any]) -> Any:
         return self.parent.resolve(context)[self.item]
+
+    def __str__(self) -> str:
+        return f"{str(self.parent)[:-3]}[{self.item!r}] }}}}"
+
+
+class DagParam:
+    """A @dag function's argument: ``params[name]`` of the run, resolved when a task runs."""
+
+    def __init__(self, name: str, default: Any) -> None:
+        self.name = name
+        self.default = default
+
+    def resolve(self, context: dict[str, Any]) -> Any:
+        return context["params"].get(self.name, self.default)
+
+    def __str__(self) -> str:
+        return f"{{{{ params[{self.name!r}] }}}}"
+
+
+# What a task resolves from its run's data just before it executes.
+RESOLVABLE = (XComArg, XComItem, DagParam)
 
 
 def find_xcom_args(value: Any) -> list[XComArg | XComItem]:
@@ -51,7 +82,7 @@ def find_xcom_args(value: Any) -> list[XComArg | XComItem]:
 
 
 def resolve_xcom_args(value: Any, context: dict[str, Any]) -> Any:
-    if isinstance(value, XComArg | XComItem):
+    if isinstance(value, RESOLVABLE):
         return value.resolve(context)
     if isinstance(value, list):
         return [resolve_xcom_args(item, context) for item in value]

@@ -61,6 +61,10 @@ class RedisServer:
 
     def restart(self) -> None:
         self.stop()
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Start the stopped server on the same port (empty: it keeps no data)."""
         self.process = _spawn_redis(self.port, Path(self.process.args[-1]))
         wait_for_port(self.port, proc=self.process)
 
@@ -132,6 +136,16 @@ class MariaDBServer:
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(60)
+
+    def start_again(self) -> None:
+        """Start the stopped server on the same data, port and socket (ends an outage)."""
+        assert self.process.poll() is not None, "the server is still running"
+        errors = Path(self.socket_path).parent / "mariadb.err"
+        with errors.open("ab") as sink:
+            self.process = subprocess.Popen(
+                self.process.args, stdout=subprocess.DEVNULL, stderr=sink
+            )
+        wait_for_port(self.port, timeout=60, proc=self.process)
 
 
 def start_mariadb(workdir: Path) -> MariaDBServer:

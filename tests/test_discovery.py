@@ -145,7 +145,8 @@ def test_dags_folder_symlink_swap_is_followed(home, tmp_path):
 
 def test_celery_warns_about_tasks_longer_than_the_visibility_timeout(home, caplog):
     home.configure(
-        core={"executor": "celery", "secret_key": "k"}, celery={"visibility_timeout": "60"}
+        core={"executor": "celery", "secret_key": "discovery-test-secret-7c1e9a3f5b2d8e4a6c0f"},
+        celery={"visibility_timeout": "60"},
     )
     home.write_dag(
         "long.py",

@@ -423,9 +423,10 @@ def tasks_run(dag_id: str, task_id: str, run_id: str) -> None:
 @click.argument("dag_id")
 @click.argument("run_id")
 def tasks_states(dag_id: str, run_id: str) -> None:
-    """The state of every task in a run."""
-    from flowsched.operations import task_states
+    """The state of every task in a run, with the error of each one's current try."""
+    from flowsched.operations import task_states, try_errors
 
+    errors = try_errors(dag_id, run_id)
     rows = [
         [
             ti.task_id,
@@ -435,10 +436,12 @@ def tasks_states(dag_id: str, run_id: str) -> None:
             ti.hostname,
             display(ti.start_date, seconds=True) if ti.start_date else None,
             f"{ti.duration:.2f}s" if ti.duration is not None else None,
+            " ".join(errors[ti.task_id].split()) if ti.task_id in errors else None,
         ]
         for ti in task_states(dag_id, run_id)
     ]
-    _table(rows, ["task_id", "state", "try", "nodename", "hostname", "started", "duration"])
+    headers = ["task_id", "state", "try", "nodename", "hostname", "started", "duration", "error"]
+    _table(rows, headers)
 
 
 from flowsched.cli.worker_commands import register as register_worker  # noqa: E402
@@ -448,6 +451,10 @@ register_worker(cli)
 from flowsched.cli.web_commands import register  # noqa: E402
 
 register(cli)
+
+from flowsched.cli.secret_commands import register as register_secrets  # noqa: E402
+
+register_secrets(cli)
 
 
 def main() -> None:

@@ -62,7 +62,7 @@ def users_create(username: str, role: str, password: str | None, password_stdin:
     """Add a user who can log in to the webserver."""
     from flowsched.web.users import create_user
 
-    user = create_user(username, _read_password(password, password_stdin), role)
+    user = create_user(username, _read_password(password, password_stdin), role, actor="cli")
     click.echo(f"created user {user.username} ({user.role.value})")
 
 
@@ -88,7 +88,7 @@ def users_delete(username: str, yes: bool) -> None:
 
     if not yes:
         click.confirm(f"Delete user '{username}' and their API tokens?", abort=True)
-    delete_user(username)
+    delete_user(username, actor="cli")
     click.echo(f"deleted user {username}")
 
 
@@ -100,22 +100,67 @@ def users_reset_password(username: str, password: str | None, password_stdin: bo
     """Set a new password; the user's open sessions end."""
     from flowsched.web.users import reset_password
 
-    reset_password(username, _read_password(password, password_stdin))
+    reset_password(username, _read_password(password, password_stdin), actor="cli")
     click.echo(f"password of {username} changed")
 
 
 @users.command("token")
 @click.argument("username")
 @click.option("--description", default=None, help="What the token is for.")
+@click.option(
+    "--expires-in",
+    type=click.IntRange(1, 3650),
+    default=None,
+    metavar="DAYS",
+    help="The token stops working after this many days (default: never).",
+)
 @click.option("--revoke-all", is_flag=True, help="Delete the user's tokens instead.")
-def users_token(username: str, description: str | None, revoke_all: bool) -> None:
+def users_token(
+    username: str, description: str | None, expires_in: int | None, revoke_all: bool
+) -> None:
     """Create an API token for USERNAME (printed once), or revoke all of theirs."""
+    from datetime import timedelta
+
     from flowsched.web.users import create_token, revoke_tokens
 
     if revoke_all:
-        click.echo(f"revoked {revoke_tokens(username)} token(s) of {username}")
+        click.echo(f"revoked {revoke_tokens(username, actor='cli')} token(s) of {username}")
         return
-    click.echo(create_token(username, description))
+    lifetime = timedelta(days=expires_in) if expires_in else None
+    click.echo(create_token(username, description, lifetime, actor="cli"))
+
+
+@users.command("tokens")
+@click.argument("username", required=False)
+def users_tokens(username: str | None) -> None:
+    """List API tokens (of USERNAME, or everyone's): id, use and expiry, never the token."""
+    from flowsched.cli.main import _table
+    from flowsched.web.users import list_tokens
+
+    rows = [
+        [
+            t.id,
+            t.username,
+            t.description or "-",
+            display(t.created_at),
+            display(t.last_used_at) if t.last_used_at else "never",
+            (display(t.expires_at) + (" (expired)" if t.expired else ""))
+            if t.expires_at
+            else "never",
+        ]
+        for t in list_tokens(username)
+    ]
+    _table(rows, ["id", "user", "description", "created", "last used", "expires"])
+
+
+@users.command("revoke-token")
+@click.argument("token_id", type=int)
+def users_revoke_token(token_id: int) -> None:
+    """Delete the API token TOKEN_ID (see `users tokens`); it stops working at once."""
+    from flowsched.web.users import revoke_token
+
+    revoked = revoke_token(token_id, actor="cli")
+    click.echo(f"revoked token {revoked.id} of {revoked.username}")
 
 
 def register(cli: click.Group) -> None:

@@ -16,6 +16,8 @@ from sqlalchemy import select
 
 from flowsched.config import get_config
 from flowsched.exceptions import FlowschedError
+from flowsched.processes import python_command
+from flowsched.secret_policy import check_service_password
 
 
 def _split_queues(raw: str | None) -> list[str] | None:
@@ -77,13 +79,12 @@ def flower() -> None:
             "[flower] basic_auth must be set to user:password: Flower can stop workers "
             "and must not be reachable without a password"
         )
+    check_service_password(conf.flower.basic_auth.split(":", 1)[1], "[flower] basic_auth")
     env = dict(os.environ)
     # Passed by environment, not argv, so the password is not in `ps` output.
     env["FLOWER_BASIC_AUTH"] = conf.flower.basic_auth
     argv = [
-        sys.executable,
-        "-m",
-        "celery",
+        *python_command("-m", "celery"),  # -P: a ./flowsched folder must not shadow the package
         "-A",
         "flowsched.executors.celery_app",
         "flower",
@@ -136,12 +137,16 @@ def _try_finished(dag_id: str, task_id: str, run_id: str, number: int) -> bool:
 @click.option("--try", "try_number", type=int, default=None, help="Default: the latest try.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the try ends.")
 def tasks_log(dag_id: str, task_id: str, run_id: str, try_number: int | None, follow: bool) -> None:
-    """Print a try's log, fetched from the host that ran it."""
-    from flowsched.log_client import fetch_task_log, follow_task_log
+    """Print a try's log, fetched from the host that ran it (streamed, any size)."""
+    from flowsched.log_client import follow_task_log, open_task_log
 
     number, hostname = _try_row(dag_id, task_id, run_id, try_number)
     if not follow:
-        click.echo(fetch_task_log(hostname, dag_id, run_id, task_id, number), nl=False)
+        out = click.get_binary_stream("stdout")
+        with open_task_log(hostname, dag_id, run_id, task_id, number) as stream:
+            for chunk in stream:
+                out.write(chunk)
+        out.flush()
         return
     while not hostname:
         # Queued, not started: the host is known once a worker claims it.

@@ -8,18 +8,21 @@ can write at once. MySQL/MariaDB runs at READ COMMITTED: the scheduler's
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from flowsched.config import get_config
 from flowsched.exceptions import DatabaseUnavailable
+from flowsched.outage import Outage, retry_through
+
+T = TypeVar("T")
 
 _engine: Engine | None = None
 _sessionmaker: sessionmaker[Session] | None = None
@@ -157,18 +160,23 @@ def session_scope(read_only: bool = False) -> Iterator[Session]:
         session.close()
 
 
+# Connection-level failures: the server is down, restarting or unreachable.
+_OUTAGE_MARKERS = (
+    "Can't connect",
+    "Lost connection",
+    "gone away",
+    "Connection refused",
+    "Connection reset",
+    "Server shutdown in progress",
+    "unable to open",
+)
+# Also unavailable, but a wrong config rather than weather: not waited out.
+_MISCONFIGURED_MARKERS = ("Unknown database", "Access denied")
+
+
 def _unavailable(exc: OperationalError) -> DatabaseUnavailable | None:
     text = str(exc.orig) if exc.orig is not None else str(exc)
-    markers = (
-        "Can't connect",
-        "Lost connection",
-        "gone away",
-        "unable to open",
-        "Unknown database",
-        "Access denied",
-        "Connection refused",
-    )
-    if any(marker in text for marker in markers):
+    if any(marker in text for marker in _OUTAGE_MARKERS + _MISCONFIGURED_MARKERS):
         url = safe_url(get_config().database.sql_alchemy_conn)
         return DatabaseUnavailable(f"cannot reach the metadata database {url}: {text}")
     return None
@@ -176,3 +184,32 @@ def _unavailable(exc: OperationalError) -> DatabaseUnavailable | None:
 
 def dialect_name() -> str:
     return get_engine().dialect.name
+
+
+def is_db_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means the metadata database is unreachable for now (weather),
+    as opposed to a bug or a wrong config (an unknown database, a refused password)."""
+    if isinstance(exc, DatabaseUnavailable):
+        text = str(exc)
+    elif isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        text = str(exc.orig) if exc.orig is not None else str(exc)
+    else:
+        return False
+    if any(marker in text for marker in _MISCONFIGURED_MARKERS):
+        return False
+    return any(marker in text for marker in _OUTAGE_MARKERS)
+
+
+def db_outage(logger: Any, *, max_delay: float | None = None) -> Outage:
+    """An :class:`~flowsched.outage.Outage` of the metadata database, for one component."""
+    conf = get_config()
+    url = safe_url(conf.database.sql_alchemy_conn)
+    extra = {} if max_delay is None else {"max_delay": max_delay}
+    return Outage(f"metadata database {url}", conf.core.outage_tolerance, logger, **extra)
+
+
+def with_db_retry(action: Callable[[], T], outage: Outage, stop: Any = None) -> T:
+    """``action()`` (which opens its own sessions), retried through a database outage."""
+    return retry_through(action, outage, is_db_outage, stop)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -133,6 +134,9 @@ class TaskInstance(TryRecord, Base):
     scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     next_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_heartbeat: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Tries lost through no fault of the task (dead worker, lost message), re-queued
+    # without spending a retry; bounded by [scheduler] max_lost_tries.
+    lost_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     dag_run: Mapped[DagRun] = relationship(back_populates="task_instances")
 
@@ -247,6 +251,9 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Part of every session cookie's key: raised at logout and password change,
+    # so every cookie issued before (also one copied elsewhere) stops working.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiToken(Base):
@@ -260,3 +267,54 @@ class ApiToken(Base):
     description: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class LoginFailure(Base):
+    """A failed login, counted per user and per client address to throttle guessing.
+
+    Rows older than ``webserver.login_failure_window`` no longer count and are
+    deleted as new failures are written; the audit log keeps the history.
+    """
+
+    __tablename__ = "login_failure"
+    __table_args__ = (
+        Index("idx_login_failure_username", "username", "created_at"),
+        Index("idx_login_failure_address", "address", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(100))
+    address: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# -- connections and variables (secret columns hold Fernet tokens) --------------
+class ConnectionRecord(Base):
+    """A stored :class:`flowsched.Connection`; ``password`` and ``extra`` are Fernet tokens."""
+
+    __tablename__ = "connection"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conn_id: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    conn_type: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(500))
+    schema: Mapped[str | None] = mapped_column(String(500))
+    login: Mapped[str | None] = mapped_column(String(500))
+    password: Mapped[str | None] = mapped_column(Text)
+    port: Mapped[int | None] = mapped_column(Integer)
+    extra: Mapped[str | None] = mapped_column(LongText)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class VariableRecord(Base):
+    """A stored :class:`flowsched.Variable`; ``val`` is a Fernet token."""
+
+    __tablename__ = "variable"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    val: Mapped[str] = mapped_column(LongText)
+    description: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -39,6 +39,11 @@ class BaseExecutor:
     def slots_available(self) -> int:
         raise NotImplementedError
 
+    def not_yet_late(self, timeout: float) -> set[tuple[int, int]]:
+        """(ti id, try number) of tries queued here that cannot be late yet: not handed
+        on (the broker is down), or handed on less than ``timeout`` seconds ago."""
+        return set()
+
     def sync(self) -> list[ExecutorEvent]:
         """Events since the last call."""
         return []

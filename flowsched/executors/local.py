@@ -3,6 +3,7 @@
 The pool processes are forked once when the scheduler starts; each try is
 then forked again from a pool process (see :func:`flowsched.runner.fork_and_run`),
 so every try gets a fresh process at the cost of a fork, not of a Python start.
+Pool processes and their tries die with the scheduler (parent-death signals).
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def _pool_process(tasks: Any, results: Any, parent: int, nodename: str) -> None:
-    from flowsched.runner import fork_and_run
+    from flowsched.processes import set_parent_death_signal
+    from flowsched.runner import TryNotStarted, fork_and_run
+    from flowsched.worker.task import record_crash
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The scheduler died (even kill -9): SIGTERM, which interrupts the running try
+    # (recorded as interrupted, retried) and ends this process.
+    set_parent_death_signal(signal.SIGTERM, parent=parent)
     while True:
         if os.getppid() != parent:
-            return  # the scheduler died: take no new work; running tries finish alone
+            return  # the scheduler died: take no new work
         try:
             item = tasks.get(timeout=1.0)
         except queue_module.Empty:
@@ -39,7 +45,18 @@ def _pool_process(tasks: Any, results: Any, parent: int, nodename: str) -> None:
         if item is None:
             return
         workload = Workload.from_dict(item)
-        code = fork_and_run(workload, nodename=nodename)
+        reason = None
+        try:
+            code = fork_and_run(workload, nodename=nodename)
+        except TryNotStarted as exc:
+            code, reason = 1, str(exc)
+        if code != 0:
+            # Recorded here, with what killed it, once nothing of the try is left;
+            # if this fails the scheduler records the bare exit code from the event.
+            try:
+                record_crash(workload, nodename, code, reason)
+            except Exception:
+                log.exception("could not record the crash of %s", workload.describe())
         results.put((workload.ti_id, workload.try_number, code))
 
 

@@ -2,6 +2,22 @@
 
 from flowsched.operators.base import BaseOperator
 from flowsched.operators.bash import BashOperator
-from flowsched.operators.python import PythonOperator
+from flowsched.operators.branch import BaseBranchOperator
+from flowsched.operators.datetime import BranchDateTimeOperator
+from flowsched.operators.empty import EmptyOperator
+from flowsched.operators.latest_only import LatestOnlyOperator
+from flowsched.operators.python import BranchPythonOperator, PythonOperator, ShortCircuitOperator
+from flowsched.operators.weekday import BranchDayOfWeekOperator
 
-__all__ = ["BaseOperator", "BashOperator", "PythonOperator"]
+__all__ = [
+    "BaseBranchOperator",
+    "BaseOperator",
+    "BashOperator",
+    "BranchDateTimeOperator",
+    "BranchDayOfWeekOperator",
+    "BranchPythonOperator",
+    "EmptyOperator",
+    "LatestOnlyOperator",
+    "PythonOperator",
+    "ShortCircuitOperator",
+]

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from flowsched.exceptions import DagDefinitionError
+from flowsched.ids import validate_id
 from flowsched.state import TriggerRule
 
 if TYPE_CHECKING:
     from flowsched.dag import DAG
 
-TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 
 # Per-task settings that default_args may provide, with their defaults.
 TASK_DEFAULTS: dict[str, Any] = {
@@ -47,12 +47,22 @@ class DependencyMixin:
         raise NotImplementedError
 
     def __rshift__(self, other: Any) -> Any:
+        from flowsched.edgemodifier import Label
+
+        if isinstance(other, Label):
+            other.add_upstream(self)
+            return other
         for op in self._operators():
             for target in _flatten(other):
                 op.set_downstream(target)
         return other
 
     def __lshift__(self, other: Any) -> Any:
+        from flowsched.edgemodifier import Label
+
+        if isinstance(other, Label):
+            other.add_downstream(self)
+            return other
         for op in self._operators():
             for source in _flatten(other):
                 op.set_upstream(source)
@@ -85,6 +95,14 @@ class BaseOperator(DependencyMixin):
     """
 
     template_fields: Sequence[str] = ()
+    # A templated field whose value ends with one of these is a template file's path,
+    # looked up in the DAG's template_searchpath and the DAG file's folder.
+    template_ext: Sequence[str] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _then_link_xcom_args(cls.__dict__["__init__"])  # type: ignore[method-assign]
 
     def __init__(
         self,
@@ -102,6 +120,13 @@ class BaseOperator(DependencyMixin):
         priority_weight: int | None = None,
         params: dict[str, Any] | None = None,
         doc: str | None = None,
+        doc_md: str | None = None,
+        task_display_name: str | None = None,
+        owner: str | None = None,
+        do_xcom_push: bool = True,
+        multiple_outputs: bool = False,
+        outlets: Any = None,
+        inlets: Any = None,
         **unexpected: Any,
     ) -> None:
         from flowsched.dag import DagContext
@@ -111,14 +136,19 @@ class BaseOperator(DependencyMixin):
                 f"task '{task_id}': unknown argument(s) {', '.join(sorted(unexpected))} "
                 f"for {type(self).__name__}"
             )
-        if not isinstance(task_id, str) or not TASK_ID_PATTERN.match(task_id):
-            raise DagDefinitionError(
-                f"invalid task_id {task_id!r}: use letters, digits, '_', '.', '-' (at most 250)"
-            )
+        validate_id("task_id", task_id, DagDefinitionError)
         self.task_id = task_id
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
         self.doc = doc
+        self.doc_md = doc_md
+        self.task_display_name = task_display_name or task_id
+        self.owner = owner
+        self.do_xcom_push = bool(do_xcom_push)
+        self.multiple_outputs = bool(multiple_outputs)
+        # Accepted so Airflow DAG files import; datasets are not implemented (no effect).
+        self.outlets = list(outlets or [])
+        self.inlets = list(inlets or [])
         dag = dag or DagContext.current()
         given = {
             "retries": retries,
@@ -192,6 +222,48 @@ class BaseOperator(DependencyMixin):
             source.set_downstream(self)
 
     @property
+    def upstream_list(self) -> list[BaseOperator]:
+        return [self._task_in_dag(task_id) for task_id in sorted(self.upstream_task_ids)]
+
+    @property
+    def downstream_list(self) -> list[BaseOperator]:
+        return [self._task_in_dag(task_id) for task_id in sorted(self.downstream_task_ids)]
+
+    def _task_in_dag(self, task_id: str) -> BaseOperator:
+        assert self.dag is not None
+        return self.dag.tasks[task_id]
+
+    def get_direct_relative_ids(self, upstream: bool = False) -> set[str]:
+        return set(self.upstream_task_ids if upstream else self.downstream_task_ids)
+
+    def get_direct_relatives(self, upstream: bool = False) -> list[BaseOperator]:
+        return self.upstream_list if upstream else self.downstream_list
+
+    def get_flat_relative_ids(self, upstream: bool = False) -> set[str]:
+        """Every task reachable downstream (or upstream) of this one, not itself."""
+        found: set[str] = set()
+        pending = list(self.get_direct_relative_ids(upstream))
+        while pending:
+            task_id = pending.pop()
+            if task_id not in found:
+                found.add(task_id)
+                pending.extend(self._task_in_dag(task_id).get_direct_relative_ids(upstream))
+        return found
+
+    def get_flat_relatives(self, upstream: bool = False) -> list[BaseOperator]:
+        return [
+            self._task_in_dag(task_id) for task_id in sorted(self.get_flat_relative_ids(upstream))
+        ]
+
+    def set_xcomargs_dependencies(self) -> None:
+        """An XComArg in a templated field makes its task an upstream, as in Airflow."""
+        from flowsched.xcom_arg import find_xcom_args
+
+        for name in self.template_fields:
+            for reference in find_xcom_args(getattr(self, name, None)):
+                reference.operator.set_downstream(self)
+
+    @property
     def output(self) -> Any:
         """This task's return value, for passing to downstream tasks."""
         from flowsched.xcom_arg import XComArg
@@ -207,14 +279,19 @@ class BaseOperator(DependencyMixin):
 
     def render_template_fields(self, context: dict[str, Any]) -> dict[str, Any]:
         """Render ``template_fields`` in place; returns what was rendered (for the record)."""
-        from flowsched.templating import render_value
-
         rendered: dict[str, Any] = {}
         for name in self.template_fields:
-            value = render_value(getattr(self, name), context)
+            value = self.render_template(getattr(self, name), context)
             setattr(self, name, value)
             rendered[name] = value
         return rendered
+
+    def render_template(self, content: Any, context: dict[str, Any]) -> Any:
+        """Render one value with this task's DAG settings (Airflow's method of the name)."""
+        from flowsched.templating import render_value, template_environment
+
+        context = {**context, **(self.dag.user_defined_macros if self.dag else {})}
+        return render_value(content, context, template_environment(self.dag), self.template_ext)
 
     def retry_delay_for(self, try_number: int) -> timedelta:
         """Delay before the try after ``try_number``; exponential if asked, capped."""
@@ -225,6 +302,23 @@ class BaseOperator(DependencyMixin):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.task_id}>"
+
+
+def _then_link_xcom_args(init: Any) -> Any:
+    """Once the outermost ``__init__`` has set every field, link XComArgs found in them."""
+
+    @functools.wraps(init)
+    def wrapper(self: BaseOperator, *args: Any, **kwargs: Any) -> None:
+        depth = self.__dict__.get("_init_depth", 0)
+        self.__dict__["_init_depth"] = depth + 1
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            self.__dict__["_init_depth"] = depth
+        if depth == 0 and getattr(self, "dag", None) is not None:
+            self.set_xcomargs_dependencies()
+
+    return wrapper
 
 
 def compute_retry_delay(

@@ -213,6 +213,7 @@ class DockerOperator(BaseOperator):
         mem_limit: str | int | None = None,
         pull_policy: str = "missing",
         docker_conn: str | None = None,
+        docker_conn_id: str | None = None,
         stop_timeout: int = 10,
         **kwargs: Any,
     ) -> None:
@@ -246,13 +247,16 @@ class DockerOperator(BaseOperator):
         self.mem_limit = mem_limit
         self.pull_policy = pull_policy
         self.docker_conn = docker_conn
+        self.docker_conn_id = docker_conn_id
         self.stop_timeout = stop_timeout
+        self._auth: dict[str, str] | None = None
         # Set while a container of this try may exist: what to remove if the try stops.
         self._running: tuple[str, dict[str, str]] | None = None
 
     # -- execution ----------------------------------------------------------
     def execute(self, context: dict[str, Any]) -> str | None:
         url = resolve_docker_host(self.docker_conn)
+        self._auth = registry_auth(self.docker_conn_id, self.image)
         labels = {
             f"{LABEL}dag_id": context["dag_id"],
             f"{LABEL}task_id": self.task_id,
@@ -330,7 +334,10 @@ class DockerOperator(BaseOperator):
         # The low-level call: the high-level images.pull() drops the errors the engine
         # reports inside the pull's progress stream (a registry that is down, say).
         repository, tag = docker.utils.parse_repository_tag(self.image)
-        for event in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+        pulled = client.api.pull(
+            repository, tag=tag or "latest", stream=True, decode=True, auth_config=self._auth
+        )
+        for event in pulled:
             if "error" in event:
                 raise DockerTaskError(
                     f"cannot pull image {self.image} through {url}: {event['error']}"
@@ -357,6 +364,43 @@ class DockerOperator(BaseOperator):
                 _remove_containers(client, label_filter, self.stop_timeout)
         except Exception:
             log.exception("could not remove the container of %s on %s", self.task_id, url)
+
+
+def registry_auth(conn_id: str | None, image: str) -> dict[str, str] | None:
+    """Registry credentials from the connection ``conn_id``, as Airflow's DockerHook reads them.
+
+    ``host[:port]`` is the registry, ``login``/``password`` the credentials, the extra may
+    hold ``email``. They are sent only for an image of that registry: credentials of one
+    registry are never offered to another.
+    """
+    if conn_id is None:
+        return None
+    from docker.auth import resolve_repository_name
+    from docker.utils import parse_repository_tag
+
+    from flowsched.connection import ConnectionNotFound
+    from flowsched.hooks.base import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except ConnectionNotFound as exc:
+        raise DockerTaskError(f"docker_conn_id: {exc}") from None
+    if not conn.host or not conn.login:
+        raise DockerTaskError(
+            f"connection '{conn_id}' needs the registry as host (and port) and a login"
+        )
+    registry = f"{conn.host}:{conn.port}" if conn.port else conn.host
+    registry = registry.split("://", 1)[-1].rstrip("/")
+    image_registry, _ = resolve_repository_name(parse_repository_tag(image)[0])
+    if image_registry != registry:
+        raise DockerTaskError(
+            f"image {image} is on registry {image_registry}, but connection '{conn_id}' "
+            f"holds credentials for {registry}: not sending them there"
+        )
+    auth = {"username": conn.login, "password": conn.password or "", "serveraddress": registry}
+    if conn.extra_dejson.get("email"):
+        auth["email"] = str(conn.extra_dejson["email"])
+    return auth
 
 
 def _exit_reason(code: int, oom: bool, mem_limit: str | int | None) -> str:

@@ -1,11 +1,17 @@
-"""Trigger rules: given the states of a task's upstreams, what happens to it now."""
+"""Trigger rules: given the states of a task's upstreams, what happens to it now.
+
+Each rule is two questions, as in Airflow's TriggerRuleDep: is the task already
+doomed (skipped or upstream_failed, decided even before every upstream is done),
+and if not, are its upstreams far enough along for it to run?
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from enum import Enum
 
-from flowsched.state import FINISHED_TASK_STATES, TaskState, TriggerRule
+from flowsched.state import TaskState, TriggerRule
 
 
 class Decision(Enum):
@@ -15,48 +21,67 @@ class Decision(Enum):
     SKIP = "skip"
 
 
-_FAILED = {TaskState.FAILED, TaskState.UPSTREAM_FAILED}
+@dataclass(frozen=True)
+class Counts:
+    total: int
+    success: int
+    failed: int  # failed or upstream_failed
+    skipped: int
+
+    @property
+    def done(self) -> bool:
+        return self.success + self.failed + self.skipped == self.total
+
+
+_UF, _SKIP = Decision.UPSTREAM_FAILED, Decision.SKIP
+Doomed = Callable[[Counts], Decision | None]
+Met = Callable[[Counts], bool]
+
+RULES: dict[TriggerRule, tuple[Doomed, Met]] = {
+    TriggerRule.ALL_SUCCESS: (
+        lambda c: _UF if c.failed else _SKIP if c.skipped else None,
+        lambda c: c.success == c.total,
+    ),
+    TriggerRule.ALL_FAILED: (
+        lambda c: _SKIP if c.success or c.skipped else None,
+        lambda c: c.failed == c.total,
+    ),
+    TriggerRule.ALL_DONE: (lambda c: None, lambda c: c.done),
+    TriggerRule.ONE_SUCCESS: (
+        lambda c: (_SKIP if c.skipped == c.total else _UF) if c.done and not c.success else None,
+        lambda c: c.success > 0,
+    ),
+    TriggerRule.ONE_FAILED: (
+        lambda c: _SKIP if c.done and not c.failed else None,
+        lambda c: c.failed > 0,
+    ),
+    TriggerRule.ONE_DONE: (
+        lambda c: _SKIP if c.done and not (c.success or c.failed) else None,
+        lambda c: c.success + c.failed > 0,
+    ),
+    TriggerRule.NONE_FAILED: (lambda c: _UF if c.failed else None, lambda c: c.done),
+    TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS: (
+        lambda c: _UF if c.failed else _SKIP if c.skipped == c.total else None,
+        lambda c: c.done,
+    ),
+    TriggerRule.NONE_SKIPPED: (lambda c: _SKIP if c.skipped else None, lambda c: c.done),
+    TriggerRule.ALL_SKIPPED: (
+        lambda c: _SKIP if c.success or c.failed else None,
+        lambda c: c.skipped == c.total,
+    ),
+    TriggerRule.ALWAYS: (lambda c: None, lambda c: True),
+}
 
 
 def evaluate(rule: TriggerRule, upstream_states: Iterable[str]) -> Decision:
     states = [TaskState(state) for state in upstream_states]
     if not states:
         return Decision.READY
-    done = all(state in FINISHED_TASK_STATES for state in states)
-    successes = sum(state is TaskState.SUCCESS for state in states)
-    failures = sum(state in _FAILED for state in states)
-    skips = sum(state is TaskState.SKIPPED for state in states)
-
-    if rule is TriggerRule.ALL_SUCCESS:
-        if failures:
-            return Decision.UPSTREAM_FAILED
-        if skips:
-            return Decision.SKIP
-        return Decision.READY if successes == len(states) else Decision.WAIT
-    if rule is TriggerRule.ALL_FAILED:
-        if successes or skips:
-            return Decision.SKIP
-        return Decision.READY if failures == len(states) else Decision.WAIT
-    if rule is TriggerRule.ALL_DONE:
-        return Decision.READY if done else Decision.WAIT
-    if rule is TriggerRule.ONE_SUCCESS:
-        if successes:
-            return Decision.READY
-        if done:
-            return Decision.UPSTREAM_FAILED if failures else Decision.SKIP
-        return Decision.WAIT
-    if rule is TriggerRule.ONE_FAILED:
-        if failures:
-            return Decision.READY
-        return Decision.SKIP if done else Decision.WAIT
-    if rule is TriggerRule.NONE_FAILED:
-        if failures:
-            return Decision.UPSTREAM_FAILED
-        return Decision.READY if done else Decision.WAIT
-    if rule is TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS:
-        if failures:
-            return Decision.UPSTREAM_FAILED
-        if not done:
-            return Decision.WAIT
-        return Decision.READY if successes else Decision.SKIP
-    raise ValueError(f"unknown trigger rule {rule!r}")
+    counts = Counts(
+        total=len(states),
+        success=states.count(TaskState.SUCCESS),
+        failed=states.count(TaskState.FAILED) + states.count(TaskState.UPSTREAM_FAILED),
+        skipped=states.count(TaskState.SKIPPED),
+    )
+    doomed, met = RULES[rule]
+    return doomed(counts) or (Decision.READY if met(counts) else Decision.WAIT)

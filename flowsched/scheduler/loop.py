@@ -20,7 +20,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -33,12 +32,14 @@ from sqlalchemy.orm import Session
 
 from flowsched import __version__
 from flowsched.config import get_config
-from flowsched.db.engine import get_engine, session_scope
-from flowsched.db.models import Dag, DagRun, DagVersion, Job, Pool, TaskInstance, TaskTry
+from flowsched.db.engine import db_outage, get_engine, is_db_outage, session_scope, with_db_retry
+from flowsched.db.models import Dag, DagRun, DagVersion, Job, Pool, TaskInstance
 from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
-from flowsched.lifecycle import Workload, finish_try, queue_try
+from flowsched.lifecycle import Workload, finish_try, queue_try, requeue_lost_try, time_out_run
+from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
+from flowsched.processes import spawn_flowsched
 from flowsched.scheduler.dependencies import Decision, evaluate
 from flowsched.scheduler.runs import add_task_instances, create_run
 from flowsched.scheduler.timetable import next_run_fields
@@ -101,6 +102,11 @@ class Scheduler:
         self._last_sweep = 0.0
         self._last_heartbeat = 0.0
         self._processor: subprocess.Popen[bytes] | None = None
+        # Metadata DB outages as this scheduler sees them; see _sweep_allowed().
+        self._db_outage = db_outage(log)
+        self._started = time.monotonic()
+        # Executor events taken but not yet written (kept through a DB outage).
+        self._unhandled: list[ExecutorEvent] = []
 
     # -- lifecycle ----------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -109,12 +115,13 @@ class Scheduler:
 
     def __enter__(self) -> Scheduler:
         """Register the job, start the executor, requeue orphans: ready for run_once()."""
-        self._register_job()
+        self._started = time.monotonic()
+        self._through_outage(self._register_job)
         try:
             self.executor.start()
             if self.run_dag_processor:
                 self._start_dag_processor()
-            self._reset_orphans()
+            self._through_outage(self._reset_orphans)
         except BaseException:
             self._shutdown()
             raise
@@ -131,7 +138,15 @@ class Scheduler:
         with self:
             passes = 0
             while not self._stopping.is_set():
-                did_work = self.run_once()
+                try:
+                    did_work = self.run_once()
+                except Exception as exc:
+                    if not is_db_outage(exc):
+                        raise
+                    # Weather, not death: wait (logged once) and run the pass again.
+                    self._stopping.wait(self._db_outage.failed(exc))
+                    continue
+                self._db_outage.recovered()
                 passes += 1
                 if self.num_runs is not None and passes >= self.num_runs:
                     break
@@ -145,24 +160,57 @@ class Scheduler:
             self.conf.scheduler.shutdown_grace,
         )
         self.executor.end(self.conf.scheduler.shutdown_grace)
-        self._handle_events(self.executor.sync())
         if self._processor is not None and self._processor.poll() is None:
             self._processor.terminate()
             try:
                 self._processor.wait(30)
             except subprocess.TimeoutExpired:
                 self._processor.kill()
-        if self.job_id is not None:
-            with session_scope() as session:
-                session.execute(
-                    update(Job)
-                    .where(Job.id == self.job_id)
-                    .values(state="success", end_date=utcnow())
-                )
+        try:
+            self._handle_events(self.executor.sync())
+            if self.job_id is not None:
+                with session_scope() as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id)
+                        .values(state="success", end_date=utcnow())
+                    )
+        except Exception as exc:
+            if not is_db_outage(exc):
+                raise
+            # The tries stay as recorded; the next scheduler's sweeps take them over.
+            log.warning("scheduler stopping without a last database update: %s", exc)
         log.info("scheduler stopped")
 
+    # -- database outages ---------------------------------------------------
+    def _through_outage(self, action: Any) -> Any:
+        """``action()`` retried through a database outage (until stopped or past the limit)."""
+        return with_db_retry(action, self._db_outage, self._stopping)
+
+    def _sweep_allowed(self, window: float) -> bool:
+        """Whether a sweep may judge tries by a ``window`` of silence now.
+
+        While the database was down, tries could neither heartbeat nor claim nor
+        record their result, so silence during this scheduler's own outage
+        proves nothing. After the database comes back the sweeps wait one full
+        window, in which live tries heartbeat again and finished ones record
+        their result (they retry at most every zombie_threshold / 4 s).
+        """
+        now = time.monotonic()
+        if self._db_outage.down or now - self._started < self._startup_grace():
+            return False  # down, or this is the first pass since it came back
+        back_at = self._db_outage.back_at
+        return back_at is None or now - back_at >= window
+
+    def _startup_grace(self) -> float:
+        """A scheduler (re)started just after an outage it did not see cannot tell
+        silence from death either: first it gives live tries two heartbeats, and
+        finished ones a retry of their result (see outage.result_retry_cap)."""
+        conf = self.conf.scheduler
+        return 2 * conf.task_heartbeat_interval + result_retry_cap(conf.zombie_threshold)
+
     def _start_dag_processor(self) -> None:
-        self._processor = subprocess.Popen([sys.executable, "-m", "flowsched", "dag-processor"])
+        self._processor = spawn_flowsched(["dag-processor"])  # dies with the scheduler
 
     def _live_schedulers(self, session: Session) -> tuple[list[Job], list[int]]:
         """(live scheduler jobs, ids of dead ones still marked running).
@@ -234,8 +282,10 @@ class Scheduler:
         did_work |= bool(workloads)
         if time.monotonic() - self._last_sweep >= SWEEP_INTERVAL:
             self._last_sweep = time.monotonic()
-            did_work |= self.sweep_zombies() > 0
-            did_work |= self.sweep_stuck_queued() > 0
+            if self._sweep_allowed(self.conf.scheduler.zombie_threshold):
+                did_work |= self.sweep_zombies() > 0
+            if self._sweep_allowed(self.conf.scheduler.task_queued_timeout):
+                did_work |= self.sweep_stuck_queued() > 0
         return did_work
 
     def _dag(self, session: Session, version_id: int) -> SerializedDAG:
@@ -373,6 +423,8 @@ class Scheduler:
                 if version is None:
                     continue
                 dag = self._dag(session, version.id)
+                if self._timed_out(session, run, dag, now):
+                    continue
                 run_rows = rows.get(run.id, {})
                 if set(dag.tasks) - set(run_rows):
                     add_task_instances(session, run, dag, set(run_rows))
@@ -385,6 +437,21 @@ class Scheduler:
                 self._maybe_finish_run(run, dag, states, now)
             self._write_decisions(session, changes, now)
             return self._queue_scheduled(session, runs, versions, now)
+
+    @staticmethod
+    def _timed_out(session: Session, run: DagRun, dag: SerializedDAG, now: datetime) -> bool:
+        """A run past its DAG's dagrun_timeout fails; its unfinished tasks are skipped."""
+        timeout = dag.dagrun_timeout
+        if timeout is None or run.start_date is None or now - run.start_date <= timeout:
+            return False
+        reason = f"dagrun_timeout of {timeout} exceeded"
+        skipped = time_out_run(session, run.id, reason)
+        run.state = RunState.FAILED.value
+        run.end_date = now
+        log.info(
+            "run %s of %s failed: %s (%d tasks skipped)", run.run_id, run.dag_id, reason, skipped
+        )
+        return True
 
     @staticmethod
     def _ti_rows(
@@ -423,8 +490,9 @@ class Scheduler:
             elif state == TaskState.NONE.value:
                 spec = dag.tasks[task_id]
                 decision = evaluate(spec.trigger_rule, [states[up] for up in spec.upstream])
+                ready = TaskState.SUCCESS if spec.is_empty else TaskState.SCHEDULED
                 new_state = {
-                    Decision.READY: TaskState.SCHEDULED.value,
+                    Decision.READY: ready.value,
                     Decision.UPSTREAM_FAILED: TaskState.UPSTREAM_FAILED.value,
                     Decision.SKIP: TaskState.SKIPPED.value,
                 }.get(decision)
@@ -573,10 +641,20 @@ class Scheduler:
             )
 
     def _handle_events(self, events: list[ExecutorEvent]) -> bool:
-        if not events:
+        """Fail tries whose process ended without recording a result.
+
+        Events are kept until written: a database outage delays them, never
+        drops them. A process that gave up recording its result because the
+        database stayed down (EXIT_RESULT_NOT_RECORDED) did not fail: its try
+        is left to the zombie sweep, which re-queues it as lost.
+        """
+        self._unhandled.extend(events)
+        if not self._unhandled:
             return False
         with session_scope() as session:
-            for event in events:
+            for event in self._unhandled:
+                if event.exit_code == EXIT_RESULT_NOT_RECORDED:
+                    continue
                 ti = session.get(TaskInstance, event.ti_id)
                 if ti is None or ti.try_number != event.try_number:
                     continue
@@ -588,7 +666,25 @@ class Scheduler:
                         "before recording a result",
                         (TaskState.RUNNING, TaskState.QUEUED),
                     )
+        self._unhandled = []
         return True
+
+    def _requeue_lost(
+        self, session: Session, ti: TaskInstance, reason: str, expected: tuple[TaskState, ...]
+    ) -> None:
+        state = requeue_lost_try(
+            session,
+            ti.id,
+            ti.try_number,
+            reason=reason,
+            expected_states=expected,
+            max_lost=self.conf.scheduler.max_lost_tries,
+            retry_delay=self._retry_delay(session, ti),
+        )
+        if state is not None:
+            log.warning(
+                "%s.%s try %s: %s -> %s", ti.dag_id, ti.task_id, ti.try_number, reason, state
+            )
 
     def sweep_zombies(self) -> int:
         limit = utcnow() - timedelta(seconds=self.conf.scheduler.zombie_threshold)
@@ -602,7 +698,8 @@ class Scheduler:
                 select(TaskInstance).where(zombie).limit(100).with_for_update(skip_locked=True)
             ).all()
             for ti in zombies:
-                self._fail(
+                # Its worker (or host) died, or lost the database: not the task's failure.
+                self._requeue_lost(
                     session,
                     ti,
                     f"zombie: no heartbeat from {ti.worker_nodename or ti.hostname} "
@@ -616,12 +713,17 @@ class Scheduler:
         stuck = (TaskInstance.state == TaskState.QUEUED.value) & (TaskInstance.queued_at < limit)
         if not self._any(stuck):
             return 0
+        # Held in this scheduler's memory through a broker outage: not lost, late.
+        unsent = self.executor.not_yet_late(self.conf.scheduler.task_queued_timeout)
         with session_scope() as session:
             stuck = session.scalars(
                 select(TaskInstance).where(stuck).limit(100).with_for_update(skip_locked=True)
             ).all()
             for ti in stuck:
-                self._fail(
+                if (ti.id, ti.try_number) in unsent:
+                    continue
+                # Its message was lost (broker restarted empty) or no worker took it.
+                self._requeue_lost(
                     session,
                     ti,
                     f"queued for over {self.conf.scheduler.task_queued_timeout:g} s without "
@@ -647,13 +749,7 @@ class Scheduler:
                 )
             ).all()
             for ti in orphans:
-                session.execute(
-                    update(TaskTry)
-                    .where(TaskTry.task_instance_id == ti.id, TaskTry.try_number == ti.try_number)
-                    .values(state=TaskState.FAILED.value, error="orphaned: its scheduler died")
-                )
-                ti.state = TaskState.SCHEDULED.value
-                ti.max_tries += 1
+                self._requeue_lost(session, ti, "orphaned: its scheduler died", (TaskState.QUEUED,))
             if orphans:
                 log.info("re-queued %d tasks orphaned by a dead scheduler", len(orphans))
             _, dead = self._live_schedulers(session)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from flowsched.db.models import Dag, DagRun, DagVersion, TaskInstance
 from flowsched.exceptions import DagNotFound, FlowschedError
+from flowsched.ids import validate_run_id
 from flowsched.schedules import Interval
 from flowsched.serialization import SerializedDAG
 from flowsched.state import RunState, RunType, TaskState
@@ -72,11 +73,12 @@ def create_run(
     conf: dict[str, Any] | None = None,
     run_id: str | None = None,
 ) -> DagRun:
+    run_id = validate_run_id(run_id or make_run_id(run_type, logical_date))
     _, version = latest_version(session, dag_id)
     serialized = SerializedDAG(version.serialized)
     run = DagRun(
         dag_id=dag_id,
-        run_id=run_id or make_run_id(run_type, logical_date),
+        run_id=run_id,
         run_type=run_type.value,
         state=RunState.QUEUED.value,
         logical_date=logical_date,

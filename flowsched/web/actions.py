@@ -20,7 +20,7 @@ from flowsched.exceptions import FlowschedError
 from flowsched.state import TaskState
 from flowsched.timezone import parse_datetime
 from flowsched.web import queries
-from flowsched.web.auth import actor, require
+from flowsched.web.auth import actor, require, same_origin_path
 from flowsched.web.users import Role
 
 bp = Blueprint("actions", __name__)
@@ -32,10 +32,7 @@ def _checked(name: str) -> bool:
 
 def _back(default: str) -> Response:
     """Return to the page the form was on (same-site paths only)."""
-    target = request.form.get("next", "")
-    if not (target.startswith("/") and not target.startswith("//") and "\\" not in target):
-        target = default
-    return redirect(target)
+    return redirect(same_origin_path(request.form.get("next")) or default)
 
 
 def parse_conf(text: str) -> dict[str, Any] | None:

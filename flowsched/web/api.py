@@ -22,12 +22,10 @@ from flowsched.exceptions import (
     DagNotFound,
     DatabaseUnavailable,
     FlowschedError,
-    TaskNotFound,
 )
-from flowsched.log_client import fetch_task_log
 from flowsched.state import TaskState
 from flowsched.timezone import default_timezone, parse_datetime, to_utc, utcnow
-from flowsched.web import queries
+from flowsched.web import logs, queries
 from flowsched.web.actions import parse_conf
 from flowsched.web.auth import actor, load_token_user, require
 from flowsched.web.openapi import spec
@@ -416,16 +414,24 @@ def mark_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
 
 @bp.route("/dags/<dag_id>/runs/<path:run_id>/tasks/<task_id>/tries/<int:try_number>/log")
 def task_log(dag_id: str, run_id: str, task_id: str, try_number: int) -> Any:
+    """The log's tail (``webserver.log_tail_bytes``); ``?full_content=true``: all, streamed."""
     with session_scope() as session:
         detail = queries.task_detail(session, dag_id, run_id, task_id)
-    attempt = next((t for t in detail.tries if t.try_number == try_number), None)
-    if attempt is None:
-        raise TaskNotFound(f"{dag_id}.{task_id} in run '{run_id}' has no try {try_number}")
+        attempt = logs.chosen_try(detail.tries, dag_id, run_id, task_id, try_number)
+        session.expunge(attempt)
     try:
-        content = fetch_task_log(attempt.hostname, dag_id, run_id, task_id, try_number)
+        if _query_flag("full_content"):
+            return logs.log_download(attempt, dag_id, run_id, task_id)
+        tail = logs.log_tail(attempt, dag_id, run_id, task_id)
     except FlowschedError as exc:  # LogUnavailable, or e.g. no secret_key to sign with
         abort(404, description=str(exc))
-    return jsonify(try_number=try_number, hostname=attempt.hostname, content=content)
+    return jsonify(
+        try_number=try_number,
+        hostname=attempt.hostname,
+        content=tail.text(),
+        truncated=tail.truncated,
+        size=tail.size,
+    )
 
 
 # -- cluster ---------------------------------------------------------------
@@ -453,3 +459,17 @@ def workers() -> Any:
         for w in view.workers
     ]
     return jsonify(executor=view.executor, workers=rows, message=view.message)
+
+
+# -- audit -----------------------------------------------------------------
+@bp.route("/eventLogs")
+@require(Role.ADMIN)
+def event_logs() -> Any:
+    """The audit log (Airflow's name), newest first; filters ``user``, ``dag_id``, ``event``."""
+    from flowsched.web.audit_log import audit_json, audit_page
+    from flowsched.web.security_pages import audit_filter
+
+    number, size = page_args()
+    with session_scope() as session:
+        rows, pager = audit_page(session, audit_filter(), number, size)
+    return jsonify(event_logs=[audit_json(row, iso) for row in rows], paging=_paging(pager))

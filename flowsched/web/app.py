@@ -23,7 +23,7 @@ from flowsched.web import auth, csrf, errors
 from flowsched.web.users import Role
 
 SESSION_LIFETIME = timedelta(hours=12)
-LOGIN_REQUIRED = frozenset({"pages", "actions"})
+LOGIN_REQUIRED = frozenset({"pages", "actions", "security"})
 
 
 class _SessionInterface(SecureCookieSessionInterface):
@@ -93,7 +93,14 @@ def _security_headers(response: Any) -> Any:
 
 def create_app(secret_key: str | None = None, cookie_secure: str | None = None) -> Flask:
     """Build the app; ``secret_key`` defaults to ``core.secret_key`` (random if unset)."""
-    from flowsched.web import actions, api, views
+    from flowsched.web import (  # noqa: F401 (modules that register routes)
+        actions,
+        api,
+        secrets_api,
+        secrets_pages,
+        security_pages,
+        views,
+    )
 
     conf = get_config()
     app = Flask(__name__)
@@ -132,6 +139,7 @@ def create_app(secret_key: str | None = None, cookie_secure: str | None = None) 
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(actions.bp)
+    app.register_blueprint(security_pages.bp)
     app.register_blueprint(api.bp)
     _register_plugin_views(app)
     errors.register(app)

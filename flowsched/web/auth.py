@@ -7,9 +7,12 @@ password ends their sessions at once.
 
 from __future__ import annotations
 
+import math
+import unicodedata
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -24,8 +27,17 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
-from flowsched.web import csrf
-from flowsched.web.users import Role, UserInfo, authenticate, load_user, user_for_token
+from flowsched.db.engine import session_scope
+from flowsched.operations import audit
+from flowsched.web import csrf, throttle
+from flowsched.web.users import (
+    Role,
+    UserInfo,
+    authenticate,
+    end_sessions,
+    load_user,
+    user_for_token,
+)
 
 bp = Blueprint("auth", __name__)
 
@@ -92,19 +104,50 @@ def login_redirect() -> Response:
     return redirect(url_for("auth.login", next=target.rstrip("?")))
 
 
+def same_origin_path(target: str | None) -> str | None:
+    """``target`` if it is a path on this site, else None: an open redirect helps phishing.
+
+    Control characters are removed first, as browsers do (a slash, a tab, then
+    ``/evil.com`` is ``//evil.com`` to them: another host); then only a path that
+    starts with one slash, has no backslash (browsers read one as a slash), no
+    scheme and no host is accepted.
+    """
+    if not target:
+        return None
+    cleaned = "".join(ch for ch in target if unicodedata.category(ch) != "Cc").strip()
+    if not cleaned.startswith("/") or cleaned.startswith("//") or "\\" in cleaned:
+        return None
+    parts = urlsplit(cleaned)
+    if parts.scheme or parts.netloc:
+        return None
+    return cleaned
+
+
 def _safe_next(target: str | None) -> str:
-    """Only same-site paths: an open redirect after login would help phishing."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("pages.dags")
+    return same_origin_path(target) or url_for("pages.dags")
+
+
+def _audit(event: str, username: str) -> None:
+    with session_scope() as session:
+        audit(session, event, actor=f"web:{username}", extra={"address": throttle.client_address()})
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     if request.method == "POST":
         username = request.form.get("username", "")
+        address = throttle.client_address()
+        wait = throttle.seconds_locked(username, address)
+        if wait > 0:
+            seconds = math.ceil(wait)
+            flash(f"Too many failed logins: try again in {seconds} s.", "error")
+            page = render_template("login.html", next=request.form.get("next"), username=username)
+            return page, 429, {"Retry-After": str(seconds)}
         user = authenticate(username, request.form.get("password", ""))
-        if user is not None:
+        if user is None:
+            throttle.record_failure(username, address)
+        else:
+            throttle.record_success(user.username, address)
             session.clear()  # no fixation: nothing from before login survives
             session["uid"] = user.id
             session["key"] = user.session_key
@@ -120,6 +163,11 @@ def login() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Response:
+    """Ends every session of the user, not just this cookie: a copied cookie dies too."""
+    user = current_user()
+    if user is not None:
+        end_sessions(user.id)
+        _audit("logout", user.username)
     session.clear()
     flash("Logged out.", "info")
     return redirect(url_for("auth.login"))

@@ -39,6 +39,10 @@ class Edge:
     source: str
     target: str
     path: str
+    # A Label("...") set in the DAG file, drawn at the middle of the edge.
+    label: str = ""
+    label_x: float = 0.0
+    label_y: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,9 @@ def layout(dag: SerializedDAG, states: dict[str, str] | None = None) -> Layout:
                     task_id,
                     f"M{x1:.1f},{y1:.1f} C{x1 + bend:.1f},{y1:.1f} "
                     f"{x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}",
+                    label=dag.edge_info.get(source_id, {}).get(task_id, {}).get("label", ""),
+                    label_x=(x1 + x2) / 2,
+                    label_y=(y1 + y2) / 2 - 3,
                 )
             )
     total_width = 2 * MARGIN + len(layers) * (width + GAP_X) - GAP_X

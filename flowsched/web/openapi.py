@@ -220,6 +220,19 @@ SCHEMAS: dict[str, Any] = {
     "ImportError": _object(
         {"filename": {"type": "string"}, "traceback": {"type": "string"}, "created_at": TIME}
     ),
+    "EventLog": _object(
+        {
+            "id": {"type": "integer"},
+            "created_at": TIME,
+            "event": {"type": "string"},
+            "actor": {"type": ["string", "null"]},
+            "user": {"type": ["string", "null"]},
+            "dag_id": {"type": ["string", "null"]},
+            "run_id": {"type": ["string", "null"]},
+            "task_id": {"type": ["string", "null"]},
+            "extra": {"type": ["object", "array", "null"]},
+        }
+    ),
     "Worker": {
         "type": "object",
         "properties": {
@@ -235,6 +248,25 @@ SCHEMAS: dict[str, Any] = {
 DAG_ID = _path("dag_id")
 RUN_ID = _path("run_id")
 TASK_ID = _path("task_id")
+
+
+def _log_answer() -> dict[str, Any]:
+    """The log's end as JSON (at most ``webserver.log_tail_bytes``), or all of it as text."""
+    answer = _json(
+        _object(
+            {
+                "try_number": {"type": "integer"},
+                "hostname": {"type": ["string", "null"]},
+                "content": {"type": "string"},
+                "truncated": {"type": "boolean"},
+                "size": {"type": "integer", "minimum": 0},
+            }
+        ),
+        "The end of the log (at most webserver.log_tail_bytes, from the start of a line); "
+        "truncated is true when there is more before it, size is the whole log in bytes",
+    )
+    answer["content"]["text/plain"] = {"schema": {"type": "string"}}
+    return answer
 
 
 def _paths() -> dict[str, Any]:
@@ -399,16 +431,14 @@ def _paths() -> dict[str, Any]:
             "parameters": [DAG_ID, RUN_ID, TASK_ID, _path("try_number", {"type": "integer"})],
             "get": _op(
                 "The log of one try, fetched from the host that ran it",
-                _json(
-                    _object(
-                        {
-                            "try_number": {"type": "integer"},
-                            "hostname": {"type": ["string", "null"]},
-                            "content": {"type": "string"},
-                        }
-                    ),
-                    "The log text",
-                ),
+                _log_answer(),
+                params=[
+                    _query(
+                        "full_content",
+                        {"type": "boolean"},
+                        "true: the whole log as a streamed text/plain download.",
+                    )
+                ],
             ),
         },
         "/import-errors": {
@@ -418,6 +448,32 @@ def _paths() -> dict[str, Any]:
                     _object({"import_errors": {"type": "array", "items": _ref("ImportError")}}),
                     "Import errors with tracebacks",
                 ),
+                errors=(401, 503),
+            )
+        },
+        "/eventLogs": {
+            "get": _op(
+                "The audit log, newest first: actions, logins and failed logins",
+                _json(
+                    _object(
+                        {
+                            "event_logs": {"type": "array", "items": _ref("EventLog")},
+                            "paging": _ref("Paging"),
+                        }
+                    ),
+                    "One page of audit events",
+                ),
+                role="admin",
+                params=[
+                    _query("user", {"type": "string"}, "Only events by this user."),
+                    _query("dag_id", {"type": "string"}, "Only events about this DAG."),
+                    _query(
+                        "event",
+                        {"type": "string"},
+                        "Only this event: trigger, pause, clear, login_failed, ...",
+                    ),
+                    *PAGING,
+                ],
                 errors=(401, 503),
             )
         },
@@ -442,6 +498,8 @@ def _paths() -> dict[str, Any]:
 
 @cache
 def spec() -> dict[str, Any]:
+    from flowsched.web import openapi_secrets  # it builds on the helpers above
+
     error_responses = {f"E{code}": _json(_ref("Error"), text) for code, text in ERROR_TEXT.items()}
     health = _json(
         _object(
@@ -467,10 +525,10 @@ def spec() -> dict[str, Any]:
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **openapi_secrets.paths()},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": SCHEMAS,
-            "responses": {**error_responses, "Health": health},
+            "schemas": {**SCHEMAS, **openapi_secrets.SCHEMAS},
+            "responses": {**error_responses, **openapi_secrets.RESPONSES, "Health": health},
         },
     }

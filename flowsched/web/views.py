@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, abort, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from flowsched.db.engine import session_scope
 from flowsched.db.models import DagVersion, TaskInstance
 from flowsched.exceptions import DagNotFound, FlowschedError
-from flowsched.log_client import fetch_task_log
 from flowsched.serialization import SerializedDAG
 from flowsched.state import ACTIVE_TASK_STATES, RunState, TaskState
+from flowsched.task_logs import LogTail
 from flowsched.timezone import parse_datetime
-from flowsched.web import graph, queries
+from flowsched.web import graph, logs, queries
 from flowsched.web.auth import require
 from flowsched.web.openapi import spec
 from flowsched.web.users import Role
@@ -176,13 +176,13 @@ def task_page(dag_id: str, run_id: str, task_id: str) -> Any:
     numbers = [t.try_number for t in task.tries]
     selected = request.args.get("try", type=int) or (numbers[-1] if numbers else None)
     chosen = next((t for t in task.tries if t.try_number == selected), None)
-    log_text: str | None = None
+    log_tail: LogTail | None = None
     log_error: str | None = None
     if chosen is None:
         log_error = "This task has not run yet: no try, no log."
     else:
         try:
-            log_text = fetch_task_log(chosen.hostname, dag_id, run_id, task_id, selected or 0)
+            log_tail = logs.log_tail(chosen, dag_id, run_id, task_id)
         except FlowschedError as exc:  # LogUnavailable, or e.g. no secret_key to sign with
             log_error = str(exc)
     live = task.ti.state in {s.value for s in ACTIVE_TASK_STATES}
@@ -191,11 +191,25 @@ def task_page(dag_id: str, run_id: str, task_id: str) -> Any:
         detail=detail,
         task=task,
         chosen=chosen,
-        log_text=log_text,
+        log_tail=log_tail,
+        log_text=log_tail.text() if log_tail else None,
         log_error=log_error,
         live=live,
         tab="runs",
     )
+
+
+@bp.route("/dags/<dag_id>/runs/<path:run_id>/tasks/<task_id>/log")
+def task_log_download(dag_id: str, run_id: str, task_id: str) -> Any:
+    """The whole log of one try (``?try=N``, default the latest), streamed as a download."""
+    with session_scope(read_only=True) as session:
+        task = queries.task_detail(session, dag_id, run_id, task_id)
+    number = request.args.get("try", type=int) or task.ti.try_number
+    attempt = logs.chosen_try(task.tries, dag_id, run_id, task_id, number)
+    try:
+        return logs.log_download(attempt, dag_id, run_id, task_id)
+    except FlowschedError as exc:
+        abort(404, description=str(exc))
 
 
 @bp.route("/dags/<dag_id>/delete")

@@ -4,8 +4,14 @@ It runs as a thread of ``flowsched worker`` so it lives and dies with the
 worker, and it only reads files: every request needs a token from
 :mod:`flowsched.worker.log_tokens` (``Authorization: Bearer …``), and a path
 that resolves outside ``logging.base_log_folder`` (``..``, a symlink out,
-an absolute path) is refused even with a valid token. ``?offset=N`` returns
-the file from byte N, which is how ``flowsched tasks log --follow`` tails.
+an absolute path, a symlink, anything but a regular file) is refused even
+with a valid token: files are opened through :mod:`flowsched.task_logs`.
+
+``?offset=N`` answers the file from byte N (``&length=M``: at most M bytes),
+which is how ``flowsched tasks log --follow`` tails; ``?tail=M`` answers the
+last M bytes from the start of a line, which is what pages show. The body is
+streamed in chunks, and ``X-Log-Size``/``X-Log-Offset`` give the file's size
+and where the body starts in it.
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from flowsched.task_logs import LogRefused, file_size, iter_chunks, open_log, tail_start
 from flowsched.worker.log_tokens import TokenRefused, verify
 
 log = logging.getLogger("flowsched.log_server")
 
 PREFIX = "/log/"
-MAX_CHUNK = 16 * 1024 * 1024
 
 
 class LogServer(ThreadingHTTPServer):
@@ -65,28 +71,45 @@ class LogRequestHandler(BaseHTTPRequestHandler):
         except TokenRefused as exc:
             self._refuse(HTTPStatus.FORBIDDEN, str(exc))
             return
-        base = self.server.base_folder
-        target = (base / relative).resolve()
-        if not target.is_relative_to(base) or target == base:
-            self._refuse(HTTPStatus.FORBIDDEN, "path is outside the log folder")
-            return
+        query = parse_qs(url.query)
         try:
-            offset = int(parse_qs(url.query).get("offset", ["0"])[0])
+            numbers = {
+                key: int(query[key][0]) for key in ("offset", "length", "tail") if key in query
+            }
         except ValueError:
-            self._refuse(HTTPStatus.BAD_REQUEST, "offset must be an integer")
+            self._refuse(HTTPStatus.BAD_REQUEST, "offset, length and tail must be integers")
+            return
+        if any(value < 0 for value in numbers.values()):
+            self._refuse(HTTPStatus.BAD_REQUEST, "offset, length and tail cannot be negative")
             return
         try:
-            with target.open("rb") as handle:
-                handle.seek(max(0, offset))
-                data = handle.read(MAX_CHUNK)
-        except (FileNotFoundError, IsADirectoryError):
+            handle = open_log(relative, self.server.base_folder)
+        except LogRefused as exc:
+            self._refuse(HTTPStatus.FORBIDDEN, str(exc).replace(str(self.server.base_folder), "…"))
+            return
+        except FileNotFoundError:
             self._refuse(HTTPStatus.NOT_FOUND, f"no log {relative} on this worker")
             return
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        with handle:
+            if "tail" in numbers:
+                start, size = tail_start(handle, numbers["tail"])
+            else:
+                size = file_size(handle)
+                start = min(numbers.get("offset", 0), size)
+            end = size if "length" not in numbers else min(size, start + numbers["length"])
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(end - start))
+            self.send_header("X-Log-Size", str(size))
+            self.send_header("X-Log-Offset", str(start))
+            self.end_headers()
+            try:
+                for chunk in iter_chunks(handle, start, end):
+                    self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                log.debug("%s went away while reading %s", self.address_string(), relative)
+            # A log truncated meanwhile sent fewer bytes than announced: close, do not pad.
+            self.close_connection = True
 
 
 def start_log_server(host: str, port: int, base_folder: Path, secret_key: str) -> LogServer:

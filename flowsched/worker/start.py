@@ -29,6 +29,7 @@ from celery import signals
 from flowsched.config import get_config
 from flowsched.exceptions import FlowschedError
 from flowsched.hostname import default_nodename, get_hostname
+from flowsched.processes import set_parent_death_signal
 
 log = logging.getLogger("flowsched.worker")
 
@@ -54,6 +55,19 @@ def _reset_db_after_fork(**_: Any) -> None:
     from flowsched.db.engine import reset_engine
 
     reset_engine()
+
+
+def _die_with_worker(main_pid: int) -> Any:
+    """A pool process gets SIGTERM when the worker's main process dies (even kill -9):
+    it forwards it to its running try, which records itself as interrupted."""
+
+    def adopt(**_: Any) -> None:
+        from flowsched.worker import task
+
+        task.worker_main_pid = main_pid
+        set_parent_death_signal(signal.SIGTERM, parent=main_pid)
+
+    return adopt
 
 
 class _GraceTimer:
@@ -90,6 +104,37 @@ class _GraceTimer:
             request.terminate(self.worker.pool, signal=signal.SIGTERM)
 
 
+def _recover_in_background(nodename: str, hostname: str) -> None:
+    """Re-queue the tries a previous life of this worker left running (see
+    :mod:`flowsched.worker.recovery`), without holding up the start, and waiting
+    out a database that is not reachable yet.
+
+    Started once the pool processes exist (``worker_ready``): a thread that
+    holds a lock while the pool forks would leave that lock held, forever, in
+    the child, and the pool process would hang on its first task.
+    """
+    from flowsched.db.engine import db_outage, with_db_retry
+    from flowsched.worker.recovery import requeue_tries_of_dead_self
+
+    def recover() -> None:
+        try:
+            found = with_db_retry(
+                lambda: requeue_tries_of_dead_self(nodename, hostname), db_outage(log)
+            )
+        except Exception:
+            log.exception("could not look for tries lost by a previous life of %s", nodename)
+            return
+        if found:
+            log.warning(
+                "re-queued %d tries lost when %s last died: %s",
+                len(found),
+                nodename,
+                ", ".join(found),
+            )
+
+    threading.Thread(target=recover, name="recover-lost-tries", daemon=True).start()
+
+
 def run_worker(
     *,
     nodename: str | None = None,
@@ -121,6 +166,7 @@ def run_worker(
         ) from exc
     timer = _GraceTimer(conf.worker.shutdown_grace)
     signals.worker_process_init.connect(_reset_db_after_fork, weak=False)
+    signals.worker_process_init.connect(_die_with_worker(os.getpid()), weak=False)
     signals.worker_shutting_down.connect(timer.on_shutting_down, weak=False)
 
     def announce(**_: Any) -> None:
@@ -149,6 +195,7 @@ def run_worker(
         optimization="fair",
     )
     timer.worker = worker
+    signals.worker_ready.connect(lambda **_: _recover_in_background(nodename, hostname), weak=False)
     try:
         worker.start()
     finally:

@@ -11,11 +11,14 @@ it names is refused rather than allowed to run another task's code.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
-from flowsched.db.engine import session_scope
+from flowsched.db.engine import db_outage, session_scope, with_db_retry
 from flowsched.db.models import TaskInstance
-from flowsched.lifecycle import Workload, finish_try
+from flowsched.lifecycle import Workload
+from flowsched.outage import EXIT_RESULT_NOT_RECORDED
+from flowsched.processes import describe_exit, limit_hint
 from flowsched.state import TaskState
 
 log = logging.getLogger("flowsched.worker")
@@ -53,39 +56,70 @@ def refusal(workload: Workload) -> str | None:
     return None
 
 
-def record_crash(workload: Workload, nodename: str, exit_code: int) -> None:
-    """The try's process died without recording a result: record it for it, and retry."""
-    from flowsched.runner import retry_delay_for
+def record_crash(
+    workload: Workload, nodename: str, exit_code: int, reason: str | None = None
+) -> None:
+    """The try's process died (or could not start) without recording a result:
+    record it for it, with what happened, and retry.
 
-    error = (
-        f"task process exited with code {exit_code} on worker {nodename} before recording a result"
-    )
-    with session_scope() as session:
-        state = finish_try(
-            session,
-            workload.ti_id,
-            workload.try_number,
-            success=False,
-            error=error,
-            retry_delay=retry_delay_for(session, workload),
-            expected_states=(TaskState.RUNNING, TaskState.QUEUED),
+    Written through a database outage (with backoff), like the try's own result.
+    A try process that ended but could not record its result before giving up
+    on the database (:data:`EXIT_RESULT_NOT_RECORDED`) did not crash: its
+    outcome is unknown here, so the try is left to the zombie sweep, which
+    re-queues it as lost rather than failing a task that may have succeeded.
+    """
+    from flowsched.runner import fail_try
+
+    if exit_code == EXIT_RESULT_NOT_RECORDED:
+        log.error(
+            "%s: its result could not be recorded (metadata database unreachable); "
+            "left to the scheduler's zombie sweep",
+            workload.describe(),
         )
+        return
+    error = reason or (
+        f"task process {describe_exit(exit_code)} on worker {nodename} before recording a "
+        f"result{limit_hint(exit_code)}"
+    )
+    state = fail_try(workload, error, (TaskState.RUNNING, TaskState.QUEUED))
     if state is not None:
         log.error("%s: %s -> %s", workload.describe(), error, state)
 
 
 def run_workload(task: Any, body: Any = None) -> None:
     """The Celery task: one message, one try, one forked process."""
-    from flowsched.runner import fork_and_run
+    from flowsched.runner import TryNotStarted, fork_and_run
 
     workload = parse_workload(body)
     if workload is None:
         return
-    reason = refusal(workload)
+    # A message delivered while the database is down waits for it (the worker slot
+    # with it) rather than fail: the try is still queued and must run once.
+    reason = with_db_retry(lambda: refusal(workload), db_outage(log))
     if reason is not None:
         log.warning("not running: %s", reason)
         return
     nodename = task.request.hostname or "unknown-worker"
-    code = fork_and_run(workload, nodename=nodename)
+    try:
+        code = fork_and_run(workload, nodename=nodename)
+    except TryNotStarted as exc:
+        record_crash(workload, nodename, 1, reason=f"{exc} on worker {nodename}")
+        return
     if code != 0:
         record_crash(workload, nodename, code)
+    _exit_if_orphaned()
+
+
+# The pid of the worker's main process, set in each pool process (worker/start.py).
+worker_main_pid: int | None = None
+
+
+def _exit_if_orphaned() -> None:
+    """A pool process whose worker died (kill -9) ends with its try: nobody will read its
+    result, and Celery's pool would otherwise wait 30 s for the dead main process."""
+    if worker_main_pid is not None and os.getppid() != worker_main_pid:
+        log.warning(
+            "the worker's main process %s is gone: this pool process exits", worker_main_pid
+        )
+        logging.shutdown()
+        os._exit(0)

@@ -24,22 +24,22 @@ class Sync:
     dags: Path
     plugins: Path
 
-    def run(self) -> subprocess.CompletedProcess[str]:
+    def run(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
-                tool("ansible-playbook"),
+                tool("ansible-playbook"), *extra,
                 "-i", str(HERE / "inventories" / "gmt8"),
                 str(HERE / "dag-sync.yml"),
                 "-e", f"sync_root={self.root}",
                 "-e", f"dags_src={self.dags}",
                 "-e", f"plugins_src={self.plugins}",
             ],
-            cwd=REPO, env=ansible_env(self.root), capture_output=True, text=True, timeout=180,
+            cwd=REPO, env=ansible_env(self.root), capture_output=True, text=True, timeout=600,
             check=False,
         )  # fmt: skip
 
-    def ok(self) -> str:
-        result = self.run()
+    def ok(self, *extra: str) -> str:
+        result = self.run(*extra)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
         return output
@@ -104,24 +104,38 @@ def test_dag_sync_lifecycle(sync: Sync) -> None:
     assert [changed(output, host) for host in HOSTS] == [0, 0], output
     assert sync.current("worker1") == first
 
-    # 3. DAGs changed: a new release is swapped in, the old one kept, no restart.
+    # 3. DAGs changed. A check run names the files it would ship, per host and
+    # in all, and changes nothing.
     (sync.dags / "etl.py").write_text("# etl v2\n")
     (sync.dags / "team_a" / "report.py").unlink()
     (sync.dags / "new_dag.py").write_text("# new\n")
+    before = {host: sync.releases(host) for host in HOSTS}
+    output = sync.ok("--check", "--diff")
+    assert (
+        "would ship 3 DAG file(s) (etl.py, new_dag.py, team_a/report.py) to 2 of 2 hosts; "
+        "would ship 0 plugin file(s) to 0 of 2 hosts" in output
+    ), output
+    assert "worker2: would ship a new release of dags (3 files), 3 of them changed" in output
+    for host in HOSTS:
+        assert sync.releases(host) == before[host]
+        assert tree(sync.current(host)) != shipped(sync.dags)
+    assert sync.current("worker1") == first
+
+    # The real run: a new release is swapped in, the old one kept, no restart.
     output = sync.ok()
     for host in HOSTS:
         assert tree(sync.current(host)) == shipped(sync.dags)
     assert sync.current("worker1") != first and first.exists()
-    assert "Read the state of the services" not in output
+    assert "Read which services run on this host" not in output
 
     # 4. Plugins changed everywhere, and a DAG edited by hand on worker2: the
-    # plugin consumers are restarted (handler), the edited copy is replaced on
-    # worker2 only.
+    # running plugin consumers are marked for the rolling restart, the edited
+    # copy is replaced on worker2 only.
     (sync.plugins / "my_operator.py").write_text("# operator v2\n")
     (sync.current("worker2") / "etl.py").write_text("# edited on the host\n")
     dags_on_worker1 = sync.current("worker1")
     output = sync.ok()
-    assert "RUNNING HANDLER [dag_sync : Read the state of the services]" in output, output
+    assert "TASK [dag_sync : Read which services run on this host]" in output, output
     for host in HOSTS:
         assert tree(sync.current(host, "plugins")) == tree(sync.plugins)
         assert tree(sync.current(host)) == shipped(sync.dags)

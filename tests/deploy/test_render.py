@@ -201,7 +201,9 @@ def test_cluster_addresses_and_secrets_reach_every_host(
             env["FLOWSCHED__CELERY__BROKER_URL"]
             == f"redis://:broker-secret-{sample}@{base}.12:6379/0"
         )
-        assert env["FLOWSCHED__CORE__SECRET_KEY"] == f"key-{sample}"
+        assert (
+            env["FLOWSCHED__CORE__SECRET_KEY"] == f"key-{sample}-4e1f0a9c7b2d5e8f3a6c1b0d9e7f2a4c"
+        )
         # Secrets live in flowsched.env only.
         cfg_text = (rendered[sample] / host / "flowsched.cfg").read_text()
         assert f"db-secret-{sample}" not in cfg_text and f"broker-secret-{sample}" not in cfg_text
@@ -289,3 +291,24 @@ def test_rendered_config_loads_in_the_package(rendered: dict[str, Path], sample:
         assert conf.core.default_timezone == SAMPLES[sample][0]
         assert conf.celery.broker_url.startswith("redis://")
         assert conf.database.sql_alchemy_conn.startswith("mysql+mysqldb://")
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_worker_and_scheduler_units_limit_memory_and_tasks(
+    rendered: dict[str, Path], sample: str
+) -> None:
+    """MemoryMax and TasksMax bound the tasks (role variables, per host if need be)."""
+    limits = {}
+    for host, unit in [
+        ("worker1", "flow-worker.service"),
+        ("worker2", "flow-worker.service"),
+        ("master1", "flow-scheduler.service"),
+    ]:
+        settings = unit_settings(rendered[sample] / host / unit)
+        limits[host] = (settings["MemoryMax"], settings["TasksMax"])
+    custom = (["6G"], ["512"]) if sample == "shanghai" else (["80%"], ["4096"])
+    assert limits == {
+        "worker1": (["80%"], ["4096"]),
+        "worker2": custom,
+        "master1": (["80%"], ["4096"]),
+    }

@@ -62,6 +62,9 @@ def test_site_and_playbooks_are_all_checked() -> None:
         "services.yml",
         "delete-dag.yml",
         "rollback.yml",
+        "roll.yml",
+        "backup.yml",
+        "restore.yml",
     } <= names
 
 

@@ -7,6 +7,7 @@ hosts must never start."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,16 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
     assert "fatal:" not in before and "fatal:" in after
 
 
+def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
+    from flowsched.crypto import generate_key
+
+    keys = f"{generate_key()}, {generate_key()}"
+    result = site(run, "-e", json.dumps({"flowsched_fernet_key": keys}))
+    output = result.stdout + result.stderr
+    assert FIRST_CHANGING_PLAY in output, output
+    assert "must be one or more Fernet keys" not in output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -83,12 +94,17 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
         (["-e", "redis_maxmemory=lots"], "redis_maxmemory like 2gb (lots)"),
         (["-e", '{"redis_extra_settings": {"maxmemory-policy": "lru"}}'], "always noeviction"),
         (
+            ["-e", f"flowsched_fernet_key={'A' * 43}=,not-a-key"],
+            "flowsched_fernet_key must be one or more Fernet keys",
+        ),
+        (
             ["-e", "flowsched_flower_basic_auth="],
             "master1 is in flowsched_flower, so flowsched_flower_basic_auth must be set",
         ),
         (
             ["-e", "mariadb_user_host=10.20.0.%"],
-            "(127.0.0.1) runs flowsched but the database user's host pattern mariadb_user_host='10.20.0.%'",
+            "(127.0.0.1) runs flowsched but the database user's host pattern "
+            "mariadb_user_host='10.20.0.%'",
         ),
     ],
     ids=[
@@ -107,6 +123,7 @@ def test_valid_settings_pass_validation_and_reach_the_hosts(run: Run) -> None:
         "mariadb-privileges",
         "redis-maxmemory",
         "redis-eviction",
+        "fernet-key",
         "flower-login",
         "db-user-host",
     ],
@@ -203,6 +220,27 @@ def test_hosts_disagreeing_on_a_cluster_setting_are_named(run: Run, tmp_path: Pa
     assert FIRST_CHANGING_PLAY not in output
 
 
+def test_a_host_with_another_fernet_key_is_named_without_showing_keys(
+    run: Run, tmp_path: Path
+) -> None:
+    """Tasks on that worker could not decrypt what the others stored."""
+    from flowsched.crypto import generate_key
+
+    shared, other = generate_key(), generate_key()
+    inventory = yaml.safe_load((HERE / "inventories" / "gmt8" / "hosts.yml").read_text())
+    inventory["all"]["vars"]["flowsched_fernet_key"] = shared
+    inventory["all"]["children"]["flowsched_workers"]["hosts"]["worker2"][
+        "flowsched_fernet_key"
+    ] = other
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    result = site(run, inventory=path)
+    output = result.stdout + result.stderr
+    assert "worker2 has a different secrets than db1" in output, output
+    assert shared not in output and other not in output
+    assert FIRST_CHANGING_PLAY not in output
+
+
 def test_effective_settings_are_shown_per_host(run: Run) -> None:
     result = run(
         tool("ansible-playbook"),
@@ -217,3 +255,83 @@ def test_effective_settings_are_shown_per_host(run: Run) -> None:
     shown = [line.strip().strip('",') for line in output.splitlines() if "timezone Asia/" in line]
     assert shown and all("timezone Asia/Shanghai" in line for line in shown), output
     assert any("roles workers" in line for line in shown), output
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "secret"),
+    [
+        (["-e", "flowsched_secret_key=a"], "flowsched_secret_key is too weak", None),
+        (
+            ["-e", "flowsched_secret_key=lab-only-secret-key-not-for-production"],
+            "flowsched_secret_key is too weak",
+            "lab-only-secret-key-not-for-production",
+        ),
+        (
+            ["-e", "flowsched_db_password=lab-only-db-password"],
+            "flowsched_db_password is too weak",
+            "lab-only-db-password",
+        ),
+        (
+            ["-e", "flowsched_broker_password=short-pw"],
+            "flowsched_broker_password is too weak",
+            None,
+        ),
+        (
+            ["-e", "flowsched_flower_basic_auth=admin:lab-only-flower"],
+            "flowsched_flower_basic_auth is too weak",
+            "lab-only-flower",
+        ),
+        (["-e", "flowsched_secret_key=" + "ab" * 20], "flowsched_secret_key is too weak", None),
+    ],
+    ids=["key-short", "key-lab", "db-lab", "broker-short", "flower-lab", "key-repetitive"],
+)
+def test_weak_or_published_secrets_are_refused(
+    run: Run, args: list[str], message: str, secret: str | None
+) -> None:
+    result = site(run, *args)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output, output
+    assert FIRST_CHANGING_PLAY not in output, output
+    if secret:
+        assert secret not in output  # the refused value is never printed
+
+
+def test_validate_and_the_package_refuse_the_same_published_values() -> None:
+    from flowsched.secret_policy import (
+        KNOWN_EXAMPLE_VALUES,
+        MIN_SECRET_KEY_LENGTH,
+        MIN_SERVICE_PASSWORD_LENGTH,
+    )
+
+    role_vars = yaml.safe_load((HERE.parents[1] / "roles/flowsched/vars/main.yml").read_text())
+    assert set(role_vars["flowsched_published_secrets"]) == KNOWN_EXAMPLE_VALUES
+    assert role_vars["flowsched_secret_key_min_length"] == MIN_SECRET_KEY_LENGTH
+    assert role_vars["flowsched_password_min_length"] == MIN_SERVICE_PASSWORD_LENGTH
+    # every secret printed in the lab inventory before it generated its own is on the list
+    assert {
+        "lab-only-db-password",
+        "lab-only-secret-key-not-for-production",
+    } <= KNOWN_EXAMPLE_VALUES
+
+
+def test_the_lab_inventory_generates_strong_secrets_that_pass_validation(
+    run: Run, tmp_path: Path
+) -> None:
+    """The lab publishes no secret: each is generated on the control machine on first use."""
+    secrets_dir = tmp_path / "lab-secrets"
+    result = run(
+        tool("ansible-playbook"),
+        "-i",
+        "inventories/lab",
+        "playbooks/validate.yml",
+        "-e",
+        f"flowsched_lab_secrets_dir={secrets_dir}",
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    generated = {path.name: path.read_text().strip() for path in secrets_dir.iterdir()}
+    assert set(generated) >= {"db_password", "broker_password", "secret_key", "flower_password"}
+    assert len(generated["secret_key"]) >= 32
+    assert len(set(generated.values())) == len(generated)  # each its own

@@ -30,31 +30,11 @@ from sqlalchemy import select
 
 from flowsched.config import load_config, set_config
 from flowsched.db.engine import reset_engine, session_scope
+from flowsched.processes import descendants
 from tests.conftest import Home, wait_until
 from tests.servers import MariaDBServer, RedisServer, free_port, start_redis
 
-SECRET = "distributed-test-secret"
-
-
-def descendants(pid: int) -> list[int]:
-    """All processes below ``pid`` (pool processes, and tries in their own sessions)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
+SECRET = "distributed-test-secret-6a1c3e5f7b9d0f2a4c6e8b1d"
 
 
 @dataclass
@@ -131,9 +111,13 @@ class Cluster:
         dags_folder: Path | None = None,
         env: dict[str, str] | None = None,
         wait: bool = True,
+        hostname: str | None = None,
     ) -> Worker:
-        hostname = f"127.0.0.{self._next_host}"
-        self._next_host += 1
+        """A worker ``{name}@{hostname}``; a new loopback address unless ``hostname``
+        is given (the same name and address: the same worker started again)."""
+        if hostname is None:
+            hostname = f"127.0.0.{self._next_host}"
+            self._next_host += 1
         nodename = f"{name}@{hostname}"
         log_folder = self.root / f"worker-{name}-{hostname}" / "logs"
         worker_env = {
@@ -307,6 +291,8 @@ def cluster_settings(redis_url: str, log_port: int) -> dict[str, dict[str, str]]
             "task_heartbeat_interval": "1",
             "zombie_threshold": "6",
             "task_queued_timeout": "12",
+            # A lost try is re-queued once for free, then counts as a failure.
+            "max_lost_tries": "1",
         },
         "worker": {"log_server_port": str(log_port), "shutdown_grace": "60"},
     }

@@ -100,7 +100,7 @@ def test_an_unreachable_broker_holds_workloads_and_sends_them_when_it_comes_back
             assert executor.slots_available() == capacity - 1
             wait_until(lambda: "cannot send etl.load" in caplog.text, timeout=15)
         assert f"redis://127.0.0.1:{server.port}/0" in caplog.text
-        assert "retrying in" in caplog.text
+        assert "retrying with backoff" in caplog.text
 
         server.restart()
         client = redis.Redis.from_url(server.url)

@@ -24,20 +24,31 @@ def _get(url: str, auth: str | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def test_flower_needs_a_password_and_shows_the_clusters_workers(cluster: Cluster) -> None:
-    port = free_port()
-    env = {**cluster.cli_env(), "FLOWSCHED__FLOWER__PORT": str(port), "FLOWER_ADDRESS": "127.0.0.1"}
-    refused = subprocess.run(
+def _start_refused(env: dict[str, str]) -> str:
+    """Run `flowsched flower`, which must refuse to start; its stderr."""
+    result = subprocess.run(
         [sys.executable, "-m", "flowsched", "flower"],
         capture_output=True,
         text=True,
         env=env,
         timeout=60,
     )
-    assert refused.returncode == 1
-    assert "[flower] basic_auth must be set to user:password" in refused.stderr
+    assert result.returncode == 1, result.stderr
+    return result.stderr
+
+
+def test_flower_needs_a_password_and_shows_the_clusters_workers(cluster: Cluster) -> None:
+    port = free_port()
+    env = {**cluster.cli_env(), "FLOWSCHED__FLOWER__PORT": str(port), "FLOWER_ADDRESS": "127.0.0.1"}
+    refused = _start_refused(env)
+    assert "[flower] basic_auth must be set to user:password" in refused
 
     env["FLOWSCHED__FLOWER__BASIC_AUTH"] = "admin:flower-pass"
+    refused = _start_refused(env)
+    assert "[flower] basic_auth: the password is too weak" in refused
+    assert "flower-pass" not in refused
+
+    env["FLOWSCHED__FLOWER__BASIC_AUTH"] = "admin:flower-test-pass-8d2f"
     output = cluster.root / "output" / "flower.log"
     with output.open("wb") as sink:
         flower = subprocess.Popen(
@@ -59,11 +70,11 @@ def test_flower_needs_a_password_and_shows_the_clusters_workers(cluster: Cluster
         wait_until(up, timeout=60, step=0.3)
         assert _get(f"{base}/")[0] == 401
         assert _get(f"{base}/", "admin:wrong")[0] == 401
-        status, _ = _get(f"{base}/", "admin:flower-pass")
+        status, _ = _get(f"{base}/", "admin:flower-test-pass-8d2f")
         assert status == 200
 
         def lists_workers() -> bool:
-            status, body = _get(f"{base}/api/workers?refresh=1", "admin:flower-pass")
+            status, body = _get(f"{base}/api/workers?refresh=1", "admin:flower-test-pass-8d2f")
             return status == 200 and {cluster.a.nodename, cluster.b.nodename} <= set(
                 json.loads(body)
             )
@@ -71,7 +82,7 @@ def test_flower_needs_a_password_and_shows_the_clusters_workers(cluster: Cluster
         wait_until(lists_workers, timeout=30, step=1.0)
         # The password is not on the command line, where `ps` would show it.
         cmdline = Path(f"/proc/{flower.pid}/cmdline").read_bytes()
-        assert b"flower-pass" not in cmdline
+        assert b"flower-test-pass-8d2f" not in cmdline
         assert b"flowsched.executors.celery_app" in cmdline
     finally:
         flower.terminate()

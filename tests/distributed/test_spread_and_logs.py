@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from flowsched.log_client import fetch_task_log
+from flowsched.log_client import fetch_task_log_tail
 from flowsched.worker.inspect import list_workers
 from tests.distributed.conftest import Cluster
 
@@ -34,7 +34,7 @@ def test_tasks_spread_over_both_workers_and_logs_come_from_each(cluster: Cluster
     assert not any(cluster.home.logs.iterdir())
     for worker in (cluster.a, cluster.b):
         ti = next(ti for ti in tis.values() if ti.hostname == worker.hostname)
-        text = fetch_task_log(ti.hostname, "spread", run_id, ti.task_id, 1)
+        text = fetch_task_log_tail(ti.hostname, "spread", run_id, ti.task_id, 1, 1 << 20).text()
         assert f"marker-{ti.task_id}" in text
         assert f"on {worker.nodename} ({worker.hostname})" in text
         assert (worker.log_folder / f"dag_id=spread/run_id={run_id}").is_dir()

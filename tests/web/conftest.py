@@ -148,3 +148,12 @@ def seeded(home: Any, web: Web) -> Iterator[tuple[Web, dict[str, str]]]:
 @pytest.fixture
 def sqlite_seeded(sqlite_home: Any, sqlite_web: Web) -> Iterator[tuple[Web, dict[str, str]]]:
     yield sqlite_web, seed(sqlite_home)
+
+
+@pytest.fixture
+def live(home: Any) -> Iterator[Any]:
+    """A real gunicorn server on SQLite and on MariaDB, a user and token per role
+    (tests/web/live.py)."""
+    from tests.web.live import start_live
+
+    yield from start_live(home)

@@ -255,7 +255,7 @@ with DAG("remote", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
 def test_celery_workers_and_remote_logs(browser, mysql_home, redis_server):
     home = mysql_home
     home.configure(
-        core={"executor": "celery", "secret_key": "e2e-secret"},
+        core={"executor": "celery", "secret_key": "e2e-test-secret-2b8f4d6a0c9e1f3a5b7d9c1e"},
         celery={"broker_url": redis_server.url},
         worker={"log_server_port": str(free_port())},
         webserver={"flower_url": "http://flower.example:5555"},

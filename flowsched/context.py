@@ -1,0 +1,142 @@
+"""The date keys of a task's template context, named and computed as Airflow's.
+
+Datetimes are pendulum DateTimes (templates call ``.add(days=1)``, ``.format()``
+on them as in Airflow), shown in the cluster's zone like every time flowsched
+shows; ``ds`` and friends are dates in that zone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime
+from typing import Any
+
+import pendulum
+from sqlalchemy import select
+
+from flowsched.db.engine import session_scope
+from flowsched.db.models import DagRun
+from flowsched.schedules import Interval
+from flowsched.state import RunState, RunType
+from flowsched.timezone import default_timezone
+
+
+def _local(value: datetime | None) -> pendulum.DateTime | None:
+    return None if value is None else pendulum.instance(value.astimezone(default_timezone()))
+
+
+def _ds(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%d")
+
+
+def _ds_nodash(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y%m%d")
+
+
+def _neighbours(dag: Any, run: DagRun) -> tuple[datetime | None, datetime | None]:
+    """(previous, next) logical dates by the schedule; a manual run's own date for both."""
+    if run.run_type == RunType.MANUAL.value:
+        return run.logical_date, run.logical_date
+    schedule = dag.schedule
+    following = None
+    if run.data_interval_start is not None and run.data_interval_end is not None:
+        current = Interval(run.data_interval_start, run.data_interval_end)
+        interval = schedule.next_interval(current, dag.start_date, None, True, run.logical_date)
+        following = interval.start if interval else None
+    previous = None
+    if schedule.kind == "cron":
+        previous = schedule._prev(run.logical_date)
+    elif schedule.kind == "delta":
+        previous = run.logical_date - schedule.delta
+    return previous, following
+
+
+def _previous_success(run: DagRun) -> DagRun | None:
+    with session_scope(read_only=True) as session:
+        found = session.scalar(
+            select(DagRun)
+            .where(
+                DagRun.dag_id == run.dag_id,
+                DagRun.state == RunState.SUCCESS.value,
+                DagRun.logical_date < run.logical_date,
+            )
+            .order_by(DagRun.logical_date.desc())
+            .limit(1)
+        )
+        if found is not None:
+            session.expunge(found)
+        return found
+
+
+def date_context(dag: Any, task: Any, run: DagRun) -> dict[str, Any]:
+    """``logical_date``, ``ds``, ``ts_nodash``, ``prev_ds``, ``data_interval_start``..."""
+    logical = _local(run.logical_date)
+    assert logical is not None
+    ts = logical.isoformat()
+    previous, following = (_local(value) for value in _neighbours(dag, run))
+    success = _previous_success(run)
+    ds_nodash = logical.strftime("%Y%m%d")
+    return {
+        "logical_date": logical,
+        "execution_date": logical,
+        "data_interval_start": _local(run.data_interval_start),
+        "data_interval_end": _local(run.data_interval_end),
+        "ds": logical.strftime("%Y-%m-%d"),
+        "ds_nodash": ds_nodash,
+        "ts": ts,
+        "ts_nodash": logical.strftime("%Y%m%dT%H%M%S"),
+        "ts_nodash_with_tz": ts.replace("-", "").replace(":", ""),
+        "yesterday_ds": _ds(logical.subtract(days=1)),
+        "yesterday_ds_nodash": _ds_nodash(logical.subtract(days=1)),
+        "tomorrow_ds": _ds(logical.add(days=1)),
+        "tomorrow_ds_nodash": _ds_nodash(logical.add(days=1)),
+        "prev_execution_date": previous,
+        "prev_ds": _ds(previous),
+        "prev_ds_nodash": _ds_nodash(previous),
+        "next_execution_date": following,
+        "next_ds": _ds(following),
+        "next_ds_nodash": _ds_nodash(following),
+        "prev_data_interval_start_success": _local(success.data_interval_start)
+        if success
+        else None,
+        "prev_data_interval_end_success": _local(success.data_interval_end) if success else None,
+        "prev_start_date_success": _local(success.start_date) if success else None,
+        "prev_end_date_success": _local(success.end_date) if success else None,
+        "task_instance_key_str": f"{run.dag_id}__{task.task_id}__{ds_nodash}",
+    }
+
+
+def run_for_templates(run: DagRun) -> DagRun:
+    """``dag_run`` as templates see it: ``conf`` is a dict, ``external_trigger`` is set."""
+    run.conf = run.conf or {}
+    run.external_trigger = run.run_type == RunType.MANUAL.value  # type: ignore[attr-defined]
+    return run
+
+
+# ``from airflow.utils.context import Context`` in type hints: a task's context is a dict.
+Context = dict[str, Any]
+
+_current: ContextVar[Context | None] = ContextVar("flowsched_task_context", default=None)
+
+
+@contextmanager
+def current_context(context: Context) -> Iterator[None]:
+    """Make ``context`` what :func:`get_current_context` returns while a task executes."""
+    token = _current.set(context)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def get_current_context() -> Context:
+    """The running task's context, from anywhere in its code (Airflow's function)."""
+    context = _current.get()
+    if context is None:
+        raise RuntimeError(
+            "get_current_context() was called outside a running task: "
+            "it only has a context while a task executes"
+        )
+    return context
