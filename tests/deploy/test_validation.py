@@ -106,6 +106,13 @@ def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
             "(127.0.0.1) runs flowsched but the database user's host pattern "
             "mariadb_user_host='10.20.0.%'",
         ),
+        (
+            ["-e", "flowsched_worker_roll_batch=all"],
+            'or a percentage 1%-100% like "25%" (got all)',
+        ),
+        (["-e", "flowsched_service_health_timeout=1"], "flowsched_service_health_timeout >= 5 (1)"),
+        (["-e", "mariadb_backup_keep=0"], "mariadb_backup_keep >= 1 (0)"),
+        (["-e", "mariadb_restore_dump=../etc/shadow"], "mariadb_restore_dump (../etc/shadow)"),
     ],
     ids=[
         "timezone",
@@ -126,6 +133,10 @@ def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
         "fernet-key",
         "flower-login",
         "db-user-host",
+        "roll-batch",
+        "health-timeout",
+        "backup-keep",
+        "restore-dump-path",
     ],
 )
 def test_bad_setting_fails_before_any_host_is_contacted(

@@ -15,6 +15,7 @@ from flowsched.executors.celery_app import TASK_NAME, make_app
 from flowsched.executors.celery_executor import CeleryExecutor, message_id
 from flowsched.lifecycle import Workload
 from tests.conftest import Home, wait_until
+from tests.distributed.conftest import SECRET
 from tests.servers import start_redis
 
 WORKLOAD = Workload(
@@ -33,7 +34,7 @@ WORKLOAD = Workload(
 @pytest.fixture
 def celery_home(sqlite_home: Home) -> Home:
     sqlite_home.configure(
-        core={"executor": "celery", "secret_key": "s"},
+        core={"executor": "celery", "secret_key": SECRET},
         celery={"visibility_timeout": "7200"},
     )
     return sqlite_home

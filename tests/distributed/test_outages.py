@@ -149,7 +149,12 @@ def test_a_mariadb_outage_under_celery_loses_no_result_and_reruns_nothing(
     own_mariadb.start_again()
     reset_engine()
 
-    assert cluster.wait_run("storm", run_id, timeout=90) == "success"
+    state = cluster.wait_run("storm", run_id, timeout=90)
+    history = {
+        task_id: [(t.state, t.error) for t in cluster.tries("storm", run_id, task_id)]
+        for task_id in cluster.tis("storm", run_id)
+    }
+    assert state == "success", f"{history}\n{cluster.report()}"
     assert_ran_once_each(cluster, "storm", run_id)
     # retries=0 and try 1 everywhere: nothing was re-run or lost.
     history = {
