@@ -238,7 +238,7 @@ def test_the_webserver_process_rides_out_a_mariadb_stop_and_recovers_by_itself(
     """tests/web/test_api.py cuts a proxy in-process; here gunicorn itself, and a
     MariaDB server that really stops (and starts on the same data) under it."""
     home = outage_home
-    home.configure(core={"secret_key": "outage-secret"})
+    home.configure(core={"secret_key": "outage-test-secret-3e9c1a7f5b2d8e4a6c0f"})
     create_user("viewer", "correct-horse-battery", "viewer")
     port = free_port()
     output = home.root / "web.log"
