@@ -74,11 +74,32 @@ def plugins_folder() -> Path:
     return Path(get_config().core.plugins_folder).resolve()
 
 
+_on_path: Path | None = None
+
+
 def ensure_on_path() -> Path:
+    """Put the plugins folder on ``sys.path``, forgetting a previous folder's modules.
+
+    A process whose configuration names another folder (an embedding program, the
+    test suite) must not import a plugin module cached from the old one.
+    """
+    global _on_path
     folder = plugins_folder()
+    if _on_path is not None and _on_path != folder:
+        _forget_folder(_on_path)
+    _on_path = folder
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
     return folder
+
+
+def _forget_folder(folder: Path) -> None:
+    while str(folder) in sys.path:
+        sys.path.remove(str(folder))
+    for name, module in list(sys.modules.items()):
+        filename = getattr(module, "__file__", None)
+        if filename and folder in Path(filename).parents:
+            del sys.modules[name]
 
 
 def _plugin_classes(module: Any) -> list[type[FlowschedPlugin]]:
@@ -134,18 +155,23 @@ def _load_entry_points(registry: PluginRegistry) -> None:
         registry.plugins.append(LoadedPlugin(plugin.name or entry.name, source, None, plugin))
 
 
-_registry: PluginRegistry | None = None
+_registry: tuple[Path, PluginRegistry] | None = None
 
 
 def load_plugins(reload: bool = False) -> PluginRegistry:
-    """Load plugins once per process (or again with ``reload``)."""
+    """Load plugins once per process and plugins folder (or again with ``reload``).
+
+    Keyed by the folder so a process whose configuration changes (an embedding
+    program, the test suite) never serves another home's plugins, or none.
+    """
     global _registry
-    if _registry is None or reload:
+    folder = plugins_folder()
+    if _registry is None or reload or _registry[0] != folder:
         registry = PluginRegistry()
         _load_folder(registry)
         _load_entry_points(registry)
-        _registry = registry
-    return _registry
+        _registry = (folder, registry)
+    return _registry[1]
 
 
 def plugin_file_of(obj: Any) -> tuple[str, str] | None:

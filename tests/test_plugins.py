@@ -35,6 +35,18 @@ def test_plugin_operator_and_macro_run_and_are_recorded(home):
     assert f"Hello, EXAMPLE_PLUGIN! on {day}" in log
 
 
+def test_plugins_loaded_under_another_home_are_not_served_to_this_one(sqlite_home, tmp_path):
+    # The web app (or anything else) loaded plugins in this process under another
+    # configuration first: the cached registry must not stand for this home's.
+    other = tmp_path / "other-plugins"
+    other.mkdir()
+    sqlite_home.configure(core={"plugins_folder": str(other)})
+    assert "shout" not in load_plugins().macros
+    sqlite_home.configure(core={"plugins_folder": str(sqlite_home.plugins)})
+    install_example(sqlite_home)
+    assert "shout" in load_plugins().macros
+
+
 def test_cli_lists_plugins_and_reports_broken_ones(sqlite_home):
     install_example(sqlite_home)
     (sqlite_home.plugins / "broken_plugin.py").write_text("import does_not_exist\n")
