@@ -9,7 +9,6 @@ This is what makes "never run twice at the same time" hold by construction.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,48 +18,7 @@ from sqlalchemy.orm import Session
 from flowsched.db.models import TaskInstance, TaskTry
 from flowsched.state import TaskState
 from flowsched.timezone import utcnow
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What an executor carries to a worker: ids and a fingerprint, never code."""
-
-    ti_id: int
-    dag_id: str
-    task_id: str
-    run_id: str
-    try_number: int
-    fingerprint: str
-    fileloc: str
-    queue: str
-    dag_version_id: int | None = None
-    # Plugin files the task's operator comes from: {relative path: sha256}.
-    plugins: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Workload:
-        required = {"ti_id", "dag_id", "task_id", "run_id", "try_number", "fingerprint", "fileloc"}
-        missing = required - set(data)
-        if missing:
-            raise ValueError(f"workload is missing {', '.join(sorted(missing))}")
-        return cls(
-            ti_id=int(data["ti_id"]),
-            dag_id=str(data["dag_id"]),
-            task_id=str(data["task_id"]),
-            run_id=str(data["run_id"]),
-            try_number=int(data["try_number"]),
-            fingerprint=str(data["fingerprint"]),
-            fileloc=str(data["fileloc"]),
-            queue=str(data.get("queue") or "default"),
-            dag_version_id=data.get("dag_version_id"),
-            plugins={str(k): str(v) for k, v in (data.get("plugins") or {}).items()},
-        )
-
-    def describe(self) -> str:
-        return f"{self.dag_id}.{self.task_id} run={self.run_id} try={self.try_number}"
+from flowsched.workloads import Workload
 
 
 def queue_try(

@@ -19,7 +19,7 @@ from flowsched.exceptions import FlowschedError
 from flowsched.timezone import utcnow
 
 if TYPE_CHECKING:
-    from flowsched.lifecycle import Workload
+    from flowsched.workloads import Workload
 
 
 class XComError(FlowschedError):
@@ -83,7 +83,7 @@ class TaskInstanceContext:
             return [pull_xcom(session, self.dag_id, self.run_id, one, key) for one in ids]
 
     def xcom_push(self, key: str, value: Any) -> None:
-        from flowsched.lifecycle import Workload
+        from flowsched.workloads import Workload
 
         workload = Workload(
             ti_id=self.ti_id,

@@ -24,3 +24,20 @@ def test_reference_lists_every_option_once() -> None:
     listed = [tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows]
     expected = [(section, key) for section, options in OPTIONS.items() for key in options]
     assert listed == expected
+
+
+def test_the_executor_payload_module_imports_no_database_code():
+    import ast
+
+    import flowsched.workloads
+
+    tree = ast.parse(Path(flowsched.workloads.__file__).read_text())
+    imported = [
+        alias.name if isinstance(node, ast.Import) else node.module or ""
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    assert imported and not [
+        name for name in imported if name.startswith(("sqlalchemy", "flowsched"))
+    ], imported

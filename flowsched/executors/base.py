@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from flowsched.lifecycle import Workload
+from flowsched.workloads import Workload
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from kombu.utils.url import maybe_sanitize_url
 from flowsched.config import get_config
 from flowsched.executors.base import BaseExecutor
 from flowsched.executors.celery_app import TASK_NAME, make_app
-from flowsched.lifecycle import Workload
+from flowsched.workloads import Workload
 
 log = logging.getLogger(__name__)
 

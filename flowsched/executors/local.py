@@ -21,7 +21,7 @@ from typing import Any
 from flowsched.config import get_config
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
-from flowsched.lifecycle import Workload
+from flowsched.workloads import Workload
 
 log = logging.getLogger(__name__)
 

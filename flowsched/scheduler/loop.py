@@ -37,7 +37,7 @@ from flowsched.db.models import Dag, DagRun, DagVersion, Job, Pool, TaskInstance
 from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
-from flowsched.lifecycle import Workload, finish_try, queue_try, requeue_lost_try, time_out_run
+from flowsched.lifecycle import finish_try, queue_try, requeue_lost_try, time_out_run
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
 from flowsched.processes import spawn_flowsched
 from flowsched.scheduler.dependencies import Decision, evaluate
@@ -47,6 +47,7 @@ from flowsched.schedules import Interval
 from flowsched.serialization import SerializedDAG
 from flowsched.state import FINISHED_TASK_STATES, RunState, RunType, TaskState
 from flowsched.timezone import utcnow
+from flowsched.workloads import Workload
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from flowsched.db.engine import db_outage, session_scope, with_db_retry
 from flowsched.db.models import TaskInstance
-from flowsched.lifecycle import Workload
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED
 from flowsched.processes import describe_exit, limit_hint
 from flowsched.state import TaskState
+from flowsched.workloads import Workload
 
 log = logging.getLogger("flowsched.worker")
 
