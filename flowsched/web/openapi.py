@@ -439,6 +439,7 @@ def _paths() -> dict[str, Any]:
                         "true: the whole log as a streamed text/plain download.",
                     )
                 ],
+                errors=(400, 401, 404, 503),
             ),
         },
         "/import-errors": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
 from sqlalchemy import update
 
 from flowsched.dag_processor import process_folder
@@ -20,6 +22,7 @@ from flowsched.operations import trigger_dag
 from flowsched.timezone import utcnow
 from flowsched.web.app import create_app
 from flowsched.web.users import create_token, create_user
+from tests.web.openapi_check import check
 
 PASSWORD = "correct-horse-battery"
 ROLES = ("admin", "op", "viewer")
@@ -66,12 +69,30 @@ def post(client: FlaskClient, url: str, data: dict[str, str] | None = None) -> A
     return client.post(url, data={**(data or {}), "csrf_token": csrf_of(client)})
 
 
+class CheckedClient(FlaskClient):
+    """A test client that validates every API response against the OpenAPI document.
+
+    The document is the one contract for API shapes: a response it does not
+    describe (a status, a field, a content type) fails the test that got it.
+    """
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().open(*args, **kwargs)
+        path = response.request.path
+        if path.startswith("/api/v1/") and path != "/api/v1/openapi.json":
+            # A route or method the API does not have: nothing to hold it to.
+            with contextlib.suppress(PathNotFound, OperationNotFound):
+                check(response)
+        return response
+
+
 @dataclass
 class Web:
     app: Flask
     tokens: dict[str, str]
 
     def client(self, role: str | None = None) -> FlaskClient:
+        self.app.test_client_class = CheckedClient
         client = self.app.test_client()
         if role is not None:
             response = login(client, role)
