@@ -228,7 +228,7 @@ def test_marking_a_running_try_failed_stops_the_container(docker_home, podman):
         return " finished: " in log
 
     drive(mark_once_started_then_wait_for_the_runner, timeout=60)
-    assert time.monotonic() - marked_at[0] < 20  # the container would have slept 60s
+    assert time.monotonic() - marked_at[0] < 45  # the container would have slept 60s
     log = log_of(docker_home, "dock_mark", "slow")
     assert "no longer running in the database" in log
     assert "stopping and removing container" in log
