@@ -55,12 +55,12 @@ def make_run(task_ids: list[str], run_id: str = "r1", max_tries: int = 1) -> dic
         return {task_id: ti.id for task_id, ti in instances.items()}
 
 
-def queue(ti_id: int) -> lifecycle.Workload | None:
+def queue(ti_id: int, seen: TaskInstance | None = None) -> lifecycle.Workload | None:
+    """Queue as a scheduler does, from the row as it read it (``seen``: an older read)."""
     with session_scope() as session:
-        ti = session.get(TaskInstance, ti_id)
         return lifecycle.queue_try(
             session,
-            ti,
+            seen or session.get(TaskInstance, ti_id),
             fingerprint="f" * 64,
             dag_version_id=None,
             fileloc="d.py",
@@ -119,18 +119,8 @@ def test_queue_takes_the_next_try_number_and_opens_a_try_record(ti_id):
 def test_two_schedulers_queueing_the_same_instance_only_one_wins(ti_id):
     # Both read the instance before either writes: the second one's view is stale.
     seen_by_first, seen_by_second = row(ti_id), row(ti_id)
-    args = dict(
-        fingerprint="f" * 64,
-        dag_version_id=None,
-        fileloc="d.py",
-        queue="default",
-        job_id=None,
-        now=utcnow(),
-    )
-    with session_scope() as session:
-        won = lifecycle.queue_try(session, seen_by_first, **args)
-    with session_scope() as session:
-        lost = lifecycle.queue_try(session, seen_by_second, **args)
+    won = queue(ti_id, seen_by_first)
+    lost = queue(ti_id, seen_by_second)
     assert won is not None and lost is None
     assert row(ti_id).try_number == 1
     assert len(try_rows(ti_id)) == 1
