@@ -47,10 +47,17 @@ def request_deadline() -> float:
 
 
 def run_pending_callbacks(limit: int = 20) -> int:
-    """Run up to ``limit`` waiting requests, oldest first; returns how many ran."""
+    """Run up to ``limit`` waiting requests, oldest first; returns how many ran.
+
+    Claimed one at a time, just before running: a claim never ages while it waits
+    behind others, so it goes stale only when its runner died.
+    """
     deadline = request_deadline()
     handled = 0
-    for request in _claim(limit, deadline):
+    while handled < limit:
+        request = _claim_one(deadline)
+        if request is None:
+            break
         _run_in_child(request, deadline)
         with session_scope() as session:
             session.execute(delete(CallbackRequest).where(CallbackRequest.id == request["id"]))
@@ -58,15 +65,14 @@ def run_pending_callbacks(limit: int = 20) -> int:
     return handled
 
 
-def _claim(limit: int, deadline: float) -> list[dict[str, Any]]:
+def _claim_one(deadline: float) -> dict[str, Any] | None:
     stale = utcnow() - timedelta(seconds=deadline + DEFAULT_DEADLINE)
     claimable = or_(CallbackRequest.claimed_at.is_(None), CallbackRequest.claimed_at < stale)
-    claimed: list[dict[str, Any]] = []
     with session_scope() as session:
         rows = session.scalars(
-            select(CallbackRequest).where(claimable).order_by(CallbackRequest.id).limit(limit)
+            select(CallbackRequest).where(claimable).order_by(CallbackRequest.id).limit(5)
         ).all()
-        for row in rows:
+        for row in rows:  # another runner may win one: try the next
             won = session.execute(
                 update(CallbackRequest)
                 .where(CallbackRequest.id == row.id, claimable)
@@ -74,8 +80,8 @@ def _claim(limit: int, deadline: float) -> list[dict[str, Any]]:
                 .execution_options(synchronize_session=False)
             )
             if won.rowcount == 1:
-                claimed.append({name: getattr(row, name) for name in FIELDS})
-    return claimed
+                return {name: getattr(row, name) for name in FIELDS}
+    return None
 
 
 def _run_in_child(request: dict[str, Any], deadline: float) -> None:

@@ -262,3 +262,29 @@ def test_a_callback_that_raises_or_hangs_is_logged_and_timed_out_without_changin
     assert run_state("cb_bad") == "failed"
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(CallbackRequest)) == 0
+
+
+TIMED_OUT = (
+    RECORDER
+    + """
+with DAG("cb_timeout", start_date=datetime(2026, 1, 1), dagrun_timeout=timedelta(seconds=2),
+         on_failure_callback=record("dag_on_failure")) as dag:
+    PythonOperator(task_id="slow", python_callable=lambda: __import__("time").sleep(60),
+                   on_failure_callback=record("task_on_failure"))
+"""
+)
+
+
+def test_a_run_past_its_dagrun_timeout_calls_the_dag_failure_callback_with_timed_out(
+    sqlite_home,
+):
+    out = sqlite_home.root / "callbacks.jsonl"
+    sqlite_home.write_dag("cb_timeout.py", TIMED_OUT.replace("OUT_PATH", str(out)))
+    parse()
+    operations.trigger_dag("cb_timeout")
+    drive(run_finished("cb_timeout"), timeout=60)
+    assert run_state("cb_timeout") == "failed"
+    assert callback_requests() == [("dag_failure", "cb_timeout", None)]
+    assert run_pending_callbacks() == 1
+    (entry,) = records(out)  # the stopped task was skipped, not failed: no task callback
+    assert entry["callback"] == "dag_on_failure" and entry["reason"] == "timed_out"
