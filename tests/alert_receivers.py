@@ -1,9 +1,10 @@
 """Real SMTP and HTTP receivers for the alert tests, each run as its own process:
 
-    python -m tests.alert_receivers smtp|http PORT FOLDER
+    python -m tests.alert_receivers smtp|http PORT FOLDER [CERT KEY]
 
 Each message received is written to FOLDER as one file (``<n>.eml`` / ``<n>.json``).
-The SMTP server requires login ``alerts`` / ``s3cret`` (no TLS: a test server).
+The SMTP server requires login ``alerts`` / ``s3cret``; given a certificate and key,
+it also requires STARTTLS before the login.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pathlib import Path
 COUNTER = itertools.count(1)
 
 
-def serve_smtp(port: int, folder: Path) -> None:
+def serve_smtp(port: int, folder: Path, cert: str | None = None, key: str | None = None) -> None:
+    import ssl
+
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -36,13 +39,18 @@ def serve_smtp(port: int, folder: Path) -> None:
         )
         return AuthResult(success=ok)
 
+    tls: dict = {"auth_require_tls": False}
+    if cert and key:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        tls = {"tls_context": context, "require_starttls": True, "auth_require_tls": True}
     controller = Controller(
         Handler(),
         hostname="127.0.0.1",
         port=port,
         authenticator=authenticate,
         auth_required=True,
-        auth_require_tls=False,
+        **tls,
     )
     controller.start()
     stop = threading.Event()
@@ -78,4 +86,7 @@ def serve_http(port: int, folder: Path) -> None:
 if __name__ == "__main__":
     kind, port, folder = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     folder.mkdir(parents=True, exist_ok=True)
-    {"smtp": serve_smtp, "http": serve_http}[kind](port, folder)
+    if kind == "smtp":
+        serve_smtp(port, folder, *sys.argv[4:6])
+    else:
+        serve_http(port, folder)

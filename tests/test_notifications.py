@@ -24,11 +24,11 @@ from tests.servers import free_port, wait_for_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _receiver(kind: str, folder: Path) -> Iterator[tuple[int, Path]]:
+def _receiver(kind: str, folder: Path, *extra: str) -> Iterator[tuple[int, Path]]:
     port = free_port()
     log = open(folder.parent / f"{kind}-receiver.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.alert_receivers", kind, str(port), str(folder)],
+        [sys.executable, "-m", "tests.alert_receivers", kind, str(port), str(folder), *extra],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -220,3 +220,75 @@ def test_bad_alert_settings_are_refused_with_what_is_wrong(sqlite_home, tmp_path
 
     (error,) = process_folder().errors
     assert "task 't': on_failure_callback must be a callable or a list of callables" in error
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (the test's own CA: itself)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "smtp.crt", folder / "smtp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_smtp_notifier_uses_starttls_and_login_and_verifies_the_certificate(
+    tmp_path, monkeypatch, caplog
+):
+    cert, key = _self_signed(tmp_path)
+    for port, folder in _receiver("smtp", tmp_path / "tls-mail", str(cert), str(key)):
+        conn = {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": port,
+            "login": "alerts",
+            "password": "s3cret",
+            "extra": {"disable_ssl": True, "timeout": 10},  # STARTTLS (disable_tls unset)
+        }
+        monkeypatch.setenv("FLOWSCHED_CONN_SMTP_TLS", json.dumps(conn))
+        notifier = SmtpNotifier(
+            from_email="flowsched@example.com",
+            to="ops@example.com",
+            subject="{{ what }} over TLS",
+            html_content="<p>{{ what }}</p>",
+            smtp_conn_id="smtp_tls",
+        )
+        # Not trusted yet: refused, logged, nothing sent.
+        with caplog.at_level(logging.ERROR, logger="flowsched.notifications"):
+            notifier({"what": "untrusted", "dag": None})
+        assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+        assert mails(folder) == []
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        notifier({"what": "trusted", "dag": None})  # returns once the server said 250
+        (mail,) = mails(folder)
+        assert mail["Subject"] == "trusted over TLS"
