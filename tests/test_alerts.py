@@ -288,3 +288,42 @@ def test_a_run_past_its_dagrun_timeout_calls_the_dag_failure_callback_with_timed
     assert run_pending_callbacks() == 1
     (entry,) = records(out)  # the stopped task was skipped, not failed: no task callback
     assert entry["callback"] == "dag_on_failure" and entry["reason"] == "timed_out"
+
+
+STUCK = (
+    RECORDER
+    + """
+import signal, time
+
+def stuck(context):
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)  # deaf to the per-callback deadline
+    time.sleep(600)
+
+with DAG("cb_stuck", start_date=datetime(2026, 1, 1), on_failure_callback=stuck) as dag:
+    PythonOperator(task_id="boom", python_callable=fail)
+"""
+)
+
+
+def test_a_callback_deaf_to_its_deadline_is_killed_with_its_request_process(sqlite_home, caplog):
+    home = sqlite_home
+    home.configure(alerts={"callback_timeout": "1"}, core={"dagbag_import_timeout": "2"})
+    home.write_dag("cb_stuck.py", STUCK.replace("OUT_PATH", str(home.root / "unused")))
+    parse()
+    operations.trigger_dag("cb_stuck")
+    drive(run_finished("cb_stuck"), timeout=60)
+    assert run_pending_callbacks() == 1  # returns: the process was killed at 2 + 4 x 1 s
+    assert "still running after 6 s; killed" in caplog.text
+    assert run_state("cb_stuck") == "failed" and callback_requests() == []
+
+
+def test_an_empty_operator_with_callbacks_goes_to_a_worker(sqlite_home):
+    from flowsched import DAG, EmptyOperator
+
+    with DAG("cb_empty") as dag:
+        EmptyOperator(task_id="plain")
+        EmptyOperator(task_id="told", on_success_callback=print)
+    tasks = {task["task_id"]: task for task in dag.to_dict()["tasks"]}
+    assert tasks["plain"]["is_empty"] is True
+    assert tasks["told"]["is_empty"] is False
+    assert dag.to_dict()["has_on_failure_callback"] is False
