@@ -292,3 +292,15 @@ def test_smtp_notifier_uses_starttls_and_login_and_verifies_the_certificate(
         notifier({"what": "trusted", "dag": None})  # returns once the server said 250
         (mail,) = mails(folder)
         assert mail["Subject"] == "trusted over TLS"
+
+
+def test_webhook_connection_keeps_the_token_in_its_password(http_server, monkeypatch):
+    port, posted = http_server
+    conn = {"conn_type": "http", "host": f"http://127.0.0.1:{port}/services", "password": "T0K"}
+    monkeypatch.setenv("FLOWSCHED_CONN_SLACKISH", json.dumps(conn))
+    WebhookNotifier(
+        text="{{ n }} rows", webhook_conn_id="slackish", extra_payload={"channel": "#{{ c }}"}
+    )({"n": 3, "c": "ops", "dag": None})
+    (post,) = posts(posted)
+    assert post["path"] == "/services/T0K"
+    assert post["body"] == {"text": "3 rows", "channel": "#ops"}
