@@ -16,6 +16,7 @@ from flowsched.decorators import task
 from flowsched.edgemodifier import Label
 from flowsched.exceptions import AirflowSkipException, SkipTask
 from flowsched.hooks.base import BaseHook
+from flowsched.notifications import BaseNotifier, SmtpNotifier, WebhookNotifier
 from flowsched.operators import (
     BaseBranchOperator,
     BaseOperator,
@@ -45,6 +46,7 @@ __all__ = [
     "AirflowSkipException",
     "BaseBranchOperator",
     "BaseHook",
+    "BaseNotifier",
     "BaseOperator",
     "BashOperator",
     "BranchDateTimeOperator",
@@ -60,9 +62,11 @@ __all__ = [
     "RunState",
     "ShortCircuitOperator",
     "SkipTask",
+    "SmtpNotifier",
     "TaskState",
     "TriggerRule",
     "Variable",
+    "WebhookNotifier",
     "WeekDay",
     "XComArg",
     "__version__",

@@ -115,6 +115,13 @@ def _parse_fernet_keys(raw: str) -> str:
     return raw.strip()
 
 
+def _parse_alert_spec(raw: str) -> str:
+    from flowsched.notifications.fallback import parse_fallback
+
+    parse_fallback(raw)  # ValueError naming the bad item
+    return raw.strip()
+
+
 @dataclass(frozen=True)
 class Option:
     parse: Callable[[str], Any]
@@ -287,6 +294,22 @@ OPTIONS: dict[str, dict[str, Option]] = {
         ),
         "login_failure_window": Option(
             _positive(float), "3600", "Failed logins older than this (s) no longer count."
+        ),
+    },
+    "alerts": {
+        "callback_timeout": Option(
+            _positive(float),
+            "60",
+            "Seconds a task or DAG callback (or notifier) may run before it is abandoned "
+            "and logged; a callback never changes a task's or run's state.",
+        ),
+        "on_failure": Option(
+            _parse_alert_spec,
+            "",
+            "Notifiers told of every failed run, whatever its DAG says: space-separated "
+            "'webhook:<url>', 'webhook-conn:<conn_id>' or "
+            "'smtp:<conn_id>:<to>[,<to>...]' (see docs/alerts.md). Empty: none.",
+            True,
         ),
     },
     "flower": {

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import jinja2
 
+from flowsched.callbacks import as_callbacks
 from flowsched.exceptions import ConfigError, CycleError, DagDefinitionError, DuplicateTaskIdError
 from flowsched.ids import validate_id
 from flowsched.schedules import Schedule, make_schedule
@@ -62,6 +63,8 @@ class DAG:
         orientation: str = "LR",
         default_view: str = "grid",
         owner_links: dict[str, str] | None = None,
+        on_success_callback: Any = None,
+        on_failure_callback: Any = None,
     ) -> None:
         validate_id("dag_id", dag_id, DagDefinitionError)
         self.dag_id = dag_id
@@ -109,6 +112,10 @@ class DAG:
         self.orientation = orientation
         self.default_view = default_view
         self.owner_links = dict(owner_links or {})
+        # Run callbacks (flowsched.callbacks): run by the callback runner, never the scheduler.
+        where = f"DAG '{dag_id}'"
+        self.on_success_callback = as_callbacks(on_success_callback, where, "on_success_callback")
+        self.on_failure_callback = as_callbacks(on_failure_callback, where, "on_failure_callback")
         self.fileloc: str | None = None
         self.tasks: dict[str, BaseOperator] = {}
         # {upstream id: {downstream id: {"label": ...}}}, as Airflow's DAG.edge_info.
@@ -239,6 +246,8 @@ class DAG:
             "dag_display_name": self.dag_display_name,
             "edge_info": self.edge_info,
             "plugin_fingerprints": dict(sorted(all_plugins.items())),
+            "has_on_success_callback": bool(self.on_success_callback),
+            "has_on_failure_callback": bool(self.on_failure_callback),
             "tasks": [
                 {
                     "task_id": task.task_id,
@@ -269,6 +278,10 @@ class DAG:
 
 def _is_empty(task: BaseOperator) -> bool:
     """EmptyOperators are marked successful by the scheduler, never sent to a worker."""
+    from flowsched.callbacks import TASK_CALLBACKS
     from flowsched.operators.empty import EmptyOperator
 
-    return isinstance(task, EmptyOperator)
+    # With callbacks it goes to a worker, as in Airflow: they run there.
+    return isinstance(task, EmptyOperator) and not any(
+        getattr(task, name) for name in TASK_CALLBACKS
+    )

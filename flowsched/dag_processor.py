@@ -30,6 +30,9 @@ from flowsched.timezone import utcnow
 
 log = logging.getLogger(__name__)
 
+# Seconds between looks for callback requests while waiting for the next pass.
+CALLBACK_POLL = 1.0
+
 
 @dataclass
 class ProcessReport:
@@ -232,4 +235,18 @@ class DagProcessor:
             runs += 1
             if self.num_runs is not None and runs >= self.num_runs:
                 break
-            self._stop.wait(self.interval)
+            self._run_callbacks_until(time.monotonic() + self.interval)
+
+    def _run_callbacks_until(self, until: float) -> None:
+        """Between passes, this process is the callback runner (flowsched.callback_runner)."""
+        from flowsched.callback_runner import run_pending_callbacks
+
+        while not self._stop.is_set() and time.monotonic() < until:
+            try:
+                ran = run_pending_callbacks()
+            except Exception as exc:
+                if not is_db_outage(exc):
+                    log.exception("running callback requests failed; retrying")
+                ran = 0
+            if not ran:
+                self._stop.wait(min(CALLBACK_POLL, max(0.0, until - time.monotonic())))

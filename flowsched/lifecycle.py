@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from flowsched.db.models import TaskInstance, TaskTry
-from flowsched.state import TaskState
+from flowsched.db.models import CallbackRequest, DagRun, TaskInstance, TaskTry
+from flowsched.state import RunState, TaskState
 from flowsched.timezone import utcnow
 from flowsched.workloads import Workload
 
@@ -157,11 +157,15 @@ def finish_try(
     expected_states: tuple[TaskState, ...] = (TaskState.RUNNING,),
     interrupted: bool = False,
     rendered_fields: dict[str, Any] | None = None,
+    request_callbacks: bool = False,
 ) -> TaskState | None:
     """Record the end of a try and apply the retry policy.
 
     A failed try becomes ``up_for_retry`` while tries remain, else ``failed``.
     An ``interrupted`` try (shutdown) is retried without using up a retry.
+    With ``request_callbacks`` (a failure decided outside the try's process: a
+    zombie, a killed process), the task's failure or retry callback is requested
+    from the callback runner in this same transaction.
     Returns the new state, or None if the try was not in ``expected_states``.
     """
     now = utcnow()
@@ -193,7 +197,48 @@ def finish_try(
     )
     ended = TaskState.SUCCESS if success else TaskState.FAILED
     _end_try_record(session, ti_id, try_number, ended, now, duration, error, rendered_fields)
+    if request_callbacks and not success and not interrupted:
+        kind = "task_failure" if new_state is TaskState.FAILED else "task_retry"
+        _request_callback(session, kind, ti.dag_id, ti.run_id, ti.task_id, try_number, error)
     return new_state
+
+
+def _request_callback(
+    session: Session,
+    callback_type: str,
+    dag_id: str,
+    run_id: str,
+    task_id: str | None,
+    try_number: int | None,
+    reason: str | None,
+) -> None:
+    session.add(
+        CallbackRequest(
+            created_at=utcnow(),
+            callback_type=callback_type,
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id=task_id,
+            try_number=try_number,
+            reason=reason,
+        )
+    )
+
+
+def finish_run(
+    session: Session, run: DagRun, state: RunState, *, reason: str, request_callback: bool
+) -> None:
+    """A run ends ``success`` or ``failed``; with ``request_callback`` (the DAG has a
+    callback for it, or the cluster has a fallback) its ``dag_success`` or
+    ``dag_failure`` callback is requested in the same transaction.
+
+    ``reason`` is Airflow's: ``success``, ``task_failure`` or ``timed_out``.
+    """
+    run.state = state.value
+    run.end_date = utcnow()
+    if request_callback:
+        kind = "dag_success" if state is RunState.SUCCESS else "dag_failure"
+        _request_callback(session, kind, run.dag_id, run.run_id, None, None, reason)
 
 
 def _end_try_record(
@@ -257,6 +302,7 @@ def requeue_lost_try(
             ),
             retry_delay=retry_delay,
             expected_states=expected_states,
+            request_callbacks=True,
         )
     now = utcnow()
     result = session.execute(

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from flowsched import secrets_masker
+from flowsched import secrets_masker, task_callbacks
 from flowsched.config import get_config
 from flowsched.context import current_context, date_context, run_for_templates
 from flowsched.db.engine import db_outage, is_db_outage, session_scope, with_db_retry
@@ -41,7 +41,6 @@ from flowsched.exceptions import (
 )
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import (
-    Workload,
     claim_try,
     finish_try,
     heartbeat_try,
@@ -66,6 +65,7 @@ from flowsched.task_logs import open_for_append, relative_log_path
 from flowsched.template_accessors import template_accessors
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import display, utcnow
+from flowsched.workloads import Workload
 from flowsched.xcom import TaskInstanceContext, push_xcom
 
 log = logging.getLogger("flowsched.task")
@@ -300,10 +300,12 @@ def _execute(
         assert run is not None
         session.expunge(run)
     context = build_context(workload, task, dag, run)
+    task_callbacks.remember(task, context)
     try:
         # Stored with the try for the record: anything not JSON is kept as its repr.
         rendered = json.loads(json.dumps(task.render_template_fields(context), default=repr))
         rendered = secrets_masker.redact(rendered)  # shown on the task page: no secrets
+        task_callbacks.on_execute()
         with _timeout(task.execution_timeout), current_context(context):
             result = task.execute(context)
         _push_result(workload, task, result)
@@ -356,7 +358,9 @@ def fail_try(
     For failures outside the task's code: a try that could not be set up (here),
     or a task process that died (:func:`flowsched.worker.task.record_crash`).
     """
-    return finish_through_outage(workload, success=False, error=error, expected_states=expected)
+    return finish_through_outage(
+        workload, success=False, error=error, expected_states=expected, request_callbacks=True
+    )
 
 
 def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> int:
@@ -383,7 +387,7 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     heartbeat = _Heartbeat(workload, conf.scheduler.task_heartbeat_interval)
     heartbeat.start()
     success, error, rendered, interrupted = False, None, None, False
-    skipped, skips = False, NOTHING
+    skipped, skips, exception = False, NOTHING, None
     try:
         if _stop_requested:
             raise TaskTerminated("the task was stopped (SIGTERM) before it started")
@@ -395,23 +399,26 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
         skipped, error, rendered = True, str(exc), exc.rendered
         log.info("task skipped: %s", error)
     except TaskTerminated as exc:
+        exception = exc
         interrupted = not heartbeat.lost
         error = f"{exc}: will be retried" if interrupted else f"{exc}: stopped from outside"
         log.error("%s", error)
     except TaskTimeout as exc:
-        error = str(exc)
+        exception, error = exc, str(exc)
         log.error("%s", error)
     except FlowschedError as exc:
         # An operator's own, explained failure (exit code, image, XCom...): no traceback.
-        error = str(exc)
+        exception, error = exc, str(exc)
         log.error("task failed: %s", error)
     except BaseException as exc:
-        error = "".join(traceback.format_exception(exc))
+        exception, error = exc, "".join(traceback.format_exception(exc))
         log.error("task failed:\n%s", error)
     finally:
         heartbeat.halt.set()
         signal.signal(signal.SIGTERM, previous_term)
-    return _record_result(workload, success, error, rendered, interrupted, skipped, skips)
+    return _record_result(
+        workload, success, error, rendered, interrupted, skipped, skips, exception=exception
+    )
 
 
 def _record_result(
@@ -422,9 +429,12 @@ def _record_result(
     interrupted: bool,
     skipped: bool = False,
     skips: frozenset[str] = frozenset(),
+    *,
+    exception: BaseException | None = None,
 ) -> int:
     """Write the try's outcome, waiting out a database outage: a finished try must not
-    be lost (and run again) because the database was down when it ended."""
+    be lost (and run again) because the database was down when it ended; then call
+    the task's callback for it (:mod:`flowsched.task_callbacks`)."""
     reason = secrets_masker.redact(error.splitlines()[-1]) if error else None
     try:
         if skipped:
@@ -437,11 +447,13 @@ def _record_result(
                 interrupted=interrupted,
                 rendered_fields=rendered,
                 skips=skips,
+                request_callbacks=not task_callbacks.loaded(),
             )
     except OutageTooLong as exc:
         log.error("%s ended (%s) but %s", workload.describe(), _outcome(success, error), exc)
         return EXIT_RESULT_NOT_RECORDED
     log.info("%s finished: %s", workload.describe(), state or "state changed elsewhere")
+    task_callbacks.after_result(state, exception, error, interrupted)
     return 0
 
 
@@ -472,6 +484,7 @@ def finish_through_outage(
     interrupted: bool = False,
     rendered_fields: dict[str, Any] | None = None,
     skips: frozenset[str] = frozenset(),
+    request_callbacks: bool = False,
 ) -> TaskState | None:
     """:func:`~flowsched.lifecycle.finish_try` with the retry policy of the try's DAG
     version, retried through a database outage.
@@ -498,6 +511,7 @@ def finish_through_outage(
                 expected_states=expected_states,
                 interrupted=interrupted,
                 rendered_fields=rendered_fields,
+                request_callbacks=request_callbacks,
             )
             if state is TaskState.SUCCESS and skips:
                 skip_tasks(session, workload.dag_id, workload.run_id, skips)

@@ -318,3 +318,29 @@ class VariableRecord(Base):
     val: Mapped[str] = mapped_column(LongText)
     description: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# -- alerts ---------------------------------------------------------------------
+class CallbackRequest(Base):
+    """A callback the scheduler's side decided is due but must not run itself.
+
+    Written by :mod:`flowsched.lifecycle` in the transaction of the transition
+    (a run finishing, a zombie or killed try failing); taken and deleted by the
+    callback runner (:mod:`flowsched.callback_runner`), which imports the DAG file.
+    """
+
+    __tablename__ = "callback_request"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # dag_failure, dag_success, task_failure, task_retry
+    callback_type: Mapped[str] = mapped_column(String(20))
+    dag_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    task_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    try_number: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    # Set while a runner works on it; a claim older than the callback timeout is stale.
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("idx_callback_request_claim", "claimed_at", "id"),)

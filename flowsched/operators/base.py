@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from flowsched.callbacks import as_callbacks
 from flowsched.exceptions import DagDefinitionError
 from flowsched.ids import validate_id
 from flowsched.state import TriggerRule
@@ -127,6 +128,11 @@ class BaseOperator(DependencyMixin):
         multiple_outputs: bool = False,
         outlets: Any = None,
         inlets: Any = None,
+        on_execute_callback: Any = None,
+        on_failure_callback: Any = None,
+        on_success_callback: Any = None,
+        on_retry_callback: Any = None,
+        on_skipped_callback: Any = None,
         **unexpected: Any,
     ) -> None:
         from flowsched.dag import DagContext
@@ -190,6 +196,16 @@ class BaseOperator(DependencyMixin):
         self.pool = str(resolved["pool"])
         self.priority_weight = int(resolved["priority_weight"])
         self.params = dict(resolved["params"] or {})
+        given_callbacks = {
+            "on_execute_callback": on_execute_callback,
+            "on_failure_callback": on_failure_callback,
+            "on_success_callback": on_success_callback,
+            "on_retry_callback": on_retry_callback,
+            "on_skipped_callback": on_skipped_callback,
+        }
+        for name, value in given_callbacks.items():  # see flowsched.callbacks
+            value = value if value is not None else defaults.get(name)
+            setattr(self, name, as_callbacks(value, f"task '{task_id}'", name))
         self.dag: DAG | None = None
         if dag is not None:
             dag.add_task(self)

@@ -31,13 +31,20 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from flowsched import __version__
+from flowsched.callbacks import wants_run_callback
 from flowsched.config import get_config
 from flowsched.db.engine import db_outage, get_engine, is_db_outage, session_scope, with_db_retry
 from flowsched.db.models import Dag, DagRun, DagVersion, Job, Pool, TaskInstance
 from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
-from flowsched.lifecycle import finish_try, queue_try, requeue_lost_try, time_out_run
+from flowsched.lifecycle import (
+    finish_run,
+    finish_try,
+    queue_try,
+    requeue_lost_try,
+    time_out_run,
+)
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
 from flowsched.processes import spawn_flowsched
 from flowsched.scheduler.dependencies import Decision, evaluate
@@ -435,7 +442,7 @@ class Scheduler:
                 retry_at = {task_id: row[2] for task_id, row in run_rows.items()}
                 for task_id, new_state in self._decide(dag, states, retry_at, now).items():
                     changes[new_state].append(run_rows[task_id][0])
-                self._maybe_finish_run(run, dag, states, now)
+                self._maybe_finish_run(session, run, dag, states)
             self._write_decisions(session, changes, now)
             return self._queue_scheduled(session, runs, versions, now)
 
@@ -447,8 +454,13 @@ class Scheduler:
             return False
         reason = f"dagrun_timeout of {timeout} exceeded"
         skipped = time_out_run(session, run.id, reason)
-        run.state = RunState.FAILED.value
-        run.end_date = now
+        finish_run(
+            session,
+            run,
+            RunState.FAILED,
+            reason="timed_out",
+            request_callback=wants_run_callback(dag, RunState.FAILED),
+        )
         log.info(
             "run %s of %s failed: %s (%d tasks skipped)", run.run_id, run.dag_id, reason, skipped
         )
@@ -532,7 +544,7 @@ class Scheduler:
                 )
 
     def _maybe_finish_run(
-        self, run: DagRun, dag: SerializedDAG, states: dict[str, str], now: datetime
+        self, session: Session, run: DagRun, dag: SerializedDAG, states: dict[str, str]
     ) -> None:
         if not all(state in FINISHED_TASK_STATES for state in states.values()):
             return
@@ -541,8 +553,14 @@ class Scheduler:
             states.get(task_id) in (TaskState.FAILED.value, TaskState.UPSTREAM_FAILED.value)
             for task_id in leaves
         )
-        run.state = RunState.FAILED.value if failed else RunState.SUCCESS.value
-        run.end_date = now
+        state = RunState.FAILED if failed else RunState.SUCCESS
+        finish_run(
+            session,
+            run,
+            state,
+            reason="task_failure" if failed else "success",
+            request_callback=wants_run_callback(dag, state),
+        )
         log.info("run %s of %s finished: %s", run.run_id, run.dag_id, run.state)
 
     def _queue_scheduled(
@@ -635,6 +653,7 @@ class Scheduler:
             error=error,
             retry_delay=self._retry_delay(session, ti),
             expected_states=expected,
+            request_callbacks=True,  # its process died: the callback runner runs them
         )
         if state is not None:
             log.warning(
