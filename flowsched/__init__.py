@@ -30,7 +30,7 @@ from flowsched.operators import (
 )
 from flowsched.plugins import FlowschedPlugin
 from flowsched.providers.docker import DockerOperator
-from flowsched.state import RunState, TaskState, TriggerRule
+from flowsched.state import RunState, TaskState, TriggerRule, WeightRule
 from flowsched.variable import Variable
 from flowsched.weekday import WeekDay
 from flowsched.xcom_arg import XComArg
@@ -64,6 +64,7 @@ __all__ = [
     "TriggerRule",
     "Variable",
     "WeekDay",
+    "WeightRule",
     "XComArg",
     "__version__",
     "chain",

@@ -44,6 +44,7 @@ class DAG:
         end_date: datetime | None = None,
         catchup: bool = False,
         max_active_runs: int = 16,
+        max_active_tasks: int = 16,
         default_args: dict[str, Any] | None = None,
         tags: list[str] | None = None,
         description: str | None = None,
@@ -87,6 +88,14 @@ class DAG:
         if int(max_active_runs) < 1:
             raise DagDefinitionError(f"DAG '{dag_id}': max_active_runs must be >= 1")
         self.max_active_runs = int(max_active_runs)
+        if isinstance(max_active_tasks, bool) or not isinstance(max_active_tasks, int):
+            raise DagDefinitionError(
+                f"DAG '{dag_id}': max_active_tasks must be an integer, got {max_active_tasks!r}"
+            )
+        if max_active_tasks < 1:
+            raise DagDefinitionError(f"DAG '{dag_id}': max_active_tasks must be >= 1")
+        # Tries of this DAG queued or running at once, across all its runs (Airflow's name).
+        self.max_active_tasks = max_active_tasks
         self.tags = list(tags or [])
         self.description = description
         self.params = dict(params or {})
@@ -231,6 +240,7 @@ class DAG:
             "end_date": to_utc(self.end_date).isoformat() if self.end_date else None,
             "catchup": self.catchup,
             "max_active_runs": self.max_active_runs,
+            "max_active_tasks": self.max_active_tasks,
             "tags": self.tags,
             "description": self.description,
             "params": self.params,
@@ -253,6 +263,13 @@ class DAG:
                     "queue": task.queue,
                     "pool": task.pool,
                     "priority_weight": task.priority_weight,
+                    "weight_rule": task.weight_rule,
+                    "pool_slots": task.pool_slots,
+                    "depends_on_past": task.depends_on_past,
+                    "ignore_first_depends_on_past": task.ignore_first_depends_on_past,
+                    "wait_for_downstream": task.wait_for_downstream,
+                    "max_active_tis_per_dag": task.max_active_tis_per_dag,
+                    "max_active_tis_per_dagrun": task.max_active_tis_per_dagrun,
                     "template_fields": list(task.template_fields),
                     "doc": task.doc or task.doc_md,
                     "task_display_name": task.task_display_name,

@@ -30,6 +30,7 @@ from flowsched.exceptions import DagNotFound, DagRunNotFound, FlowschedError
 from flowsched.ids import validate_run_id
 from flowsched.run_conf import check_conf_size
 from flowsched.scheduler.runs import create_run, latest_version, make_run_id
+from flowsched.scheduler.ti_deps import FailedDependency, failed_dependencies
 from flowsched.schedules import Interval
 from flowsched.serialization import SerializedDAG
 from flowsched.state import RunState, RunType, TaskState
@@ -335,6 +336,20 @@ def task_states(dag_id: str, run_id: str) -> list[TaskInstance]:
         for ti in tis:
             session.expunge(ti)
         return list(tis)
+
+
+def failed_deps(dag_id: str, run_id: str, task_id: str) -> list[FailedDependency]:
+    """Why a task of a run is not queued yet (Airflow's ``tasks failed-deps``)."""
+    with session_scope(read_only=True) as session:
+        run = get_run(session, dag_id, run_id)
+        ti = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_run_id == run.id, TaskInstance.task_id == task_id
+            )
+        )
+        if ti is None:
+            raise FlowschedError(f"run '{run_id}' of '{dag_id}' has no task '{task_id}'")
+        return failed_dependencies(session, ti)
 
 
 def try_errors(dag_id: str, run_id: str) -> dict[str, str]:

@@ -444,6 +444,23 @@ def tasks_states(dag_id: str, run_id: str) -> None:
     _table(rows, headers)
 
 
+@tasks.command("failed-deps")
+@click.argument("dag_id")
+@click.argument("task_id")
+@click.argument("run_id")
+def tasks_failed_deps(dag_id: str, task_id: str, run_id: str) -> None:
+    """Why a task of a run is not queued yet: the dependencies it does not meet."""
+    from flowsched.operations import failed_deps
+
+    failed = failed_deps(dag_id, run_id, task_id)
+    if not failed:
+        click.echo("Task instance dependencies are all met.")
+        return
+    click.echo("Task instance dependencies not met:")
+    for dep in failed:
+        click.echo(f"{dep.name}: {dep.reason}")
+
+
 from flowsched.cli.worker_commands import register as register_worker  # noqa: E402
 
 register_worker(cli)

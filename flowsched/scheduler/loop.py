@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,14 +33,16 @@ from sqlalchemy.orm import Session
 from flowsched import __version__
 from flowsched.config import get_config
 from flowsched.db.engine import db_outage, get_engine, is_db_outage, session_scope, with_db_retry
-from flowsched.db.models import Dag, DagRun, DagVersion, Job, Pool, TaskInstance
+from flowsched.db.models import Dag, DagRun, DagVersion, Job, TaskInstance
 from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import Workload, finish_try, queue_try, requeue_lost_try, time_out_run
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
 from flowsched.processes import spawn_flowsched
+from flowsched.scheduler.concurrency import Concurrency
 from flowsched.scheduler.dependencies import Decision, evaluate
+from flowsched.scheduler.past_dependence import past_blockers
 from flowsched.scheduler.runs import add_task_instances, create_run
 from flowsched.scheduler.timetable import next_run_fields
 from flowsched.schedules import Interval
@@ -72,6 +74,11 @@ def skip_locked_supported() -> tuple[bool, str]:
             return True, ""
         return False, f"MySQL {version} lacks SKIP LOCKED (needs 8.0+)"
     return True, ""
+
+
+def _waiting(states: dict[str, str]) -> list[str]:
+    """Tasks not yet scheduled in a run."""
+    return [task_id for task_id, state in states.items() if state == TaskState.NONE.value]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -432,7 +439,8 @@ class Scheduler:
                     run_rows = self._ti_rows(session, [run.id]).get(run.id, {})
                 states = {task_id: row[1] for task_id, row in run_rows.items()}
                 retry_at = {task_id: row[2] for task_id, row in run_rows.items()}
-                for task_id, new_state in self._decide(dag, states, retry_at, now).items():
+                held = past_blockers(session, run, dag, _waiting(states))
+                for task_id, new_state in self._decide(dag, states, retry_at, now, held).items():
                     changes[new_state].append(run_rows[task_id][0])
                 self._maybe_finish_run(run, dag, states, now)
             self._write_decisions(session, changes, now)
@@ -477,8 +485,13 @@ class Scheduler:
         states: dict[str, str],
         retry_at: dict[str, datetime | None],
         now: datetime,
+        held: Collection[str] = (),
     ) -> dict[str, str]:
-        """New states by trigger rule, in topological order; updates ``states`` in place."""
+        """New states by trigger rule, in topological order; updates ``states`` in place.
+
+        Tasks in ``held`` (waiting on their previous run: depends_on_past) are not
+        scheduled even when their trigger rule is met.
+        """
         decided: dict[str, str] = {}
         for task_id in dag.topological_order():
             state = states.get(task_id)
@@ -490,6 +503,8 @@ class Scheduler:
             elif state == TaskState.NONE.value:
                 spec = dag.tasks[task_id]
                 decision = evaluate(spec.trigger_rule, [states[up] for up in spec.upstream])
+                if decision is Decision.READY and task_id in held:
+                    decision = Decision.WAIT
                 ready = TaskState.SUCCESS if spec.is_empty else TaskState.SCHEDULED
                 new_state = {
                     Decision.READY: ready.value,
@@ -568,33 +583,25 @@ class Scheduler:
         ).all()
         if not candidates:
             return []
-        # Pool rows are locked (not skipped): schedulers take turns counting slots.
-        pools = {
-            pool.name: pool.slots for pool in session.scalars(select(Pool).with_for_update()).all()
-        }
-        occupied = dict(
-            session.execute(
-                select(TaskInstance.pool, func.count())
-                .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
-                .group_by(TaskInstance.pool)
-            ).all()
-        )
+        dag_ids = {ti.dag_id for ti in candidates}
+        limits = Concurrency.load(session, dag_ids, lambda v, t: self._pool_slots_of(session, v, t))
         default_queue = self.conf.celery.default_queue
         workloads: list[Workload] = []
         for ti in candidates:
             if len(workloads) >= limit:
                 break
             version = versions.get(ti.dag_id)
-            spec = self._dag(session, version.id).tasks.get(ti.task_id) if version else None
-            if version is None or spec is None:
+            dag = self._dag(session, version.id) if version else None
+            spec = dag.tasks.get(ti.task_id) if dag else None
+            if version is None or dag is None or spec is None:
                 continue
-            if spec.pool not in pools:
+            if spec.pool not in limits.pool_slots:
                 ti.state = TaskState.FAILED.value
                 ti.end_date = now
                 log.error("%s.%s: pool '%s' does not exist", ti.dag_id, ti.task_id, spec.pool)
                 continue
-            if occupied.get(spec.pool, 0) >= pools[spec.pool]:
-                continue
+            if limits.blocker(dag, spec, ti.dag_run_id) is not None:
+                continue  # stays scheduled; `tasks failed-deps` shows why
             workload = queue_try(
                 session,
                 ti,
@@ -607,9 +614,16 @@ class Scheduler:
                 plugins=dict(spec.plugin_files),
             )
             if workload is not None:
-                occupied[spec.pool] = occupied.get(spec.pool, 0) + 1
+                limits.take(dag, spec, ti.dag_run_id)
                 workloads.append(workload)
         return workloads
+
+    def _pool_slots_of(self, session: Session, version_id: int | None, task_id: str) -> int:
+        """Pool slots a queued or running try takes, by the DAG version it was queued with."""
+        if version_id is None or session.get(DagVersion, version_id) is None:
+            return 1
+        spec = self._dag(session, version_id).tasks.get(task_id)
+        return spec.pool_slots if spec else 1
 
     # -- failures -----------------------------------------------------------
     def _retry_delay(self, session: Session, ti: TaskInstance) -> timedelta:
