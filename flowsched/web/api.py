@@ -23,6 +23,7 @@ from flowsched.exceptions import (
     DatabaseUnavailable,
     FlowschedError,
 )
+from flowsched.scheduler.ti_deps import failed_dependencies
 from flowsched.state import TaskState
 from flowsched.timezone import default_timezone, parse_datetime, to_utc, utcnow
 from flowsched.web import logs, queries
@@ -395,6 +396,15 @@ def get_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
     with session_scope() as session:
         detail = queries.task_detail(session, dag_id, run_id, task_id)
     return jsonify({**ti_json(detail.ti), "tries": [try_json(t) for t in detail.tries]})
+
+
+@bp.route("/dags/<dag_id>/runs/<path:run_id>/tasks/<task_id>/dependencies")
+def task_instance_dependencies(dag_id: str, run_id: str, task_id: str) -> Any:
+    """Why the instance is not queued yet (Airflow's failed dependencies); empty when queued."""
+    with session_scope() as session:
+        detail = queries.task_detail(session, dag_id, run_id, task_id)
+        failed = failed_dependencies(session, detail.ti)
+    return jsonify(dependencies=[{"name": dep.name, "reason": dep.reason} for dep in failed])
 
 
 @bp.route("/dags/<dag_id>/runs/<path:run_id>/tasks/<task_id>", methods=["PATCH"])

@@ -427,6 +427,25 @@ def _paths() -> dict[str, Any]:
                 errors=(400, 401, 404, 503),
             ),
         },
+        task + "/dependencies": {
+            "parameters": [DAG_ID, RUN_ID, TASK_ID],
+            "get": _op(
+                "Why the task instance is not queued yet (Airflow's failed dependencies)",
+                _json(
+                    _object(
+                        {
+                            "dependencies": {
+                                "type": "array",
+                                "items": _object(
+                                    {"name": {"type": "string"}, "reason": {"type": "string"}}
+                                ),
+                            }
+                        }
+                    ),
+                    "Each dependency not met, with Airflow's name and reason",
+                ),
+            ),
+        },
         task + "/tries/{try_number}/log": {
             "parameters": [DAG_ID, RUN_ID, TASK_ID, _path("try_number", {"type": "integer"})],
             "get": _op(

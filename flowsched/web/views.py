@@ -14,6 +14,7 @@ from sqlalchemy import select
 from flowsched.db.engine import session_scope
 from flowsched.db.models import DagVersion, TaskInstance
 from flowsched.exceptions import DagNotFound, FlowschedError
+from flowsched.scheduler.ti_deps import failed_dependencies
 from flowsched.serialization import SerializedDAG
 from flowsched.state import ACTIVE_TASK_STATES, RunState, TaskState
 from flowsched.task_logs import LogTail
@@ -23,6 +24,9 @@ from flowsched.web.auth import require
 from flowsched.web.openapi import spec
 from flowsched.web.users import Role
 from flowsched.web.workers import active_count, workers_view
+
+# States in which a task page shows what keeps the task from being queued.
+UNQUEUED = (TaskState.NONE.value, TaskState.SCHEDULED.value)
 
 bp = Blueprint("pages", __name__)
 
@@ -173,6 +177,7 @@ def task_page(dag_id: str, run_id: str, task_id: str) -> Any:
     with session_scope(read_only=True) as session:
         detail = queries.dag_detail(session, dag_id)
         task = queries.task_detail(session, dag_id, run_id, task_id)
+        waiting = failed_dependencies(session, task.ti) if task.ti.state in UNQUEUED else []
     numbers = [t.try_number for t in task.tries]
     selected = request.args.get("try", type=int) or (numbers[-1] if numbers else None)
     chosen = next((t for t in task.tries if t.try_number == selected), None)
@@ -195,6 +200,7 @@ def task_page(dag_id: str, run_id: str, task_id: str) -> Any:
         log_text=log_tail.text() if log_tail else None,
         log_error=log_error,
         live=live,
+        waiting=waiting,
         tab="runs",
     )
 
