@@ -29,6 +29,7 @@ from flowsched.db.models import (
 from flowsched.exceptions import DagNotFound, DagRunNotFound, FlowschedError
 from flowsched.ids import validate_run_id
 from flowsched.run_conf import check_conf_size
+from flowsched.scheduler.concurrency import Concurrency, slots_reader
 from flowsched.scheduler.runs import create_run, latest_version, make_run_id
 from flowsched.scheduler.ti_deps import FailedDependency, failed_dependencies
 from flowsched.schedules import Interval
@@ -416,15 +417,9 @@ def delete_pool(name: str, *, actor: str | None = None) -> None:
 
 
 def list_pools() -> list[tuple[str, int, int, str | None]]:
-    """(name, slots, tasks queued or running in it, description) for every pool."""
+    """(name, slots, slots taken by tries queued or running, description) for every pool."""
     with session_scope(read_only=True) as session:
-        used = dict(
-            session.execute(
-                select(TaskInstance.pool, func.count())
-                .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
-                .group_by(TaskInstance.pool)
-            ).all()
-        )
+        used = Concurrency.load(session, (), slots_reader(session), lock=False).pool_used
         return [
             (pool.name, pool.slots, used.get(pool.name, 0), pool.description)
             for pool in session.scalars(select(Pool).order_by(Pool.name))

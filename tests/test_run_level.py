@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from flowsched import BashOperator, operations
 from flowsched.cli.main import cli
@@ -221,6 +221,14 @@ def test_pool_slots_count_against_the_pool_and_too_big_a_try_waits_with_a_reason
     assert dep.reason == (
         "requested pool slots (4) are greater than total pool slots (3) for pool 'three'"
     )
+    # `pools list` counts slots, not tries: one running heavy try takes two.
+    with session_scope() as session:
+        session.execute(
+            update(TaskInstance)
+            .where(TaskInstance.run_id == run.run_id, TaskInstance.task_id == "heavy0")
+            .values(state="running")
+        )
+    assert ("three", 3, 2, "three slots") in operations.list_pools()
 
 
 WEIGHTS = """

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from flowsched.db.models import Pool, TaskInstance
+from flowsched.db.models import DagVersion, Pool, TaskInstance
 from flowsched.serialization import SerializedDAG, TaskSpec
 from flowsched.state import TaskState
 
@@ -35,18 +35,25 @@ class Concurrency:
     task_run_active: Counter[tuple[int, str]] = field(default_factory=Counter)
 
     @classmethod
-    def load(cls, session: Session, dag_ids: Iterable[str], slots_of: SlotsOf) -> Concurrency:
-        """Counts as they are now; pool rows are locked (schedulers take turns counting)."""
-        pools = {pool.name: pool.slots for pool in session.scalars(select(Pool).with_for_update())}
+    def load(
+        cls, session: Session, dag_ids: Iterable[str], slots_of: SlotsOf, *, lock: bool = True
+    ) -> Concurrency:
+        """Counts as they are now. The scheduler locks the pool rows (schedulers take
+        turns counting); a reader showing the counts passes ``lock=False``."""
+        query = select(Pool).with_for_update() if lock else select(Pool)
+        pools = {pool.name: pool.slots for pool in session.scalars(query)}
         limits = cls(pool_slots=pools)
         by_task = (TaskInstance.pool, TaskInstance.dag_version_id, TaskInstance.task_id)
         for pool, version_id, task_id, count in session.execute(
             select(*by_task, func.count()).where(TaskInstance.state.in_(ACTIVE)).group_by(*by_task)
         ):
             limits.pool_used[pool] += count * slots_of(version_id, task_id)
+        dag_ids = set(dag_ids)
+        if not dag_ids:
+            return limits
         for dag_id, task_id, run_id, count in session.execute(
             select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.dag_run_id, func.count())
-            .where(TaskInstance.state.in_(ACTIVE), TaskInstance.dag_id.in_(set(dag_ids)))
+            .where(TaskInstance.state.in_(ACTIVE), TaskInstance.dag_id.in_(dag_ids))
             .group_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.dag_run_id)
         ):
             limits.dag_active[dag_id] += count
@@ -89,3 +96,20 @@ class Concurrency:
         self.dag_active[dag.dag_id] += 1
         self.task_active[dag.dag_id, spec.task_id] += 1
         self.task_run_active[dag_run_id, spec.task_id] += 1
+
+
+def slots_reader(session: Session) -> SlotsOf:
+    """Pool slots of queued/running tries, from the DAG versions they were queued with."""
+    cache: dict[int, SerializedDAG | None] = {}
+
+    def slots_of(version_id: int | None, task_id: str) -> int:
+        if version_id is None:
+            return 1
+        if version_id not in cache:
+            version = session.get(DagVersion, version_id)
+            cache[version_id] = SerializedDAG(version.serialized) if version else None
+        dag = cache[version_id]
+        spec = dag.tasks.get(task_id) if dag else None
+        return spec.pool_slots if spec else 1
+
+    return slots_of

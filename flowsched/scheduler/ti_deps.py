@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flowsched.db.models import Dag, DagRun, DagVersion, TaskInstance
-from flowsched.scheduler.concurrency import Concurrency, SlotsOf
+from flowsched.scheduler.concurrency import Concurrency, slots_reader
 from flowsched.scheduler.dependencies import Decision, evaluate
 from flowsched.scheduler.past_dependence import past_blockers
 from flowsched.serialization import SerializedDAG
@@ -69,7 +69,7 @@ def failed_dependencies(session: Session, ti: TaskInstance) -> list[FailedDepend
         if past is not None:
             failed.append(FailedDependency("Previous Dagrun State", past))
     if ti.state == TaskState.SCHEDULED.value:
-        limits = Concurrency.load(session, [dag.dag_id], _slots_reader(session))
+        limits = Concurrency.load(session, [dag.dag_id], slots_reader(session), lock=False)
         reason = limits.blocker(dag, spec, run.id)
         if reason is not None:
             failed.append(FailedDependency("Concurrency Limits", reason))
@@ -78,23 +78,6 @@ def failed_dependencies(session: Session, ti: TaskInstance) -> list[FailedDepend
 
 def _summary(task_ids: tuple[str, ...], states: list[str]) -> str:
     return ", ".join(f"{task_id}={state}" for task_id, state in zip(task_ids, states, strict=True))
-
-
-def _slots_reader(session: Session) -> SlotsOf:
-    """Pool slots of queued/running tries, from the DAG versions they were queued with."""
-    cache: dict[int, SerializedDAG | None] = {}
-
-    def slots_of(version_id: int | None, task_id: str) -> int:
-        if version_id is None:
-            return 1
-        if version_id not in cache:
-            version = session.get(DagVersion, version_id)
-            cache[version_id] = SerializedDAG(version.serialized) if version else None
-        dag = cache[version_id]
-        spec = dag.tasks.get(task_id) if dag else None
-        return spec.pool_slots if spec else 1
-
-    return slots_of
 
 
 def _latest_dag(session: Session, dag_id: str) -> SerializedDAG | None:
