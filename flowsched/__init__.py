@@ -11,6 +11,7 @@ from flowsched.chain import chain, chain_linear, cross_downstream
 from flowsched.connection import Connection
 from flowsched.context import get_current_context
 from flowsched.dag import DAG
+from flowsched.datasets import Dataset
 from flowsched.decorators import dag as _dag_decorator
 from flowsched.decorators import task
 from flowsched.edgemodifier import Label
@@ -51,6 +52,7 @@ __all__ = [
     "BranchDayOfWeekOperator",
     "BranchPythonOperator",
     "Connection",
+    "Dataset",
     "DockerOperator",
     "EmptyOperator",
     "FlowschedPlugin",

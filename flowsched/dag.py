@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import jinja2
 
+from flowsched.datasets import outlet_datasets
 from flowsched.exceptions import ConfigError, CycleError, DagDefinitionError, DuplicateTaskIdError
 from flowsched.ids import validate_id
 from flowsched.schedules import Schedule, make_schedule
@@ -82,7 +83,7 @@ class DAG:
             self.schedule: Schedule = make_schedule(schedule, self.timezone)
         except DagDefinitionError as exc:
             raise DagDefinitionError(f"DAG '{dag_id}': {exc}") from None
-        if self.schedule.kind != "none" and self.start_date is None:
+        if self.schedule.kind not in ("none", "dataset") and self.start_date is None:
             raise DagDefinitionError(f"DAG '{dag_id}': a scheduled DAG needs a start_date")
         self.catchup = bool(catchup)
         if int(max_active_runs) < 1:
@@ -274,6 +275,7 @@ class DAG:
                     "doc": task.doc or task.doc_md,
                     "task_display_name": task.task_display_name,
                     "is_empty": _is_empty(task),
+                    "outlets": [dataset.to_dict() for dataset in outlet_datasets(task.outlets)],
                     "plugin_files": tasks_plugins[task.task_id],
                 }
                 for task in self.tasks.values()
@@ -288,4 +290,5 @@ def _is_empty(task: BaseOperator) -> bool:
     """EmptyOperators are marked successful by the scheduler, never sent to a worker."""
     from flowsched.operators.empty import EmptyOperator
 
-    return isinstance(task, EmptyOperator)
+    # With dataset outlets it goes to a worker, as in Airflow, so its events are recorded.
+    return isinstance(task, EmptyOperator) and not outlet_datasets(task.outlets)

@@ -168,8 +168,9 @@ class BaseOperator(DependencyMixin):
         self.owner = owner
         self.do_xcom_push = bool(do_xcom_push)
         self.multiple_outputs = bool(multiple_outputs)
-        # Accepted so Airflow DAG files import; datasets are not implemented (no effect).
-        self.outlets = list(outlets or [])
+        # Datasets among the outlets are updated when a try succeeds; inlets: no effect.
+        self.outlets = list(outlets) if isinstance(outlets, list | tuple) else [outlets]
+        self.outlets = [outlet for outlet in self.outlets if outlet is not None]
         self.inlets = list(inlets or [])
         dag = dag or DagContext.current()
         given = {
