@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from flowsched.dataset_events import remove_dag_references
 from flowsched.db.engine import session_scope
 from flowsched.db.models import (
     AuditLog,
@@ -322,6 +323,7 @@ def delete_dag(dag_id: str, *, force: bool = False, actor: str | None = None) ->
         counts["import_error"] = session.execute(
             delete(ImportError_).where(ImportError_.filename == dag.fileloc)
         ).rowcount
+        remove_dag_references(session, dag_id)
         session.delete(dag)
         counts["dag"] = 1
         audit(session, "delete_dag", actor=actor, dag_id=None, extra={"dag_id": dag_id, **counts})

@@ -34,6 +34,7 @@ class RunType(StrEnum):
     SCHEDULED = "scheduled"
     MANUAL = "manual"
     BACKFILL = "backfill"
+    DATASET_TRIGGERED = "dataset_triggered"
 
 
 class TriggerRule(StrEnum):

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from flowsched import __version__
 from flowsched.config import get_config
 from flowsched.db.engine import db_outage, get_engine, is_db_outage, session_scope, with_db_retry
-from flowsched.db.models import Dag, DagRun, DagVersion, Job, TaskInstance
+from flowsched.db.models import Dag, DagRun, DagVersion, DatasetDagRunQueue, Job, TaskInstance
 from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
@@ -41,6 +41,7 @@ from flowsched.lifecycle import Workload, finish_try, queue_try, requeue_lost_tr
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
 from flowsched.processes import spawn_flowsched
 from flowsched.scheduler.concurrency import Concurrency
+from flowsched.scheduler.dataset_runs import create_dataset_triggered_runs
 from flowsched.scheduler.dependencies import Decision, evaluate
 from flowsched.scheduler.past_dependence import past_blockers
 from flowsched.scheduler.runs import add_task_instances, create_run
@@ -282,6 +283,7 @@ class Scheduler:
         self._heartbeat()
         did_work = self._handle_events(self.executor.sync())
         did_work |= self.create_due_runs() > 0
+        did_work |= self.create_dataset_runs() > 0
         did_work |= self.start_queued_runs() > 0
         workloads = self.schedule_runs()
         for workload in workloads:
@@ -355,6 +357,16 @@ class Scheduler:
                 dag.next_data_interval_start, dag.next_data_interval_end = fields[0], fields[1]
                 dag.next_run_create_after = fields[2]
         return created
+
+    def create_dataset_runs(self) -> int:
+        """Runs of DAGs scheduled on datasets that have all been updated (dataset_runs.py)."""
+        if not self._any(DatasetDagRunQueue.target_dag_id.is_not(None)):
+            return 0
+        with session_scope() as session:
+            created = create_dataset_triggered_runs(session, utcnow())
+        for run_id in created:
+            log.info("dataset-triggered run %s created", run_id)
+        return len(created)
 
     def start_queued_runs(self) -> int:
         started = 0
