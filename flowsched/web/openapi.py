@@ -201,6 +201,23 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "TaskInstance": _object(TI_PROPERTIES),
+    "Dataset": _object(
+        {
+            "uri": {"type": "string"},
+            "extra": {"type": "object"},
+            "created_at": TIME,
+            "producing_tasks": {
+                "type": "array",
+                "items": _object({"dag_id": {"type": "string"}, "task_id": {"type": "string"}}),
+            },
+            "consuming_dags": {
+                "type": "array",
+                "items": _object({"dag_id": {"type": "string"}}),
+            },
+            "last_update": TIME,
+            "event_count": {"type": "integer"},
+        }
+    ),
     "TaskInstanceDetail": _object(
         {**TI_PROPERTIES, "tries": {"type": "array", "items": _ref("Try")}}
     ),
@@ -459,6 +476,16 @@ def _paths() -> dict[str, Any]:
                     )
                 ],
             ),
+        },
+        "/datasets": {
+            "get": _op(
+                "Datasets with their producing tasks, consuming DAGs and last update",
+                _json(
+                    _object({"datasets": {"type": "array", "items": _ref("Dataset")}}),
+                    "Every dataset, by URI",
+                ),
+                errors=(401, 503),
+            )
         },
         "/import-errors": {
             "get": _op(

@@ -21,6 +21,7 @@ from flowsched.task_logs import LogTail
 from flowsched.timezone import parse_datetime
 from flowsched.web import graph, logs, queries
 from flowsched.web.auth import require
+from flowsched.web.datasets_view import dataset_summaries
 from flowsched.web.openapi import spec
 from flowsched.web.users import Role
 from flowsched.web.workers import active_count, workers_view
@@ -234,6 +235,13 @@ def workers() -> Any:
     return render_template(
         "workers.html", view=workers_view(), jobs=jobs, active_count=active_count
     )
+
+
+@bp.route("/datasets")
+def datasets() -> Any:
+    with session_scope(read_only=True) as session:
+        summaries = dataset_summaries(session)
+    return render_template("datasets.html", datasets=summaries)
 
 
 @bp.route("/api-docs")
