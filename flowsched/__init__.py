@@ -25,8 +25,10 @@ from flowsched.operators import (
     BranchDayOfWeekOperator,
     BranchPythonOperator,
     EmptyOperator,
+    ExternalPythonOperator,
     LatestOnlyOperator,
     PythonOperator,
+    PythonVirtualenvOperator,
     ShortCircuitOperator,
 )
 from flowsched.plugins import FlowschedPlugin
@@ -55,10 +57,12 @@ __all__ = [
     "Dataset",
     "DockerOperator",
     "EmptyOperator",
+    "ExternalPythonOperator",
     "FlowschedPlugin",
     "Label",
     "LatestOnlyOperator",
     "PythonOperator",
+    "PythonVirtualenvOperator",
     "RunState",
     "ShortCircuitOperator",
     "SkipTask",
