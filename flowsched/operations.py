@@ -32,7 +32,7 @@ from flowsched.ids import validate_run_id
 from flowsched.run_conf import check_conf_size
 from flowsched.scheduler.concurrency import Concurrency, slots_reader
 from flowsched.scheduler.runs import create_run, latest_version, make_run_id
-from flowsched.scheduler.ti_deps import FailedDependency, failed_dependencies
+from flowsched.scheduler.ti_deps import FailedDependency, failed_dependencies, latest_dag
 from flowsched.schedules import Interval
 from flowsched.serialization import SerializedDAG
 from flowsched.state import RunState, RunType, TaskState
@@ -353,6 +353,25 @@ def failed_deps(dag_id: str, run_id: str, task_id: str) -> list[FailedDependency
         if ti is None:
             raise FlowschedError(f"run '{run_id}' of '{dag_id}' has no task '{task_id}'")
         return failed_dependencies(session, ti)
+
+
+def waiting_reasons(dag_id: str, run_id: str) -> dict[str, str]:
+    """{task id: what holds it back} for the run's tasks not queued yet, for `tasks states`."""
+    with session_scope(read_only=True) as session:
+        run = get_run(session, dag_id, run_id)
+        waiting = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_run_id == run.id,
+                TaskInstance.state.in_([TaskState.NONE.value, TaskState.SCHEDULED.value]),
+            )
+        ).all()
+        dag = latest_dag(session, dag_id)
+        reasons = {ti.task_id: failed_dependencies(session, ti, dag) for ti in waiting}
+    return {
+        task_id: "; ".join(f"{dep.name}: {dep.reason}" for dep in deps)
+        for task_id, deps in reasons.items()
+        if deps
+    }
 
 
 def try_errors(dag_id: str, run_id: str) -> dict[str, str]:

@@ -63,6 +63,10 @@ def test_depends_on_past_holds_a_task_until_its_previous_instance_succeeds(home)
     out = CliRunner().invoke(cli, ["tasks", "failed-deps", "past", "gate", second.run_id])
     assert out.exit_code == 0, out.output
     assert "Previous Dagrun State: depends_on_past is true" in out.output
+    states = CliRunner().invoke(cli, ["tasks", "states", "past", second.run_id])
+    assert states.exit_code == 0, states.output
+    assert "waiting for" in states.output
+    assert "Previous Dagrun State: depends_on_past is true" in states.output
 
     # Fixed and marked success by hand: the next run goes ahead.
     marker.unlink()

@@ -27,8 +27,14 @@ class FailedDependency:
     reason: str
 
 
-def failed_dependencies(session: Session, ti: TaskInstance) -> list[FailedDependency]:
-    """What holds ``ti`` back from being queued now; empty when nothing does."""
+def failed_dependencies(
+    session: Session, ti: TaskInstance, dag: SerializedDAG | None = None
+) -> list[FailedDependency]:
+    """What holds ``ti`` back from being queued now; empty when nothing does.
+
+    ``dag`` is the DAG's latest serialized form, read here unless given (a caller
+    asking about many instances of one DAG reads it once).
+    """
     if ti.state not in (TaskState.NONE.value, TaskState.SCHEDULED.value):
         return [FailedDependency("Task Instance State", f"Task is in the '{ti.state}' state.")]
     run = session.get(DagRun, ti.dag_run_id)
@@ -42,7 +48,7 @@ def failed_dependencies(session: Session, ti: TaskInstance) -> list[FailedDepend
                 f"'{run.state}'.",
             )
         )
-    dag = _latest_dag(session, ti.dag_id)
+    dag = dag or latest_dag(session, ti.dag_id)
     spec = dag.tasks.get(ti.task_id) if dag else None
     if dag is None or spec is None:
         return [*failed, FailedDependency("Task In DAG", "The task is no longer in its DAG.")]
@@ -80,7 +86,7 @@ def _summary(task_ids: tuple[str, ...], states: list[str]) -> str:
     return ", ".join(f"{task_id}={state}" for task_id, state in zip(task_ids, states, strict=True))
 
 
-def _latest_dag(session: Session, dag_id: str) -> SerializedDAG | None:
+def latest_dag(session: Session, dag_id: str) -> SerializedDAG | None:
     version = session.scalar(
         select(DagVersion)
         .join(Dag, Dag.latest_version_id == DagVersion.id)
