@@ -368,6 +368,9 @@ class DagScheduleDatasetReference(Base):
     dag_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
+    # The DAG processor replaces a DAG's rows on every parse: by dag_id, not a scan.
+    __table_args__ = (Index("idx_dag_schedule_dataset_dag", "dag_id"),)
+
 
 class TaskOutletDatasetReference(Base):
     """A task that updates a dataset (``outlets=[Dataset(...)]``); set by the DAG processor."""
@@ -398,3 +401,5 @@ class DatasetDagRunQueue(Base):
     )
     target_dag_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("idx_dataset_dag_run_queue_dag", "target_dag_id"),)

@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["dataset_id"], ["dataset.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("dataset_id", "dag_id"),
     )
+    op.create_index("idx_dag_schedule_dataset_dag", "dag_schedule_dataset_reference", ["dag_id"])
     op.create_table(
         "task_outlet_dataset_reference",
         sa.Column("dataset_id", sa.Integer(), nullable=False),
@@ -77,12 +78,15 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["dataset_id"], ["dataset.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("dataset_id", "target_dag_id"),
     )
+    op.create_index("idx_dataset_dag_run_queue_dag", "dataset_dag_run_queue", ["target_dag_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("idx_dataset_dag_run_queue_dag", table_name="dataset_dag_run_queue")
     op.drop_table("dataset_dag_run_queue")
     op.drop_index("idx_task_outlet_dag_task", table_name="task_outlet_dataset_reference")
     op.drop_table("task_outlet_dataset_reference")
+    op.drop_index("idx_dag_schedule_dataset_dag", table_name="dag_schedule_dataset_reference")
     op.drop_table("dag_schedule_dataset_reference")
     op.drop_index("idx_dataset_event_dataset_time", table_name="dataset_event")
     op.drop_table("dataset_event")
