@@ -301,3 +301,37 @@ def test_run_level_arguments_serialize_and_default_as_airflow():
     assert first.max_active_tis_per_dag is None and waits.wait_for_downstream is True
     with pytest.raises(DagDefinitionError, match="max_active_tasks must be >= 1"):
         DAG("zero", max_active_tasks=0)
+
+
+def test_concurrency_reasons_per_limit():
+    from flowsched.scheduler.concurrency import Concurrency
+
+    with DAG("limits", max_active_tasks=3) as dag:
+        BashOperator(
+            task_id="t",
+            bash_command="true",
+            pool="p",
+            max_active_tis_per_dag=2,
+            max_active_tis_per_dagrun=1,
+        )
+    serialized = SerializedDAG(dag.to_dict())
+    spec = serialized.tasks["t"]
+    limits = Concurrency(pool_slots={"p": 10})
+    assert limits.blocker(serialized, spec, dag_run_id=1) is None
+    limits.take(serialized, spec, dag_run_id=1)
+    # Same run again: the per-run limit; another run: still room.
+    assert limits.blocker(serialized, spec, 1) == (
+        "The max task concurrency per run (1) has been reached."
+    )
+    assert limits.blocker(serialized, spec, 2) is None
+    limits.take(serialized, spec, 2)
+    assert limits.blocker(serialized, spec, 3) == "The max task concurrency (2) has been reached."
+    limits.dag_active["limits"] = 3
+    assert "The maximum number of running tasks (3) for this task's DAG 'limits'" in (
+        limits.blocker(serialized, spec, 3) or ""
+    )
+    limits.pool_used["p"] = 10
+    assert limits.blocker(serialized, spec, 3) == (
+        "Not scheduling since there are 0 open slots in pool 'p' and require 1 pool slots"
+    )
+    assert Concurrency(pool_slots={}).blocker(serialized, spec, 1) == "pool 'p' does not exist"
