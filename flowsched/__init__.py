@@ -11,6 +11,7 @@ from flowsched.chain import chain, chain_linear, cross_downstream
 from flowsched.connection import Connection
 from flowsched.context import get_current_context
 from flowsched.dag import DAG
+from flowsched.datasets import Dataset
 from flowsched.decorators import dag as _dag_decorator
 from flowsched.decorators import task
 from flowsched.edgemodifier import Label
@@ -25,13 +26,15 @@ from flowsched.operators import (
     BranchDayOfWeekOperator,
     BranchPythonOperator,
     EmptyOperator,
+    ExternalPythonOperator,
     LatestOnlyOperator,
     PythonOperator,
+    PythonVirtualenvOperator,
     ShortCircuitOperator,
 )
 from flowsched.plugins import FlowschedPlugin
 from flowsched.providers.docker import DockerOperator
-from flowsched.state import RunState, TaskState, TriggerRule
+from flowsched.state import RunState, TaskState, TriggerRule, WeightRule
 from flowsched.variable import Variable
 from flowsched.weekday import WeekDay
 from flowsched.xcom_arg import XComArg
@@ -53,12 +56,15 @@ __all__ = [
     "BranchDayOfWeekOperator",
     "BranchPythonOperator",
     "Connection",
+    "Dataset",
     "DockerOperator",
     "EmptyOperator",
+    "ExternalPythonOperator",
     "FlowschedPlugin",
     "Label",
     "LatestOnlyOperator",
     "PythonOperator",
+    "PythonVirtualenvOperator",
     "RunState",
     "ShortCircuitOperator",
     "SkipTask",
@@ -68,6 +74,7 @@ __all__ = [
     "Variable",
     "WebhookNotifier",
     "WeekDay",
+    "WeightRule",
     "XComArg",
     "__version__",
     "chain",

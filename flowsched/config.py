@@ -153,6 +153,13 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "MiB of memory one DAG file's import may take on top of the importing process "
             "(address space, RLIMIT_AS); a file that needs more is an import error. 0: no limit.",
         ),
+        "venv_cache_path": Option(
+            _path,
+            f"{_HOME}/venvs",
+            "Where PythonVirtualenvOperator / @task.virtualenv keep the virtualenvs they "
+            "build, one per set of requirements (by hash), reused by later tries; an "
+            "operator's own venv_cache_path takes precedence.",
+        ),
         "dags_are_paused_at_creation": Option(
             _parse_bool, "false", "Whether a newly discovered DAG starts paused."
         ),

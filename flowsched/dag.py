@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import jinja2
 
 from flowsched.callbacks import as_callbacks
+from flowsched.datasets import outlet_datasets
 from flowsched.exceptions import ConfigError, CycleError, DagDefinitionError, DuplicateTaskIdError
 from flowsched.ids import validate_id
 from flowsched.schedules import Schedule, make_schedule
@@ -45,6 +46,7 @@ class DAG:
         end_date: datetime | None = None,
         catchup: bool = False,
         max_active_runs: int = 16,
+        max_active_tasks: int = 16,
         default_args: dict[str, Any] | None = None,
         tags: list[str] | None = None,
         description: str | None = None,
@@ -84,12 +86,20 @@ class DAG:
             self.schedule: Schedule = make_schedule(schedule, self.timezone)
         except DagDefinitionError as exc:
             raise DagDefinitionError(f"DAG '{dag_id}': {exc}") from None
-        if self.schedule.kind != "none" and self.start_date is None:
+        if self.schedule.kind not in ("none", "dataset") and self.start_date is None:
             raise DagDefinitionError(f"DAG '{dag_id}': a scheduled DAG needs a start_date")
         self.catchup = bool(catchup)
         if int(max_active_runs) < 1:
             raise DagDefinitionError(f"DAG '{dag_id}': max_active_runs must be >= 1")
         self.max_active_runs = int(max_active_runs)
+        if isinstance(max_active_tasks, bool) or not isinstance(max_active_tasks, int):
+            raise DagDefinitionError(
+                f"DAG '{dag_id}': max_active_tasks must be an integer, got {max_active_tasks!r}"
+            )
+        if max_active_tasks < 1:
+            raise DagDefinitionError(f"DAG '{dag_id}': max_active_tasks must be >= 1")
+        # Tries of this DAG queued or running at once, across all its runs (Airflow's name).
+        self.max_active_tasks = max_active_tasks
         self.tags = list(tags or [])
         self.description = description
         self.params = dict(params or {})
@@ -238,6 +248,7 @@ class DAG:
             "end_date": to_utc(self.end_date).isoformat() if self.end_date else None,
             "catchup": self.catchup,
             "max_active_runs": self.max_active_runs,
+            "max_active_tasks": self.max_active_tasks,
             "tags": self.tags,
             "description": self.description,
             "params": self.params,
@@ -262,10 +273,18 @@ class DAG:
                     "queue": task.queue,
                     "pool": task.pool,
                     "priority_weight": task.priority_weight,
+                    "weight_rule": task.weight_rule,
+                    "pool_slots": task.pool_slots,
+                    "depends_on_past": task.depends_on_past,
+                    "ignore_first_depends_on_past": task.ignore_first_depends_on_past,
+                    "wait_for_downstream": task.wait_for_downstream,
+                    "max_active_tis_per_dag": task.max_active_tis_per_dag,
+                    "max_active_tis_per_dagrun": task.max_active_tis_per_dagrun,
                     "template_fields": list(task.template_fields),
                     "doc": task.doc or task.doc_md,
                     "task_display_name": task.task_display_name,
                     "is_empty": _is_empty(task),
+                    "outlets": [dataset.to_dict() for dataset in outlet_datasets(task.outlets)],
                     "plugin_files": tasks_plugins[task.task_id],
                 }
                 for task in self.tasks.values()
@@ -281,7 +300,10 @@ def _is_empty(task: BaseOperator) -> bool:
     from flowsched.callbacks import TASK_CALLBACKS
     from flowsched.operators.empty import EmptyOperator
 
-    # With callbacks it goes to a worker, as in Airflow: they run there.
-    return isinstance(task, EmptyOperator) and not any(
-        getattr(task, name) for name in TASK_CALLBACKS
+    # With callbacks or dataset outlets it goes to a worker, as in Airflow: the
+    # callbacks run there, and its dataset events are recorded there.
+    return (
+        isinstance(task, EmptyOperator)
+        and not any(getattr(task, name) for name in TASK_CALLBACKS)
+        and not outlet_datasets(task.outlets)
     )

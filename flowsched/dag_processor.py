@@ -21,6 +21,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from flowsched.config import get_config
+from flowsched.dataset_events import sync_dag_references
 from flowsched.db.engine import db_outage, is_db_outage, session_scope
 from flowsched.db.models import Dag, DagVersion, ImportError_
 from flowsched.discovery import ParseResult, list_dag_files, parse_files
@@ -188,6 +189,7 @@ def _upsert_dag(
     dag.tags = data.get("tags") or []
     dag.max_active_runs = data["max_active_runs"]
     dag.last_parsed_at = now
+    sync_dag_references(session, data, now)
     if schedule_changed:
         fields = next_run_fields(session, serialized, now)
         dag.next_data_interval_start = fields[0]

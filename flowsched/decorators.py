@@ -21,6 +21,7 @@ from flowsched.operators.python import (
     PythonOperator,
     ShortCircuitOperator,
 )
+from flowsched.operators.virtualenv import ExternalPythonOperator, PythonVirtualenvOperator
 from flowsched.xcom_arg import DagParam, XComArg, find_xcom_args
 
 
@@ -86,6 +87,8 @@ class TaskDecoratorCollection:
     bash = staticmethod(_decorator(BashDecoratedOperator))
     branch = staticmethod(_decorator(BranchPythonOperator))
     short_circuit = staticmethod(_decorator(ShortCircuitOperator))
+    virtualenv = staticmethod(_decorator(PythonVirtualenvOperator))
+    external_python = staticmethod(_decorator(ExternalPythonOperator))
 
     def __call__(self, python_callable: Callable[..., Any] | None = None, **options: Any) -> Any:
         return self.python(python_callable, **options)

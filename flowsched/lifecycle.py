@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from flowsched.dataset_events import record_outlet_events
 from flowsched.db.models import CallbackRequest, DagRun, TaskInstance, TaskTry
 from flowsched.state import RunState, TaskState
 from flowsched.timezone import utcnow
@@ -195,6 +196,9 @@ def finish_try(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
+    if success:
+        # In the same transaction as the success: an update is never recorded twice or lost.
+        record_outlet_events(session, ti.dag_id, ti.task_id, ti.run_id, try_number, now)
     ended = TaskState.SUCCESS if success else TaskState.FAILED
     _end_try_record(session, ti_id, try_number, ended, now, duration, error, rendered_fields)
     if request_callbacks and not success and not interrupted:

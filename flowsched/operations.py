@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from flowsched.dataset_events import remove_dag_references
 from flowsched.db.engine import session_scope
 from flowsched.db.models import (
     AuditLog,
@@ -29,7 +30,9 @@ from flowsched.db.models import (
 from flowsched.exceptions import DagNotFound, DagRunNotFound, FlowschedError
 from flowsched.ids import validate_run_id
 from flowsched.run_conf import check_conf_size
+from flowsched.scheduler.concurrency import Concurrency, slots_reader
 from flowsched.scheduler.runs import create_run, latest_version, make_run_id
+from flowsched.scheduler.ti_deps import FailedDependency, failed_dependencies, latest_dag
 from flowsched.schedules import Interval
 from flowsched.serialization import SerializedDAG
 from flowsched.state import RunState, RunType, TaskState
@@ -320,6 +323,7 @@ def delete_dag(dag_id: str, *, force: bool = False, actor: str | None = None) ->
         counts["import_error"] = session.execute(
             delete(ImportError_).where(ImportError_.filename == dag.fileloc)
         ).rowcount
+        remove_dag_references(session, dag_id)
         session.delete(dag)
         counts["dag"] = 1
         audit(session, "delete_dag", actor=actor, dag_id=None, extra={"dag_id": dag_id, **counts})
@@ -335,6 +339,39 @@ def task_states(dag_id: str, run_id: str) -> list[TaskInstance]:
         for ti in tis:
             session.expunge(ti)
         return list(tis)
+
+
+def failed_deps(dag_id: str, run_id: str, task_id: str) -> list[FailedDependency]:
+    """Why a task of a run is not queued yet (Airflow's ``tasks failed-deps``)."""
+    with session_scope(read_only=True) as session:
+        run = get_run(session, dag_id, run_id)
+        ti = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_run_id == run.id, TaskInstance.task_id == task_id
+            )
+        )
+        if ti is None:
+            raise FlowschedError(f"run '{run_id}' of '{dag_id}' has no task '{task_id}'")
+        return failed_dependencies(session, ti)
+
+
+def waiting_reasons(dag_id: str, run_id: str) -> dict[str, str]:
+    """{task id: what holds it back} for the run's tasks not queued yet, for `tasks states`."""
+    with session_scope(read_only=True) as session:
+        run = get_run(session, dag_id, run_id)
+        waiting = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_run_id == run.id,
+                TaskInstance.state.in_([TaskState.NONE.value, TaskState.SCHEDULED.value]),
+            )
+        ).all()
+        dag = latest_dag(session, dag_id)
+        reasons = {ti.task_id: failed_dependencies(session, ti, dag) for ti in waiting}
+    return {
+        task_id: "; ".join(f"{dep.name}: {dep.reason}" for dep in deps)
+        for task_id, deps in reasons.items()
+        if deps
+    }
 
 
 def try_errors(dag_id: str, run_id: str) -> dict[str, str]:
@@ -401,15 +438,9 @@ def delete_pool(name: str, *, actor: str | None = None) -> None:
 
 
 def list_pools() -> list[tuple[str, int, int, str | None]]:
-    """(name, slots, tasks queued or running in it, description) for every pool."""
+    """(name, slots, slots taken by tries queued or running, description) for every pool."""
     with session_scope(read_only=True) as session:
-        used = dict(
-            session.execute(
-                select(TaskInstance.pool, func.count())
-                .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
-                .group_by(TaskInstance.pool)
-            ).all()
-        )
+        used = Concurrency.load(session, (), slots_reader(session), lock=False).pool_used
         return [
             (pool.name, pool.slots, used.get(pool.name, 0), pool.description)
             for pool in session.scalars(select(Pool).order_by(Pool.name))

@@ -155,6 +155,27 @@ class OnceSchedule(Schedule):
         return "@once"
 
 
+class DatasetSchedule(Schedule):
+    """Runs when every listed dataset has been updated since the last such run.
+
+    Not time-based: the scheduler creates these runs from dataset events
+    (:mod:`flowsched.scheduler.dataset_runs`), never from intervals.
+    """
+
+    kind = "dataset"
+
+    def __init__(self, uris: list[str]) -> None:
+        if not uris:
+            raise DagDefinitionError("a dataset schedule needs at least one Dataset")
+        self.uris = sorted(set(uris))
+
+    def to_dict(self):
+        return {"type": "dataset", "uris": self.uris}
+
+    def describe(self) -> str:
+        return "Dataset"
+
+
 def make_schedule(value: Any, zone: tzinfo) -> Schedule:
     """Turn what a DAG file passes as ``schedule`` into a Schedule, or raise clearly."""
     if value is None:
@@ -171,8 +192,16 @@ def make_schedule(value: Any, zone: tzinfo) -> Schedule:
                 f"unknown schedule preset {value!r} (known: @once, {', '.join(PRESETS)})"
             )
         return CronSchedule(value, zone)
+    if isinstance(value, list | tuple | set):
+        from flowsched.datasets import Dataset
+
+        others = [item for item in value if not isinstance(item, Dataset)]
+        if others:
+            raise DagDefinitionError(f"a list schedule must hold only Datasets, got {others[0]!r}")
+        return DatasetSchedule([item.uri for item in value])
     raise DagDefinitionError(
-        f"schedule must be a cron string, a preset, a timedelta or None, got {value!r}"
+        "schedule must be a cron string, a preset, a timedelta, a list of Datasets or None, "
+        f"got {value!r}"
     )
 
 
@@ -186,4 +215,6 @@ def schedule_from_dict(data: dict[str, Any] | None, zone: tzinfo) -> Schedule:
         return DeltaSchedule(timedelta(seconds=data["seconds"]))
     if kind == "once":
         return OnceSchedule()
+    if kind == "dataset":
+        return DatasetSchedule(data["uris"])
     raise ValueError(f"unknown schedule type {kind!r}")

@@ -38,6 +38,13 @@ class TaskSpec:
     plugin_files: tuple[tuple[str, str], ...] = ()
     # An EmptyOperator: the scheduler marks it successful without a worker.
     is_empty: bool = False
+    weight_rule: str = "downstream"
+    pool_slots: int = 1
+    depends_on_past: bool = False
+    ignore_first_depends_on_past: bool = True
+    wait_for_downstream: bool = False
+    max_active_tis_per_dag: int | None = None
+    max_active_tis_per_dagrun: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
@@ -56,6 +63,14 @@ class TaskSpec:
             priority_weight=data["priority_weight"],
             plugin_files=tuple(sorted(data.get("plugin_files", {}).items())),
             is_empty=data.get("is_empty", False),
+            # DAGs serialized before these existed read as Airflow's defaults.
+            weight_rule=data.get("weight_rule", "downstream"),
+            pool_slots=data.get("pool_slots", 1),
+            depends_on_past=data.get("depends_on_past", False),
+            ignore_first_depends_on_past=data.get("ignore_first_depends_on_past", True),
+            wait_for_downstream=data.get("wait_for_downstream", False),
+            max_active_tis_per_dag=data.get("max_active_tis_per_dag"),
+            max_active_tis_per_dagrun=data.get("max_active_tis_per_dagrun"),
         )
 
     def retry_delay_for(self, try_number: int) -> timedelta:
@@ -75,6 +90,7 @@ class SerializedDAG:
         self.timezone = parse_timezone(data["timezone"])
         self.catchup: bool = data["catchup"]
         self.max_active_runs: int = data["max_active_runs"]
+        self.max_active_tasks: int = data.get("max_active_tasks", 16)
         self.start_date = _parse_dt(data.get("start_date"))
         self.end_date = _parse_dt(data.get("end_date"))
         self.dagrun_timeout = _delta(data.get("dagrun_timeout"))
@@ -95,6 +111,35 @@ class SerializedDAG:
             for upstream in task.upstream:
                 out[upstream].append(task.task_id)
         return out
+
+    @cached_property
+    def upstream(self) -> dict[str, tuple[str, ...]]:
+        return {task_id: task.upstream for task_id, task in self.tasks.items()}
+
+    @cached_property
+    def priority_weight_total(self) -> dict[str, int]:
+        """Each task's effective priority by its ``weight_rule``, as Airflow computes it:
+        its own weight plus that of every task reachable downstream (``downstream``,
+        the default: the tasks that unblock most work go first), or upstream, or alone.
+        """
+        return {
+            task_id: task.priority_weight
+            + sum(self.tasks[other].priority_weight for other in self._relatives(task))
+            for task_id, task in self.tasks.items()
+        }
+
+    def _relatives(self, task: TaskSpec) -> set[str]:
+        if task.weight_rule == "absolute":
+            return set()
+        edges = self.downstream if task.weight_rule == "downstream" else self.upstream
+        found: set[str] = set()
+        pending = list(edges[task.task_id])
+        while pending:
+            task_id = pending.pop()
+            if task_id not in found:
+                found.add(task_id)
+                pending.extend(edges[task_id])
+        return found
 
     def topological_order(self) -> list[str]:
         return list(self._topological_order)

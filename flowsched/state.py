@@ -34,6 +34,7 @@ class RunType(StrEnum):
     SCHEDULED = "scheduled"
     MANUAL = "manual"
     BACKFILL = "backfill"
+    DATASET_TRIGGERED = "dataset_triggered"
 
 
 class TriggerRule(StrEnum):
@@ -48,3 +49,13 @@ class TriggerRule(StrEnum):
     NONE_SKIPPED = "none_skipped"
     ALL_SKIPPED = "all_skipped"
     ALWAYS = "always"
+
+
+class WeightRule(StrEnum):
+    """How a task's effective priority is computed, as Airflow's ``weight_rule``:
+    its own ``priority_weight`` plus those of every task downstream, or upstream,
+    or its own alone."""
+
+    DOWNSTREAM = "downstream"
+    UPSTREAM = "upstream"
+    ABSOLUTE = "absolute"

@@ -423,10 +423,12 @@ def tasks_run(dag_id: str, task_id: str, run_id: str) -> None:
 @click.argument("dag_id")
 @click.argument("run_id")
 def tasks_states(dag_id: str, run_id: str) -> None:
-    """The state of every task in a run, with the error of each one's current try."""
-    from flowsched.operations import task_states, try_errors
+    """The state of every task in a run, with the error of each one's current try
+    and, for a task not queued yet, what holds it back (see `tasks failed-deps`)."""
+    from flowsched.operations import task_states, try_errors, waiting_reasons
 
     errors = try_errors(dag_id, run_id)
+    waiting = waiting_reasons(dag_id, run_id)
     rows = [
         [
             ti.task_id,
@@ -437,11 +439,32 @@ def tasks_states(dag_id: str, run_id: str) -> None:
             display(ti.start_date, seconds=True) if ti.start_date else None,
             f"{ti.duration:.2f}s" if ti.duration is not None else None,
             " ".join(errors[ti.task_id].split()) if ti.task_id in errors else None,
+            waiting.get(ti.task_id),
         ]
         for ti in task_states(dag_id, run_id)
     ]
-    headers = ["task_id", "state", "try", "nodename", "hostname", "started", "duration", "error"]
+    headers = [
+        *("task_id", "state", "try", "nodename", "hostname", "started", "duration", "error"),
+        "waiting for",
+    ]
     _table(rows, headers)
+
+
+@tasks.command("failed-deps")
+@click.argument("dag_id")
+@click.argument("task_id")
+@click.argument("run_id")
+def tasks_failed_deps(dag_id: str, task_id: str, run_id: str) -> None:
+    """Why a task of a run is not queued yet: the dependencies it does not meet."""
+    from flowsched.operations import failed_deps
+
+    failed = failed_deps(dag_id, run_id, task_id)
+    if not failed:
+        click.echo("Task instance dependencies are all met.")
+        return
+    click.echo("Task instance dependencies not met:")
+    for dep in failed:
+        click.echo(f"{dep.name}: {dep.reason}")
 
 
 from flowsched.cli.worker_commands import register as register_worker  # noqa: E402

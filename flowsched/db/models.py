@@ -344,3 +344,88 @@ class CallbackRequest(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (Index("idx_callback_request_claim", "claimed_at", "id"),)
+
+
+# -- datasets (data-aware scheduling, as Airflow's) ---------------------------
+# Dataset URIs are ASCII (checked when a DAG is parsed); latin1 on MySQL keeps a
+# 3000-character URI within InnoDB's index length limit, as Airflow does.
+DATASET_URI = String(3000).with_variant(String(3000, collation="latin1_general_cs"), "mysql")
+
+
+class DatasetModel(Base):
+    """A dataset some DAG produces or consumes; rows are kept when DAGs change."""
+
+    __tablename__ = "dataset"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uri: Mapped[str] = mapped_column(DATASET_URI)
+    extra: Mapped[Any] = mapped_column(JsonText, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (UniqueConstraint("uri", name="uq_dataset_uri"),)
+
+
+class DatasetEvent(Base):
+    """One update of a dataset: a try of a task with it in ``outlets`` succeeded."""
+
+    __tablename__ = "dataset_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    extra: Mapped[Any] = mapped_column(JsonText, default=dict)
+    source_dag_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    source_task_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    source_run_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    source_try_number: Mapped[int | None] = mapped_column(Integer)
+    timestamp: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("idx_dataset_event_dataset_time", "dataset_id", "timestamp"),)
+
+
+class DagScheduleDatasetReference(Base):
+    """A DAG scheduled on a dataset (``schedule=[Dataset(...)]``); set by the DAG processor."""
+
+    __tablename__ = "dag_schedule_dataset_reference"
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True
+    )
+    dag_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    # The DAG processor replaces a DAG's rows on every parse: by dag_id, not a scan.
+    __table_args__ = (Index("idx_dag_schedule_dataset_dag", "dag_id"),)
+
+
+class TaskOutletDatasetReference(Base):
+    """A task that updates a dataset (``outlets=[Dataset(...)]``); set by the DAG processor."""
+
+    __tablename__ = "task_outlet_dataset_reference"
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True
+    )
+    dag_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("idx_task_outlet_dag_task", "dag_id", "task_id"),)
+
+
+class DatasetDagRunQueue(Base):
+    """A dataset updated since its consuming DAG's last dataset-triggered run.
+
+    When every dataset a DAG is scheduled on has a row here, the scheduler
+    creates the run and deletes the DAG's rows, in one transaction.
+    """
+
+    __tablename__ = "dataset_dag_run_queue"
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True
+    )
+    target_dag_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("idx_dataset_dag_run_queue_dag", "target_dag_id"),)

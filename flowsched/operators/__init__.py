@@ -7,6 +7,7 @@ from flowsched.operators.datetime import BranchDateTimeOperator
 from flowsched.operators.empty import EmptyOperator
 from flowsched.operators.latest_only import LatestOnlyOperator
 from flowsched.operators.python import BranchPythonOperator, PythonOperator, ShortCircuitOperator
+from flowsched.operators.virtualenv import ExternalPythonOperator, PythonVirtualenvOperator
 from flowsched.operators.weekday import BranchDayOfWeekOperator
 
 __all__ = [
@@ -17,7 +18,9 @@ __all__ = [
     "BranchDayOfWeekOperator",
     "BranchPythonOperator",
     "EmptyOperator",
+    "ExternalPythonOperator",
     "LatestOnlyOperator",
     "PythonOperator",
+    "PythonVirtualenvOperator",
     "ShortCircuitOperator",
 ]

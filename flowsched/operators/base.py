@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from flowsched.callbacks import as_callbacks
 from flowsched.exceptions import DagDefinitionError
 from flowsched.ids import validate_id
-from flowsched.state import TriggerRule
+from flowsched.state import TriggerRule, WeightRule
 
 if TYPE_CHECKING:
     from flowsched.dag import DAG
@@ -28,7 +28,16 @@ TASK_DEFAULTS: dict[str, Any] = {
     "pool": "default_pool",
     "priority_weight": 1,
     "params": None,
+    "depends_on_past": False,
+    "ignore_first_depends_on_past": True,
+    "wait_for_downstream": False,
+    "weight_rule": "downstream",
+    "pool_slots": 1,
+    "max_active_tis_per_dag": None,
+    "max_active_tis_per_dagrun": None,
 }
+
+WEIGHT_RULES = tuple(rule.value for rule in WeightRule)
 
 
 def _as_timedelta(name: str, value: Any, task_id: str) -> timedelta | None:
@@ -39,6 +48,12 @@ def _as_timedelta(name: str, value: Any, task_id: str) -> timedelta | None:
     raise DagDefinitionError(
         f"task '{task_id}': {name} must be a timedelta or seconds, got {value!r}"
     )
+
+
+def _positive_int(name: str, value: Any, task_id: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DagDefinitionError(f"task '{task_id}': {name} must be an integer >= 1, got {value!r}")
+    return value
 
 
 class DependencyMixin:
@@ -120,6 +135,13 @@ class BaseOperator(DependencyMixin):
         pool: str | None = None,
         priority_weight: int | None = None,
         params: dict[str, Any] | None = None,
+        depends_on_past: bool | None = None,
+        ignore_first_depends_on_past: bool | None = None,
+        wait_for_downstream: bool | None = None,
+        weight_rule: str | None = None,
+        pool_slots: int | None = None,
+        max_active_tis_per_dag: int | None = None,
+        max_active_tis_per_dagrun: int | None = None,
         doc: str | None = None,
         doc_md: str | None = None,
         task_display_name: str | None = None,
@@ -152,8 +174,9 @@ class BaseOperator(DependencyMixin):
         self.owner = owner
         self.do_xcom_push = bool(do_xcom_push)
         self.multiple_outputs = bool(multiple_outputs)
-        # Accepted so Airflow DAG files import; datasets are not implemented (no effect).
-        self.outlets = list(outlets or [])
+        # Datasets among the outlets are updated when a try succeeds; inlets: no effect.
+        self.outlets = list(outlets) if isinstance(outlets, list | tuple) else [outlets]
+        self.outlets = [outlet for outlet in self.outlets if outlet is not None]
         self.inlets = list(inlets or [])
         dag = dag or DagContext.current()
         given = {
@@ -167,6 +190,13 @@ class BaseOperator(DependencyMixin):
             "pool": pool,
             "priority_weight": priority_weight,
             "params": params,
+            "depends_on_past": depends_on_past,
+            "ignore_first_depends_on_past": ignore_first_depends_on_past,
+            "wait_for_downstream": wait_for_downstream,
+            "weight_rule": weight_rule,
+            "pool_slots": pool_slots,
+            "max_active_tis_per_dag": max_active_tis_per_dag,
+            "max_active_tis_per_dagrun": max_active_tis_per_dagrun,
         }
         defaults = dag.default_args if dag is not None else {}
         resolved = {
@@ -206,9 +236,28 @@ class BaseOperator(DependencyMixin):
         for name, value in given_callbacks.items():  # see flowsched.callbacks
             value = value if value is not None else defaults.get(name)
             setattr(self, name, as_callbacks(value, f"task '{task_id}'", name))
+        self._set_run_level(task_id, resolved)
         self.dag: DAG | None = None
         if dag is not None:
             dag.add_task(self)
+
+    def _set_run_level(self, task_id: str, resolved: dict[str, Any]) -> None:
+        """Past-dependence, concurrency and priority settings, checked as Airflow does."""
+        # wait_for_downstream implies depends_on_past, as in Airflow.
+        self.wait_for_downstream = bool(resolved["wait_for_downstream"])
+        self.depends_on_past = bool(resolved["depends_on_past"]) or self.wait_for_downstream
+        self.ignore_first_depends_on_past = bool(resolved["ignore_first_depends_on_past"])
+        weight_rule = str(getattr(resolved["weight_rule"], "value", resolved["weight_rule"]))
+        if weight_rule not in WEIGHT_RULES:
+            raise DagDefinitionError(
+                f"task '{task_id}': unknown weight_rule {weight_rule!r} "
+                f"(known: {', '.join(WEIGHT_RULES)})"
+            )
+        self.weight_rule = weight_rule
+        self.pool_slots = _positive_int("pool_slots", resolved["pool_slots"], task_id)
+        for name in ("max_active_tis_per_dag", "max_active_tis_per_dagrun"):
+            value = resolved[name]
+            setattr(self, name, None if value is None else _positive_int(name, value, task_id))
 
     # -- dependencies -------------------------------------------------------
     def _operators(self) -> list[BaseOperator]:

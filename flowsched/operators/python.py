@@ -119,3 +119,12 @@ class ShortCircuitOperator(PythonOperator, SkipMixin):
         log.info("Skipping downstream tasks %s", sorted(to_skip))
         self.skip(tasks=to_skip)
         return condition
+
+
+def __getattr__(name: str) -> Any:
+    """``from flowsched.operators.python import PythonVirtualenvOperator`` (Airflow's path)."""
+    if name in ("PythonVirtualenvOperator", "ExternalPythonOperator"):
+        from flowsched.operators import virtualenv
+
+        return getattr(virtualenv, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,7 +34,7 @@ from flowsched import __version__
 from flowsched.callbacks import wants_run_callback
 from flowsched.config import get_config
 from flowsched.db.engine import db_outage, get_engine, is_db_outage, session_scope, with_db_retry
-from flowsched.db.models import Dag, DagRun, DagVersion, Job, Pool, TaskInstance
+from flowsched.db.models import Dag, DagRun, DagVersion, DatasetDagRunQueue, Job, TaskInstance
 from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
@@ -47,7 +47,10 @@ from flowsched.lifecycle import (
 )
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
 from flowsched.processes import spawn_flowsched
+from flowsched.scheduler.concurrency import Concurrency
+from flowsched.scheduler.dataset_runs import create_dataset_triggered_runs
 from flowsched.scheduler.dependencies import Decision, evaluate
+from flowsched.scheduler.past_dependence import past_blockers
 from flowsched.scheduler.runs import add_task_instances, create_run
 from flowsched.scheduler.timetable import next_run_fields
 from flowsched.schedules import Interval
@@ -80,6 +83,11 @@ def skip_locked_supported() -> tuple[bool, str]:
             return True, ""
         return False, f"MySQL {version} lacks SKIP LOCKED (needs 8.0+)"
     return True, ""
+
+
+def _waiting(states: dict[str, str]) -> list[str]:
+    """Tasks not yet scheduled in a run."""
+    return [task_id for task_id, state in states.items() if state == TaskState.NONE.value]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -283,6 +291,7 @@ class Scheduler:
         self._heartbeat()
         did_work = self._handle_events(self.executor.sync())
         did_work |= self.create_due_runs() > 0
+        did_work |= self.create_dataset_runs() > 0
         did_work |= self.start_queued_runs() > 0
         workloads = self.schedule_runs()
         for workload in workloads:
@@ -356,6 +365,16 @@ class Scheduler:
                 dag.next_data_interval_start, dag.next_data_interval_end = fields[0], fields[1]
                 dag.next_run_create_after = fields[2]
         return created
+
+    def create_dataset_runs(self) -> int:
+        """Runs of DAGs scheduled on datasets that have all been updated (dataset_runs.py)."""
+        if not self._any(DatasetDagRunQueue.target_dag_id.is_not(None)):
+            return 0
+        with session_scope() as session:
+            created = create_dataset_triggered_runs(session, utcnow())
+        for run_id in created:
+            log.info("dataset-triggered run %s created", run_id)
+        return len(created)
 
     def start_queued_runs(self) -> int:
         started = 0
@@ -440,7 +459,8 @@ class Scheduler:
                     run_rows = self._ti_rows(session, [run.id]).get(run.id, {})
                 states = {task_id: row[1] for task_id, row in run_rows.items()}
                 retry_at = {task_id: row[2] for task_id, row in run_rows.items()}
-                for task_id, new_state in self._decide(dag, states, retry_at, now).items():
+                held = past_blockers(session, run, dag, _waiting(states))
+                for task_id, new_state in self._decide(dag, states, retry_at, now, held).items():
                     changes[new_state].append(run_rows[task_id][0])
                 self._maybe_finish_run(session, run, dag, states)
             self._write_decisions(session, changes, now)
@@ -490,8 +510,13 @@ class Scheduler:
         states: dict[str, str],
         retry_at: dict[str, datetime | None],
         now: datetime,
+        held: Collection[str] = (),
     ) -> dict[str, str]:
-        """New states by trigger rule, in topological order; updates ``states`` in place."""
+        """New states by trigger rule, in topological order; updates ``states`` in place.
+
+        Tasks in ``held`` (waiting on their previous run: depends_on_past) are not
+        scheduled even when their trigger rule is met.
+        """
         decided: dict[str, str] = {}
         for task_id in dag.topological_order():
             state = states.get(task_id)
@@ -503,6 +528,8 @@ class Scheduler:
             elif state == TaskState.NONE.value:
                 spec = dag.tasks[task_id]
                 decision = evaluate(spec.trigger_rule, [states[up] for up in spec.upstream])
+                if decision is Decision.READY and task_id in held:
+                    decision = Decision.WAIT
                 ready = TaskState.SUCCESS if spec.is_empty else TaskState.SCHEDULED
                 new_state = {
                     Decision.READY: ready.value,
@@ -587,33 +614,25 @@ class Scheduler:
         ).all()
         if not candidates:
             return []
-        # Pool rows are locked (not skipped): schedulers take turns counting slots.
-        pools = {
-            pool.name: pool.slots for pool in session.scalars(select(Pool).with_for_update()).all()
-        }
-        occupied = dict(
-            session.execute(
-                select(TaskInstance.pool, func.count())
-                .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
-                .group_by(TaskInstance.pool)
-            ).all()
-        )
+        dag_ids = {ti.dag_id for ti in candidates}
+        limits = Concurrency.load(session, dag_ids, lambda v, t: self._pool_slots_of(session, v, t))
         default_queue = self.conf.celery.default_queue
         workloads: list[Workload] = []
         for ti in candidates:
             if len(workloads) >= limit:
                 break
             version = versions.get(ti.dag_id)
-            spec = self._dag(session, version.id).tasks.get(ti.task_id) if version else None
-            if version is None or spec is None:
+            dag = self._dag(session, version.id) if version else None
+            spec = dag.tasks.get(ti.task_id) if dag else None
+            if version is None or dag is None or spec is None:
                 continue
-            if spec.pool not in pools:
+            if spec.pool not in limits.pool_slots:
                 ti.state = TaskState.FAILED.value
                 ti.end_date = now
                 log.error("%s.%s: pool '%s' does not exist", ti.dag_id, ti.task_id, spec.pool)
                 continue
-            if occupied.get(spec.pool, 0) >= pools[spec.pool]:
-                continue
+            if limits.blocker(dag, spec, ti.dag_run_id) is not None:
+                continue  # stays scheduled; `tasks failed-deps` shows why
             workload = queue_try(
                 session,
                 ti,
@@ -626,9 +645,16 @@ class Scheduler:
                 plugins=dict(spec.plugin_files),
             )
             if workload is not None:
-                occupied[spec.pool] = occupied.get(spec.pool, 0) + 1
+                limits.take(dag, spec, ti.dag_run_id)
                 workloads.append(workload)
         return workloads
+
+    def _pool_slots_of(self, session: Session, version_id: int | None, task_id: str) -> int:
+        """Pool slots a queued or running try takes, by the DAG version it was queued with."""
+        if version_id is None or session.get(DagVersion, version_id) is None:
+            return 1
+        spec = self._dag(session, version_id).tasks.get(task_id)
+        return spec.pool_slots if spec else 1
 
     # -- failures -----------------------------------------------------------
     def _retry_delay(self, session: Session, ti: TaskInstance) -> timedelta:

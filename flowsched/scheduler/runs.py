@@ -55,7 +55,7 @@ def add_task_instances(
                 operator=spec.operator,
                 queue=spec.queue,
                 pool=spec.pool,
-                priority_weight=spec.priority_weight,
+                priority_weight=dag.priority_weight_total[spec.task_id],
             )
         )
         added += 1

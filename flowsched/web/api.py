@@ -23,11 +23,13 @@ from flowsched.exceptions import (
     DatabaseUnavailable,
     FlowschedError,
 )
+from flowsched.scheduler.ti_deps import failed_dependencies
 from flowsched.state import TaskState
 from flowsched.timezone import default_timezone, parse_datetime, to_utc, utcnow
 from flowsched.web import logs, queries
 from flowsched.web.actions import parse_conf
 from flowsched.web.auth import actor, load_token_user, require
+from flowsched.web.datasets_view import dataset_summaries
 from flowsched.web.openapi import spec
 from flowsched.web.users import Role
 from flowsched.web.views import page_args
@@ -397,6 +399,15 @@ def get_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
     return jsonify({**ti_json(detail.ti), "tries": [try_json(t) for t in detail.tries]})
 
 
+@bp.route("/dags/<dag_id>/runs/<path:run_id>/tasks/<task_id>/dependencies")
+def task_instance_dependencies(dag_id: str, run_id: str, task_id: str) -> Any:
+    """Why the instance is not queued yet (Airflow's failed dependencies); empty when queued."""
+    with session_scope() as session:
+        detail = queries.task_detail(session, dag_id, run_id, task_id)
+        failed = failed_dependencies(session, detail.ti)
+    return jsonify(dependencies=[{"name": dep.name, "reason": dep.reason} for dep in failed])
+
+
 @bp.route("/dags/<dag_id>/runs/<path:run_id>/tasks/<task_id>", methods=["PATCH"])
 @require(Role.ADMIN)
 def mark_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
@@ -459,6 +470,27 @@ def workers() -> Any:
         for w in view.workers
     ]
     return jsonify(executor=view.executor, workers=rows, message=view.message)
+
+
+@bp.route("/datasets")
+def datasets() -> Any:
+    """Every dataset with its producing tasks, consuming DAGs and last update (Airflow's)."""
+    with session_scope() as session:
+        summaries = dataset_summaries(session)
+    return jsonify(
+        datasets=[
+            {
+                "uri": d.uri,
+                "extra": d.extra,
+                "created_at": iso(d.created_at),
+                "producing_tasks": [{"dag_id": g, "task_id": t} for g, t in d.producing_tasks],
+                "consuming_dags": [{"dag_id": dag_id} for dag_id in d.consuming_dags],
+                "last_update": iso(d.last_update),
+                "event_count": d.event_count,
+            }
+            for d in summaries
+        ]
+    )
 
 
 # -- audit -----------------------------------------------------------------

@@ -201,6 +201,23 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "TaskInstance": _object(TI_PROPERTIES),
+    "Dataset": _object(
+        {
+            "uri": {"type": "string"},
+            "extra": {"type": "object"},
+            "created_at": TIME,
+            "producing_tasks": {
+                "type": "array",
+                "items": _object({"dag_id": {"type": "string"}, "task_id": {"type": "string"}}),
+            },
+            "consuming_dags": {
+                "type": "array",
+                "items": _object({"dag_id": {"type": "string"}}),
+            },
+            "last_update": TIME,
+            "event_count": {"type": "integer"},
+        }
+    ),
     "TaskInstanceDetail": _object(
         {**TI_PROPERTIES, "tries": {"type": "array", "items": _ref("Try")}}
     ),
@@ -427,6 +444,25 @@ def _paths() -> dict[str, Any]:
                 errors=(400, 401, 404, 503),
             ),
         },
+        task + "/dependencies": {
+            "parameters": [DAG_ID, RUN_ID, TASK_ID],
+            "get": _op(
+                "Why the task instance is not queued yet (Airflow's failed dependencies)",
+                _json(
+                    _object(
+                        {
+                            "dependencies": {
+                                "type": "array",
+                                "items": _object(
+                                    {"name": {"type": "string"}, "reason": {"type": "string"}}
+                                ),
+                            }
+                        }
+                    ),
+                    "Each dependency not met, with Airflow's name and reason",
+                ),
+            ),
+        },
         task + "/tries/{try_number}/log": {
             "parameters": [DAG_ID, RUN_ID, TASK_ID, _path("try_number", {"type": "integer"})],
             "get": _op(
@@ -441,6 +477,16 @@ def _paths() -> dict[str, Any]:
                 ],
                 errors=(400, 401, 404, 503),
             ),
+        },
+        "/datasets": {
+            "get": _op(
+                "Datasets with their producing tasks, consuming DAGs and last update",
+                _json(
+                    _object({"datasets": {"type": "array", "items": _ref("Dataset")}}),
+                    "Every dataset, by URI",
+                ),
+                errors=(401, 503),
+            )
         },
         "/import-errors": {
             "get": _op(

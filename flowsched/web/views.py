@@ -14,15 +14,20 @@ from sqlalchemy import select
 from flowsched.db.engine import session_scope
 from flowsched.db.models import DagVersion, TaskInstance
 from flowsched.exceptions import DagNotFound, FlowschedError
+from flowsched.scheduler.ti_deps import failed_dependencies
 from flowsched.serialization import SerializedDAG
 from flowsched.state import ACTIVE_TASK_STATES, RunState, TaskState
 from flowsched.task_logs import LogTail
 from flowsched.timezone import parse_datetime
 from flowsched.web import graph, logs, queries
 from flowsched.web.auth import require
+from flowsched.web.datasets_view import dataset_summaries
 from flowsched.web.openapi import spec
 from flowsched.web.users import Role
 from flowsched.web.workers import active_count, workers_view
+
+# States in which a task page shows what keeps the task from being queued.
+UNQUEUED = (TaskState.NONE.value, TaskState.SCHEDULED.value)
 
 bp = Blueprint("pages", __name__)
 
@@ -173,6 +178,7 @@ def task_page(dag_id: str, run_id: str, task_id: str) -> Any:
     with session_scope(read_only=True) as session:
         detail = queries.dag_detail(session, dag_id)
         task = queries.task_detail(session, dag_id, run_id, task_id)
+        waiting = failed_dependencies(session, task.ti) if task.ti.state in UNQUEUED else []
     numbers = [t.try_number for t in task.tries]
     selected = request.args.get("try", type=int) or (numbers[-1] if numbers else None)
     chosen = next((t for t in task.tries if t.try_number == selected), None)
@@ -195,6 +201,7 @@ def task_page(dag_id: str, run_id: str, task_id: str) -> Any:
         log_text=log_tail.text() if log_tail else None,
         log_error=log_error,
         live=live,
+        waiting=waiting,
         tab="runs",
     )
 
@@ -228,6 +235,13 @@ def workers() -> Any:
     return render_template(
         "workers.html", view=workers_view(), jobs=jobs, active_count=active_count
     )
+
+
+@bp.route("/datasets")
+def datasets() -> Any:
+    with session_scope(read_only=True) as session:
+        summaries = dataset_summaries(session)
+    return render_template("datasets.html", datasets=summaries)
 
 
 @bp.route("/api-docs")
