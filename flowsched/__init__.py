@@ -14,7 +14,13 @@ from flowsched.dag import DAG
 from flowsched.decorators import dag as _dag_decorator
 from flowsched.decorators import task
 from flowsched.edgemodifier import Label
-from flowsched.exceptions import AirflowSkipException, SkipTask
+from flowsched.exceptions import (
+    AirflowFailException,
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    SkipTask,
+)
 from flowsched.hooks.base import BaseHook
 from flowsched.operators import (
     BaseBranchOperator,
@@ -27,9 +33,20 @@ from flowsched.operators import (
     LatestOnlyOperator,
     PythonOperator,
     ShortCircuitOperator,
+    TriggerDagRunOperator,
 )
 from flowsched.plugins import FlowschedPlugin
 from flowsched.providers.docker import DockerOperator
+from flowsched.sensors import (
+    BaseSensorOperator,
+    BashSensor,
+    DateTimeSensor,
+    ExternalTaskSensor,
+    FileSensor,
+    PokeReturnValue,
+    PythonSensor,
+    TimeDeltaSensor,
+)
 from flowsched.state import RunState, TaskState, TriggerRule
 from flowsched.variable import Variable
 from flowsched.weekday import WeekDay
@@ -42,25 +59,37 @@ dag = _dag_decorator
 
 __all__ = [
     "DAG",
+    "AirflowFailException",
+    "AirflowRescheduleException",
+    "AirflowSensorTimeout",
     "AirflowSkipException",
     "BaseBranchOperator",
     "BaseHook",
     "BaseOperator",
+    "BaseSensorOperator",
     "BashOperator",
+    "BashSensor",
     "BranchDateTimeOperator",
     "BranchDayOfWeekOperator",
     "BranchPythonOperator",
     "Connection",
+    "DateTimeSensor",
     "DockerOperator",
     "EmptyOperator",
+    "ExternalTaskSensor",
+    "FileSensor",
     "FlowschedPlugin",
     "Label",
     "LatestOnlyOperator",
+    "PokeReturnValue",
     "PythonOperator",
+    "PythonSensor",
     "RunState",
     "ShortCircuitOperator",
     "SkipTask",
     "TaskState",
+    "TimeDeltaSensor",
+    "TriggerDagRunOperator",
     "TriggerRule",
     "Variable",
     "WeekDay",

@@ -21,6 +21,7 @@ from flowsched.operators.python import (
     PythonOperator,
     ShortCircuitOperator,
 )
+from flowsched.sensors.python import DecoratedSensorOperator
 from flowsched.xcom_arg import DagParam, XComArg, find_xcom_args
 
 
@@ -80,12 +81,13 @@ def _decorator(operator_class: type) -> Callable[..., Any]:
 
 
 class TaskDecoratorCollection:
-    """``@task``, ``@task(retries=2)``, ``@task.branch``, ``.short_circuit``, ``.bash``."""
+    """``@task``, ``@task(retries=2)``, ``.branch``, ``.short_circuit``, ``.bash``, ``.sensor``."""
 
     python = staticmethod(_decorator(PythonOperator))
     bash = staticmethod(_decorator(BashDecoratedOperator))
     branch = staticmethod(_decorator(BranchPythonOperator))
     short_circuit = staticmethod(_decorator(ShortCircuitOperator))
+    sensor = staticmethod(_decorator(DecoratedSensorOperator))
 
     def __call__(self, python_callable: Callable[..., Any] | None = None, **options: Any) -> Any:
         return self.python(python_callable, **options)

@@ -7,6 +7,7 @@ from flowsched.operators.datetime import BranchDateTimeOperator
 from flowsched.operators.empty import EmptyOperator
 from flowsched.operators.latest_only import LatestOnlyOperator
 from flowsched.operators.python import BranchPythonOperator, PythonOperator, ShortCircuitOperator
+from flowsched.operators.trigger_dagrun import TriggerDagRunOperator
 from flowsched.operators.weekday import BranchDayOfWeekOperator
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "LatestOnlyOperator",
     "PythonOperator",
     "ShortCircuitOperator",
+    "TriggerDagRunOperator",
 ]

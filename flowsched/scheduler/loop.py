@@ -509,6 +509,7 @@ class Scheduler:
         undecided = [
             TaskState.NONE.value,
             TaskState.UP_FOR_RETRY.value,
+            TaskState.UP_FOR_RESCHEDULE.value,
             TaskState.SCHEDULED.value,
             TaskState.QUEUED.value,
             TaskState.RUNNING.value,
@@ -559,7 +560,12 @@ class Scheduler:
             select(TaskInstance)
             .where(
                 TaskInstance.dag_run_id.in_([run.id for run in runs]),
-                TaskInstance.state == TaskState.SCHEDULED.value,
+                (TaskInstance.state == TaskState.SCHEDULED.value)
+                # A sensor between pokes (mode="reschedule") whose reschedule date has come.
+                | (
+                    (TaskInstance.state == TaskState.UP_FOR_RESCHEDULE.value)
+                    & (TaskInstance.next_retry_at <= now)
+                ),
             )
             .order_by(
                 TaskInstance.priority_weight.desc(), TaskInstance.scheduled_at, TaskInstance.id

@@ -1,0 +1,46 @@
+"""DateTimeSensor and TimeDeltaSensor: wait for a moment (Airflow's date_time, time_delta)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from flowsched.exceptions import DagDefinitionError
+from flowsched.sensors.base import BaseSensorOperator
+from flowsched.timezone import parse_datetime, to_utc, utcnow
+
+
+class DateTimeSensor(BaseSensorOperator):
+    """Done once now is past ``target_time`` (a datetime, or templated text such as
+    ``"{{ data_interval_end.add(hours=1) }}"``; naive means the cluster's zone)."""
+
+    template_fields = ("target_time",)
+
+    def __init__(self, task_id: str, *, target_time: str | datetime.datetime, **kwargs: Any):
+        super().__init__(task_id, **kwargs)
+        if isinstance(target_time, datetime.datetime):
+            self.target_time = target_time.isoformat()
+        elif isinstance(target_time, str):
+            self.target_time = target_time
+        else:
+            raise DagDefinitionError(
+                f"task '{task_id}': target_time must be a datetime or a string, "
+                f"got {type(target_time).__name__}"
+            )
+
+    def poke(self, context: dict[str, Any]) -> bool:
+        return utcnow() > to_utc(parse_datetime(str(self.target_time)))
+
+
+class TimeDeltaSensor(BaseSensorOperator):
+    """Done once now is past the run's data interval end plus ``delta``."""
+
+    def __init__(self, task_id: str, *, delta: datetime.timedelta, **kwargs: Any) -> None:
+        super().__init__(task_id, **kwargs)
+        if not isinstance(delta, datetime.timedelta):
+            raise DagDefinitionError(f"task '{task_id}': delta must be a timedelta, got {delta!r}")
+        self.delta = delta
+
+    def poke(self, context: dict[str, Any]) -> bool:
+        end = context.get("data_interval_end") or context["logical_date"]
+        return utcnow() > to_utc(end) + self.delta
