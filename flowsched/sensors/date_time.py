@@ -7,7 +7,7 @@ from typing import Any
 
 from flowsched.exceptions import DagDefinitionError
 from flowsched.sensors.base import BaseSensorOperator
-from flowsched.timezone import parse_datetime, to_utc, utcnow
+from flowsched.timezone import parse_datetime, utcnow
 
 
 class DateTimeSensor(BaseSensorOperator):
@@ -29,7 +29,7 @@ class DateTimeSensor(BaseSensorOperator):
             )
 
     def poke(self, context: dict[str, Any]) -> bool:
-        return utcnow() > to_utc(parse_datetime(str(self.target_time)))
+        return utcnow().timestamp() > parse_datetime(str(self.target_time)).timestamp()
 
 
 class TimeDeltaSensor(BaseSensorOperator):
@@ -43,4 +43,5 @@ class TimeDeltaSensor(BaseSensorOperator):
 
     def poke(self, context: dict[str, Any]) -> bool:
         end = context.get("data_interval_end") or context["logical_date"]
-        return utcnow() > to_utc(end) + self.delta
+        # Compared as instants: the context's dates are pendulum objects.
+        return utcnow().timestamp() > end.timestamp() + self.delta.total_seconds()
