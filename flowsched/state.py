@@ -23,7 +23,9 @@ class TaskState(StrEnum):
 FINISHED_TASK_STATES = frozenset(
     {TaskState.SUCCESS, TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.SKIPPED}
 )
-ACTIVE_TASK_STATES = frozenset({TaskState.SCHEDULED, TaskState.QUEUED, TaskState.RUNNING})
+ACTIVE_TASK_STATES = frozenset(
+    {TaskState.SCHEDULED, TaskState.QUEUED, TaskState.RUNNING, TaskState.UP_FOR_RESCHEDULE}
+)
 
 
 class RunState(StrEnum):
