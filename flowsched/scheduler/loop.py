@@ -37,7 +37,14 @@ from flowsched.db.models import Dag, DagRun, DagVersion, Job, Pool, TaskInstance
 from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
-from flowsched.lifecycle import Workload, finish_try, queue_try, requeue_lost_try, time_out_run
+from flowsched.lifecycle import (
+    Workload,
+    finish_try,
+    poke_history,
+    queue_try,
+    requeue_lost_try,
+    time_out_run,
+)
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
 from flowsched.processes import spawn_flowsched
 from flowsched.scheduler.dependencies import Decision, evaluate
@@ -665,6 +672,10 @@ class Scheduler:
                 if ti is None or ti.try_number != event.try_number:
                     continue
                 if ti.state in (TaskState.RUNNING.value, TaskState.QUEUED.value):
+                    if event.exit_code == 0 and poke_history(session, ti.id, ti.try_number)[1]:
+                        # The end of an earlier poke of a rescheduled sensor: its try was
+                        # queued again since (same try number); not this process's death.
+                        continue
                     self._fail(
                         session,
                         ti,
