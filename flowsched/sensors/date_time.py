@@ -1,4 +1,4 @@
-"""DateTimeSensor and TimeDeltaSensor: wait for a moment (Airflow's date_time, time_delta)."""
+"""DateTimeSensor: wait for a moment (Airflow's airflow.sensors.date_time)."""
 
 from __future__ import annotations
 
@@ -30,18 +30,3 @@ class DateTimeSensor(BaseSensorOperator):
 
     def poke(self, context: dict[str, Any]) -> bool:
         return utcnow().timestamp() > parse_datetime(str(self.target_time)).timestamp()
-
-
-class TimeDeltaSensor(BaseSensorOperator):
-    """Done once now is past the run's data interval end plus ``delta``."""
-
-    def __init__(self, task_id: str, *, delta: datetime.timedelta, **kwargs: Any) -> None:
-        super().__init__(task_id, **kwargs)
-        if not isinstance(delta, datetime.timedelta):
-            raise DagDefinitionError(f"task '{task_id}': delta must be a timedelta, got {delta!r}")
-        self.delta = delta
-
-    def poke(self, context: dict[str, Any]) -> bool:
-        end = context.get("data_interval_end") or context["logical_date"]
-        # Compared as instants: the context's dates are pendulum objects.
-        return utcnow().timestamp() > end.timestamp() + self.delta.total_seconds()
