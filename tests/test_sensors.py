@@ -236,3 +236,27 @@ def test_bad_sensor_arguments_name_what_is_wrong(kwargs, message):
 
     with DAG("bad", schedule=None), pytest.raises(DagDefinitionError, match=message):
         PythonSensor(task_id="s", python_callable=lambda: True, **kwargs)
+
+
+def test_example_sensors_dag(home):
+    import shutil
+    from pathlib import Path
+
+    import flowsched
+
+    example = Path(flowsched.__file__).parent / "example_dags" / "example_sensors.py"
+    shutil.copy(example, home.dags / example.name)
+    parse()
+    run = operations.trigger_dag("example_sensors")
+    downstream = f"from_{run.run_id}"
+    drive(run_finished("example_sensors_downstream", downstream), timeout=120, parallelism=2)
+    assert set(states_of_run("example_sensors", run.run_id).values()) == {"success"}
+    assert states_of_run("example_sensors_downstream", downstream) == {
+        "wait_for_process": "success",
+        "report": "success",
+    }
+    assert reschedules("example_sensors", "wait_for_file")  # it did wait in reschedule mode
+
+
+def states_of_run(dag_id: str, run_id: str) -> dict[str, str]:
+    return {task: state for task, (state, _) in ti_states(dag_id, run_id).items()}
