@@ -238,6 +238,9 @@ def reschedule_try(
         .values(
             state=TaskState.UP_FOR_RESCHEDULE.value,
             next_retry_at=reschedule_date,
+            # Ready again at its reschedule date: queued in turn with tasks that became
+            # ready before it, not ahead of them by its first scheduling (no starvation).
+            scheduled_at=reschedule_date,
             end_date=now,
             duration=duration,
             pid=None,

@@ -91,7 +91,9 @@ def test_sensor_timeout_counts_from_first_poke_fails_without_retry_or_skips(home
         "soft": ("skipped", 1),
         "poking": ("failed", 1),
     }
-    assert len(reschedules("timeouts", "hard")) >= 2
+    # It timed out in a later poke than its first: each poke lasts milliseconds, so only
+    # a timeout counted from the first poke (task_reschedule) can have ended it.
+    assert len(reschedules("timeouts", "hard")) >= 1
     assert "timed out" in (tries("timeouts", "hard")[0].error or "")
     assert "timed out" in (tries("timeouts", "soft")[0].error or "")
 

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_JOB = "scheduler"
 SWEEP_INTERVAL = 5.0
+CANDIDATE_ORDER = (TaskInstance.priority_weight.desc(), TaskInstance.scheduled_at, TaskInstance.id)
 
 
 def skip_locked_supported() -> tuple[bool, str]:
@@ -563,22 +564,26 @@ class Scheduler:
         limit = min(self.executor.slots_available(), self.conf.scheduler.max_tis_per_query)
         if limit <= 0:
             return []
-        candidates = session.scalars(
-            select(TaskInstance)
-            .where(
-                TaskInstance.dag_run_id.in_([run.id for run in runs]),
-                (TaskInstance.state == TaskState.SCHEDULED.value)
-                # A sensor between pokes (mode="reschedule") whose reschedule date has come.
-                | (
-                    (TaskInstance.state == TaskState.UP_FOR_RESCHEDULE.value)
-                    & (TaskInstance.next_retry_at <= now)
-                ),
-            )
-            .order_by(
-                TaskInstance.priority_weight.desc(), TaskInstance.scheduled_at, TaskInstance.id
-            )
-            .limit(self.conf.scheduler.max_tis_per_query)
-        ).all()
+        run_ids = [run.id for run in runs]
+        ready = TaskInstance.state == TaskState.SCHEDULED.value
+        # A sensor between pokes (mode="reschedule") whose reschedule date has come;
+        # fetched apart, so a crowd of due pokes never hides fresh tasks past the limit.
+        due_poke = (TaskInstance.state == TaskState.UP_FOR_RESCHEDULE.value) & (
+            TaskInstance.next_retry_at <= now
+        )
+        candidates = sorted(
+            [
+                ti
+                for condition in (ready, due_poke)
+                for ti in session.scalars(
+                    select(TaskInstance)
+                    .where(TaskInstance.dag_run_id.in_(run_ids), condition)
+                    .order_by(*CANDIDATE_ORDER)
+                    .limit(self.conf.scheduler.max_tis_per_query)
+                )
+            ],
+            key=lambda ti: (-ti.priority_weight, ti.scheduled_at or now, ti.id),
+        )
         if not candidates:
             return []
         # Pool rows are locked (not skipped): schedulers take turns counting slots.
@@ -594,9 +599,15 @@ class Scheduler:
         )
         default_queue = self.conf.celery.default_queue
         workloads: list[Workload] = []
+        backlog = self._repoke_backlog(session, candidates)
         for ti in candidates:
             if len(workloads) >= limit:
                 break
+            if (
+                ti.state == TaskState.UP_FOR_RESCHEDULE.value
+                and backlog + len(workloads) >= self.conf.scheduler.max_queued_reschedules
+            ):
+                continue  # a sensor's next poke yields to a backlog: it waits here, not there
             version = versions.get(ti.dag_id)
             spec = self._dag(session, version.id).tasks.get(ti.task_id) if version else None
             if version is None or spec is None:
@@ -623,6 +634,20 @@ class Scheduler:
                 occupied[spec.pool] = occupied.get(spec.pool, 0) + 1
                 workloads.append(workload)
         return workloads
+
+    @staticmethod
+    def _repoke_backlog(session: Session, candidates: Sequence[TaskInstance]) -> int:
+        """Tries queued but not started, counted only when a sensor's poke is due."""
+        if not any(ti.state == TaskState.UP_FOR_RESCHEDULE.value for ti in candidates):
+            return 0
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(TaskInstance)
+                .where(TaskInstance.state == TaskState.QUEUED.value)
+            )
+            or 0
+        )
 
     # -- failures -----------------------------------------------------------
     def _retry_delay(self, session: Session, ti: TaskInstance) -> timedelta:
