@@ -19,6 +19,7 @@ from typing import Any
 
 from flowsched.db.engine import session_scope
 from flowsched.exceptions import (
+    AirflowFailException,
     AirflowRescheduleException,
     AirflowSensorTimeout,
     DagDefinitionError,
@@ -97,7 +98,11 @@ class BaseSensorOperator(BaseOperator):
         while True:
             try:
                 result = self.poke(context)
-            except (SkipTask, AirflowSensorTimeout):
+            except SkipTask:
+                raise
+            except AirflowFailException as exc:  # includes AirflowSensorTimeout
+                if self.soft_fail:
+                    raise SkipTask(f"{exc} (soft_fail)") from None
                 raise
             except Exception:
                 if not self.silent_fail:
