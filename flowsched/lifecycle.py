@@ -562,7 +562,13 @@ def time_out_run(session: Session, dag_run_id: int, reason: str) -> int:
     started = session.execute(
         select(TaskInstance.id, TaskInstance.try_number).where(
             TaskInstance.dag_run_id == dag_run_id,
-            TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]),
+            TaskInstance.state.in_(
+                [
+                    TaskState.QUEUED.value,
+                    TaskState.RUNNING.value,
+                    TaskState.UP_FOR_RESCHEDULE.value,
+                ]
+            ),
         )
     ).all()
     result = session.execute(

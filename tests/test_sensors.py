@@ -44,14 +44,16 @@ from flowsched import DAG, BashOperator, FileSensor
 
 with DAG("resched", start_date=datetime(2026, 1, 1)) as dag:
     FileSensor(task_id="wait", filepath="{flag}", mode="reschedule", poke_interval=0.3,
-               timeout=120, retries=0, priority_weight=10)
-    BashOperator(task_id="maker", bash_command="touch {flag}")
+               timeout=120, retries=0, priority_weight=10, pool="single")
+    BashOperator(task_id="maker", bash_command="touch {flag}", pool="single")
 """
 
 
 def test_reschedule_sensor_frees_its_slot_and_keeps_its_try(home, tmp_path):
-    """With one worker slot, the sensor waits for a file that only the other task makes:
-    in poke mode that never ends; in reschedule mode the sensor gives the slot back."""
+    """With one worker slot and a one-slot pool, the sensor waits for a file that only the
+    other task makes: in poke mode that never ends; in reschedule mode the sensor gives
+    both slots back between pokes."""
+    operations.set_pool("single", 1)
     flag = tmp_path / "flag"
     home.write_dag("resched.py", RESCHEDULE.replace("{flag}", str(flag)))
     parse()
