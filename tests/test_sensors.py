@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from flowsched import operations
 from flowsched.db.engine import session_scope
@@ -264,3 +264,55 @@ def test_example_sensors_dag(home):
 
 def states_of_run(dag_id: str, run_id: str) -> dict[str, str]:
     return {task: state for task, (state, _) in ti_states(dag_id, run_id).items()}
+
+
+YIELDING = """
+from datetime import datetime
+from flowsched import DAG, BashOperator, PythonSensor
+
+with DAG("yielding", start_date=datetime(2026, 1, 1), schedule=None) as dag:
+    for n in range(3):
+        PythonSensor(task_id=f"s{n}", python_callable=lambda: False, mode="reschedule")
+    BashOperator(task_id="other", bash_command="true")
+"""
+
+
+def test_due_pokes_yield_to_a_backlog(home):
+    """Due sensor pokes are queued only while fewer than max_queued_reschedules tries
+    wait unstarted; fresh tasks are not held back by them."""
+    from flowsched.executors.local import LocalExecutor
+    from flowsched.scheduler.loop import Scheduler
+
+    home.configure(scheduler={"max_queued_reschedules": "1"})
+    home.write_dag("yielding.py", YIELDING)
+    parse()
+    run = operations.trigger_dag("yielding")
+    scheduler = Scheduler(LocalExecutor(4), run_dag_processor=False)
+    assert scheduler.start_queued_runs() == 1
+    past = utcnow() - timedelta(seconds=1)
+    with session_scope() as session:
+        session.execute(
+            update(TaskInstance)
+            .where(TaskInstance.dag_run_id == run.id, TaskInstance.task_id.like("s%"))
+            .values(state="up_for_reschedule", try_number=1, next_retry_at=past)
+        )
+        session.execute(
+            update(TaskInstance)
+            .where(TaskInstance.dag_run_id == run.id, TaskInstance.task_id == "other")
+            .values(state="queued", try_number=1)
+        )
+    assert scheduler.schedule_runs() == []  # one try waits unstarted: the pokes wait
+    with session_scope() as session:
+        session.execute(
+            update(TaskInstance)
+            .where(TaskInstance.dag_run_id == run.id, TaskInstance.task_id == "other")
+            .values(state="success")
+        )
+    workloads = scheduler.schedule_runs()
+    assert [(w.task_id, w.try_number) for w in workloads] == [("s0", 1)]  # same try
+    assert states_of("yielding") == {
+        "s0": "queued",
+        "s1": "up_for_reschedule",
+        "s2": "up_for_reschedule",
+        "other": "success",
+    }
