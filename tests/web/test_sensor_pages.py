@@ -9,6 +9,7 @@ from flowsched.dag_processor import process_folder
 from flowsched.db.engine import session_scope
 from flowsched.db.models import TaskInstance
 from flowsched.operations import trigger_dag
+from flowsched.timezone import utcnow
 from tests.test_cli import flowsched
 from tests.web.openapi_check import check
 
@@ -35,7 +36,7 @@ def test_reschedule_state_and_trigger_link(sqlite_home, sqlite_web):
         session.execute(
             update(TaskInstance)
             .where(TaskInstance.dag_run_id == child.id)
-            .values(state="up_for_reschedule", try_number=1)
+            .values(state="up_for_reschedule", try_number=1, next_retry_at=utcnow())
         )
     client = sqlite_web.client("viewer")
     page = client.get("/dags/child/runs/manual__child").text
@@ -43,6 +44,8 @@ def test_reschedule_state_and_trigger_link(sqlite_home, sqlite_web):
     assert 'href="/dags/parent/runs/manual__parent"' in page
     assert 'href="/dags/parent/runs/manual__parent/tasks/trigger"' in page
     assert 'class="badge s-up_for_reschedule"' in page
+    task_page = client.get("/dags/child/runs/manual__child/tasks/wait").text
+    assert "<dt>Next poke</dt>" in task_page and 'class="badge s-up_for_reschedule"' in task_page
     grid = client.get("/dags/child").text
     assert 'class="s-up_for_reschedule"' in grid and "up for reschedule" in grid
     assert "up for reschedule" in client.get("/dags/child/graph").text
