@@ -39,3 +39,32 @@ BashOperator(task_id="maker", bash_command="touch {flag}")
             .where(TaskReschedule.dag_id == "celery_sensors", TaskReschedule.run_id == run_id)
         )
     assert pokes >= 4  # at least the sensors that held the four slots first gave them back
+
+
+def test_trigger_dag_run_and_external_task_sensor_on_celery_workers(cluster: Cluster) -> None:
+    """A worker triggers another DAG's run and waits for it; another worker's
+    ExternalTaskSensor (reschedule mode) sees that run's task succeed."""
+    cluster.write_dag(
+        "celery_target",
+        'BashOperator(task_id="work", bash_command="test \'{{ dag_run.conf.n }}\' = 3")',
+    )
+    cluster.write_dag(
+        "celery_controller",
+        """
+TriggerDagRunOperator(task_id="trigger", trigger_dag_id="celery_target",
+                      trigger_run_id="from_{{ run_id }}", conf={"n": 3},
+                      logical_date="{{ logical_date }}", wait_for_completion=True,
+                      poke_interval=0.5)
+ExternalTaskSensor(task_id="watch", external_dag_id="celery_target", external_task_id="work",
+                   mode="reschedule", poke_interval=0.5, timeout=120)
+""",
+        extra="from flowsched import ExternalTaskSensor, TriggerDagRunOperator",
+    )
+    cluster.trigger("celery_target")  # parsed and known before the controller needs it
+    run_id = cluster.trigger("celery_controller")
+    assert cluster.wait_run("celery_controller", run_id, timeout=150) == "success"
+    target = cluster.tis("celery_target", f"from_{run_id}")
+    assert target["work"].state == "success"
+    assert target["work"].worker_nodename in (cluster.a.nodename, cluster.b.nodename)
+    watch = cluster.tis("celery_controller", run_id)["watch"]
+    assert (watch.state, watch.try_number) == ("success", 1)
