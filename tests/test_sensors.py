@@ -316,3 +316,16 @@ def test_due_pokes_yield_to_a_backlog(home):
         "s2": "up_for_reschedule",
         "other": "success",
     }
+
+
+def test_foreground_run_of_a_reschedule_sensor(sqlite_home):
+    from tests.test_cli import flowsched
+
+    sqlite_home.write_dag("resched.py", RESCHEDULE.replace("{flag}", "/nonexistent/flag"))
+    parse()
+    operations.set_pool("single", 1)
+    run = operations.trigger_dag("resched")
+    result = flowsched(sqlite_home, "tasks", "run", "resched", "wait", run.run_id)
+    assert "resched.wait try 1: up_for_reschedule" in result.stdout
+    assert ti_states("resched", run.run_id)["wait"] == ("up_for_reschedule", 1)
+    assert len(reschedules("resched", "wait")) == 1
