@@ -15,7 +15,13 @@ from flowsched.datasets import Dataset
 from flowsched.decorators import dag as _dag_decorator
 from flowsched.decorators import task
 from flowsched.edgemodifier import Label
-from flowsched.exceptions import AirflowSkipException, SkipTask
+from flowsched.exceptions import (
+    AirflowFailException,
+    AirflowRescheduleException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    SkipTask,
+)
 from flowsched.hooks.base import BaseHook
 from flowsched.notifications import BaseNotifier, SmtpNotifier, WebhookNotifier
 from flowsched.operators import (
@@ -31,9 +37,20 @@ from flowsched.operators import (
     PythonOperator,
     PythonVirtualenvOperator,
     ShortCircuitOperator,
+    TriggerDagRunOperator,
 )
 from flowsched.plugins import FlowschedPlugin
 from flowsched.providers.docker import DockerOperator
+from flowsched.sensors import (
+    BaseSensorOperator,
+    BashSensor,
+    DateTimeSensor,
+    ExternalTaskSensor,
+    FileSensor,
+    PokeReturnValue,
+    PythonSensor,
+    TimeDeltaSensor,
+)
 from flowsched.state import RunState, TaskState, TriggerRule, WeightRule
 from flowsched.variable import Variable
 from flowsched.weekday import WeekDay
@@ -46,30 +63,42 @@ dag = _dag_decorator
 
 __all__ = [
     "DAG",
+    "AirflowFailException",
+    "AirflowRescheduleException",
+    "AirflowSensorTimeout",
     "AirflowSkipException",
     "BaseBranchOperator",
     "BaseHook",
     "BaseNotifier",
     "BaseOperator",
+    "BaseSensorOperator",
     "BashOperator",
+    "BashSensor",
     "BranchDateTimeOperator",
     "BranchDayOfWeekOperator",
     "BranchPythonOperator",
     "Connection",
     "Dataset",
+    "DateTimeSensor",
     "DockerOperator",
     "EmptyOperator",
     "ExternalPythonOperator",
+    "ExternalTaskSensor",
+    "FileSensor",
     "FlowschedPlugin",
     "Label",
     "LatestOnlyOperator",
+    "PokeReturnValue",
     "PythonOperator",
+    "PythonSensor",
     "PythonVirtualenvOperator",
     "RunState",
     "ShortCircuitOperator",
     "SkipTask",
     "SmtpNotifier",
     "TaskState",
+    "TimeDeltaSensor",
+    "TriggerDagRunOperator",
     "TriggerRule",
     "Variable",
     "WebhookNotifier",

@@ -235,6 +235,13 @@ OPTIONS: dict[str, dict[str, Option]] = {
             _positive(float), "600", "A task queued this long (s) without starting is retried."
         ),
         "max_tis_per_query": Option(_positive(int), "512", "Tasks queued per loop at most."),
+        "max_queued_reschedules": Option(
+            _positive(int),
+            "4",
+            "Sensor pokes (mode=reschedule) sent to the executor only while fewer tries than "
+            "this wait there unstarted: due pokes wait in the database instead, so a crowd of "
+            "sensors never builds a queue that other tasks wait behind.",
+        ),
         "max_lost_tries": Option(
             _non_negative_int,
             "3",

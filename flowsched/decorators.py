@@ -22,6 +22,7 @@ from flowsched.operators.python import (
     ShortCircuitOperator,
 )
 from flowsched.operators.virtualenv import ExternalPythonOperator, PythonVirtualenvOperator
+from flowsched.sensors.python import DecoratedSensorOperator
 from flowsched.xcom_arg import DagParam, XComArg, find_xcom_args
 
 
@@ -81,7 +82,7 @@ def _decorator(operator_class: type) -> Callable[..., Any]:
 
 
 class TaskDecoratorCollection:
-    """``@task``, ``@task(retries=2)``, ``@task.branch``, ``.short_circuit``, ``.bash``."""
+    """``@task``, ``@task(retries=2)``, ``.branch``, ``.short_circuit``, ``.bash``, ``.sensor``."""
 
     python = staticmethod(_decorator(PythonOperator))
     bash = staticmethod(_decorator(BashDecoratedOperator))
@@ -89,6 +90,7 @@ class TaskDecoratorCollection:
     short_circuit = staticmethod(_decorator(ShortCircuitOperator))
     virtualenv = staticmethod(_decorator(PythonVirtualenvOperator))
     external_python = staticmethod(_decorator(ExternalPythonOperator))
+    sensor = staticmethod(_decorator(DecoratedSensorOperator))
 
     def __call__(self, python_callable: Callable[..., Any] | None = None, **options: Any) -> Any:
         return self.python(python_callable, **options)

@@ -57,5 +57,22 @@ class SkipTask(FlowschedError):
     """Raised by a task to end its try as ``skipped`` (Airflow's AirflowSkipException)."""
 
 
+class AirflowRescheduleException(FlowschedError):
+    """Raised by a sensor in mode="reschedule": end this process, poke again at
+    ``reschedule_date`` in the same try (Airflow's name and meaning)."""
+
+    def __init__(self, reschedule_date: object) -> None:
+        super().__init__(f"rescheduled to {reschedule_date}")
+        self.reschedule_date = reschedule_date
+
+
+class AirflowFailException(FlowschedError):
+    """Raised by a task to fail at once, without spending its remaining retries."""
+
+
+class AirflowSensorTimeout(AirflowFailException):
+    """A sensor waited past its ``timeout``: it fails without retrying (as in Airflow)."""
+
+
 # The name Airflow DAG files import, so ``from airflow.exceptions import ...`` ports as is.
 AirflowSkipException = SkipTask

@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from flowsched.dataset_events import record_outlet_events
-from flowsched.db.models import CallbackRequest, DagRun, TaskInstance, TaskTry
+from flowsched.db.models import CallbackRequest, DagRun, TaskInstance, TaskReschedule, TaskTry
 from flowsched.state import RunState, TaskState
 from flowsched.timezone import utcnow
 from flowsched.workloads import Workload
@@ -34,7 +34,23 @@ def queue_try(
     now: datetime,
     plugins: dict[str, str] | None = None,
 ) -> Workload | None:
-    """scheduled/none -> queued with the next try number; None if someone else moved it."""
+    """scheduled/none -> queued with the next try number; None if someone else moved it.
+
+    A sensor that is ``up_for_reschedule`` goes back to queued in the same try: a
+    reschedule is a pause of the try, not a new one (its history row goes on).
+    """
+    if ti.state == TaskState.UP_FOR_RESCHEDULE.value:
+        return _requeue_rescheduled(
+            session,
+            ti,
+            fingerprint=fingerprint,
+            dag_version_id=dag_version_id,
+            fileloc=fileloc,
+            queue=queue,
+            job_id=job_id,
+            now=now,
+            plugins=plugins,
+        )
     next_try = ti.try_number + 1
     result = session.execute(
         update(TaskInstance)
@@ -89,6 +105,139 @@ def queue_try(
         dag_version_id=dag_version_id,
         plugins=dict(plugins or {}),
     )
+
+
+def _requeue_rescheduled(
+    session: Session,
+    ti: TaskInstance,
+    *,
+    fingerprint: str,
+    dag_version_id: int | None,
+    fileloc: str,
+    queue: str,
+    job_id: int | None,
+    now: datetime,
+    plugins: dict[str, str] | None,
+) -> Workload | None:
+    """up_for_reschedule (due) -> queued, same try number; None if someone else moved it."""
+    result = session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.id == ti.id,
+            TaskInstance.try_number == ti.try_number,
+            TaskInstance.state == TaskState.UP_FOR_RESCHEDULE.value,
+            TaskInstance.next_retry_at <= now,
+        )
+        .values(
+            state=TaskState.QUEUED.value,
+            queued_at=now,
+            queue=queue,
+            fingerprint=fingerprint,
+            dag_version_id=dag_version_id,
+            queued_by_job_id=job_id,
+            hostname=None,
+            worker_nodename=None,
+            pid=None,
+            end_date=None,
+            next_retry_at=None,
+            last_heartbeat=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    session.execute(
+        update(TaskTry)
+        .where(TaskTry.task_instance_id == ti.id, TaskTry.try_number == ti.try_number)
+        .values(state=TaskState.QUEUED.value, queued_at=now, end_date=None)
+    )
+    return Workload(
+        ti_id=ti.id,
+        dag_id=ti.dag_id,
+        task_id=ti.task_id,
+        run_id=ti.run_id,
+        try_number=ti.try_number,
+        fingerprint=fingerprint,
+        fileloc=fileloc,
+        queue=queue,
+        dag_version_id=dag_version_id,
+        plugins=dict(plugins or {}),
+    )
+
+
+def reschedule_try(
+    session: Session,
+    ti_id: int,
+    try_number: int,
+    *,
+    reschedule_date: datetime,
+    rendered_fields: dict[str, Any] | None = None,
+) -> TaskState | None:
+    """running -> up_for_reschedule: a sensor in mode="reschedule" will poke again at
+    ``reschedule_date``. The try's process ends and frees its worker and pool slot;
+    no retry is spent and the try number stays. A ``task_reschedule`` row records the
+    poke (its first row dates the try's first poke, where a sensor's timeout starts).
+
+    ``next_retry_at`` holds the reschedule date: the time before which the scheduler
+    must not queue this instance, as for a retry. None if the try was not running.
+    """
+    now = utcnow()
+    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
+    if ti is None or ti.try_number != try_number or ti.state != TaskState.RUNNING.value:
+        return None
+    started = ti.start_date or now
+    duration = (now - started).total_seconds()
+    session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.id == ti_id,
+            TaskInstance.try_number == try_number,
+            TaskInstance.state == TaskState.RUNNING.value,
+        )
+        .values(
+            state=TaskState.UP_FOR_RESCHEDULE.value,
+            next_retry_at=reschedule_date,
+            # Ready again at its reschedule date: queued in turn with tasks that became
+            # ready before it, not ahead of them by its first scheduling (no starvation).
+            scheduled_at=reschedule_date,
+            end_date=now,
+            duration=duration,
+            pid=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    values: dict[str, Any] = {"state": TaskState.UP_FOR_RESCHEDULE.value, "end_date": now}
+    if rendered_fields is not None:
+        values["rendered_fields"] = rendered_fields
+    session.execute(
+        update(TaskTry)
+        .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
+        .values(**values)
+    )
+    session.add(
+        TaskReschedule(
+            task_instance_id=ti_id,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            try_number=try_number,
+            start_date=started,
+            end_date=now,
+            duration=duration,
+            reschedule_date=reschedule_date,
+        )
+    )
+    return TaskState.UP_FOR_RESCHEDULE
+
+
+def poke_history(session: Session, ti_id: int, try_number: int) -> tuple[datetime | None, int]:
+    """(start of the try's first poke, pokes rescheduled so far) from ``task_reschedule``."""
+    first, count = session.execute(
+        select(func.min(TaskReschedule.start_date), func.count()).where(
+            TaskReschedule.task_instance_id == ti_id, TaskReschedule.try_number == try_number
+        )
+    ).one()
+    return first, int(count or 0)
 
 
 def claim_try(
@@ -159,10 +308,12 @@ def finish_try(
     interrupted: bool = False,
     rendered_fields: dict[str, Any] | None = None,
     request_callbacks: bool = False,
+    force_fail: bool = False,
 ) -> TaskState | None:
     """Record the end of a try and apply the retry policy.
 
-    A failed try becomes ``up_for_retry`` while tries remain, else ``failed``.
+    A failed try becomes ``up_for_retry`` while tries remain, else ``failed``;
+    ``force_fail`` (AirflowFailException, a sensor's timeout) fails it outright.
     An ``interrupted`` try (shutdown) is retried without using up a retry.
     With ``request_callbacks`` (a failure decided outside the try's process: a
     zombie, a killed process), the task's failure or retry callback is requested
@@ -184,7 +335,7 @@ def finish_try(
         new_state = TaskState.UP_FOR_RETRY
         values["max_tries"] = ti.max_tries + 1
         values["next_retry_at"] = now
-    elif try_number <= ti.max_tries:
+    elif try_number <= ti.max_tries and not force_fail:
         new_state = TaskState.UP_FOR_RETRY
         values["next_retry_at"] = now + retry_delay
     else:
@@ -414,11 +565,18 @@ def time_out_run(session: Session, dag_run_id: int, reason: str) -> int:
         TaskState.QUEUED.value,
         TaskState.RUNNING.value,
         TaskState.UP_FOR_RETRY.value,
+        TaskState.UP_FOR_RESCHEDULE.value,
     ]
     started = session.execute(
         select(TaskInstance.id, TaskInstance.try_number).where(
             TaskInstance.dag_run_id == dag_run_id,
-            TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]),
+            TaskInstance.state.in_(
+                [
+                    TaskState.QUEUED.value,
+                    TaskState.RUNNING.value,
+                    TaskState.UP_FOR_RESCHEDULE.value,
+                ]
+            ),
         )
     ).all()
     result = session.execute(

@@ -24,6 +24,7 @@ from flowsched.db.models import (
     ImportError_,
     Pool,
     TaskInstance,
+    TaskReschedule,
     TaskTry,
     XCom,
 )
@@ -83,7 +84,10 @@ def trigger_dag(
     run_id: str | None = None,
     logical_date: datetime | None = None,
     actor: str | None = None,
+    triggered_by: tuple[str, str, str] | None = None,
 ) -> DagRun:
+    """Create a manual run; ``triggered_by`` is the (dag id, run id, task id) of the
+    TriggerDagRunOperator that asked for it, kept on the run for the link back."""
     if conf is not None and not isinstance(conf, dict):
         raise FlowschedError("run conf must be a JSON object")
     if run_id is not None:
@@ -103,6 +107,10 @@ def trigger_dag(
             conf=conf,
             run_id=run_id or make_run_id(RunType.MANUAL, logical_date),
         )
+        if triggered_by is not None:
+            (run.triggered_by_dag_id, run.triggered_by_run_id, run.triggered_by_task_id) = (
+                triggered_by
+            )
         audit(session, "trigger", actor=actor, dag_id=dag_id, run_id=run.run_id, extra=conf)
         session.flush()
         session.expunge(run)
@@ -313,6 +321,7 @@ def delete_dag(dag_id: str, *, force: bool = False, actor: str | None = None) ->
         counts: dict[str, int] = {}
         for name, model in (
             ("xcom", XCom),
+            ("task_reschedule", TaskReschedule),
             ("task_try", TaskTry),
             ("task_instance", TaskInstance),
             ("dag_run", DagRun),

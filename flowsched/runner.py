@@ -33,6 +33,8 @@ from flowsched.db.engine import db_outage, is_db_outage, session_scope, with_db_
 from flowsched.db.models import DagRun, DagVersion, TaskInstance
 from flowsched.discovery import exec_dag_file, fingerprint_bytes
 from flowsched.exceptions import (
+    AirflowFailException,
+    AirflowRescheduleException,
     DagFileMismatch,
     FlowschedError,
     SkipTask,
@@ -44,6 +46,7 @@ from flowsched.lifecycle import (
     claim_try,
     finish_try,
     heartbeat_try,
+    reschedule_try,
     skip_tasks,
     skip_try,
 )
@@ -220,6 +223,15 @@ class _Skipped(Exception):
         self.rendered = rendered
 
 
+class _Rescheduled(Exception):
+    """A sensor in mode="reschedule" asked to poke again later (same try)."""
+
+    def __init__(self, reschedule_date: Any, rendered: dict[str, Any] | None) -> None:
+        super().__init__(f"rescheduled to {reschedule_date}")
+        self.reschedule_date = reschedule_date
+        self.rendered = rendered
+
+
 def _push_result(workload: Workload, task: Any, result: Any) -> None:
     """The return value as XCom (unless do_xcom_push=False), per key with multiple_outputs."""
     if result is None or not task.do_xcom_push:
@@ -313,6 +325,8 @@ def _execute(
         return True, None, rendered, skips
     except SkipTask as exc:
         raise _Skipped(str(exc), rendered) from None
+    except AirflowRescheduleException as exc:
+        raise _Rescheduled(exc.reschedule_date, rendered) from None
     except (TaskTerminated, TaskTimeout):
         with contextlib.suppress(Exception):
             task.on_kill()
@@ -387,7 +401,7 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     heartbeat = _Heartbeat(workload, conf.scheduler.task_heartbeat_interval)
     heartbeat.start()
     success, error, rendered, interrupted = False, None, None, False
-    skipped, skips, exception = False, NOTHING, None
+    skipped, skips, exception, force_fail = False, NOTHING, None, False
     try:
         if _stop_requested:
             raise TaskTerminated("the task was stopped (SIGTERM) before it started")
@@ -398,6 +412,10 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     except _Skipped as exc:
         skipped, error, rendered = True, str(exc), exc.rendered
         log.info("task skipped: %s", error)
+    except _Rescheduled as exc:
+        heartbeat.halt.set()
+        signal.signal(signal.SIGTERM, previous_term)
+        return _record_reschedule(workload, exc.reschedule_date, exc.rendered)
     except TaskTerminated as exc:
         exception = exc
         interrupted = not heartbeat.lost
@@ -409,7 +427,8 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
     except FlowschedError as exc:
         # An operator's own, explained failure (exit code, image, XCom...): no traceback.
         exception, error = exc, str(exc)
-        log.error("task failed: %s", error)
+        force_fail = isinstance(exc, AirflowFailException)  # no retry (sensor timeout...)
+        log.error("task failed%s: %s", " (no retry)" if force_fail else "", error)
     except BaseException as exc:
         exception, error = exc, "".join(traceback.format_exception(exc))
         log.error("task failed:\n%s", error)
@@ -417,8 +436,40 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
         heartbeat.halt.set()
         signal.signal(signal.SIGTERM, previous_term)
     return _record_result(
-        workload, success, error, rendered, interrupted, skipped, skips, exception=exception
+        workload,
+        success,
+        error,
+        rendered,
+        interrupted,
+        skipped,
+        skips,
+        exception=exception,
+        force_fail=force_fail,
     )
+
+
+def _record_reschedule(workload: Workload, when: Any, rendered: dict[str, Any] | None) -> int:
+    """Write up_for_reschedule (waiting out a database outage) and end the process."""
+
+    def record() -> TaskState | None:
+        with session_scope() as session:
+            return reschedule_try(
+                session,
+                workload.ti_id,
+                workload.try_number,
+                reschedule_date=when,
+                rendered_fields=rendered,
+            )
+
+    try:
+        state = with_db_retry(record, db_outage(log, max_delay=_result_retry_cap()))
+    except OutageTooLong as exc:
+        log.error("%s rescheduled but %s", workload.describe(), exc)
+        return EXIT_RESULT_NOT_RECORDED
+    log.info(
+        "%s: %s until %s", workload.describe(), state or "state changed elsewhere", display(when)
+    )
+    return 0
 
 
 def _record_result(
@@ -431,6 +482,7 @@ def _record_result(
     skips: frozenset[str] = frozenset(),
     *,
     exception: BaseException | None = None,
+    force_fail: bool = False,
 ) -> int:
     """Write the try's outcome, waiting out a database outage: a finished try must not
     be lost (and run again) because the database was down when it ended; then call
@@ -448,6 +500,7 @@ def _record_result(
                 rendered_fields=rendered,
                 skips=skips,
                 request_callbacks=not task_callbacks.loaded(),
+                force_fail=force_fail,
             )
     except OutageTooLong as exc:
         log.error("%s ended (%s) but %s", workload.describe(), _outcome(success, error), exc)
@@ -485,6 +538,7 @@ def finish_through_outage(
     rendered_fields: dict[str, Any] | None = None,
     skips: frozenset[str] = frozenset(),
     request_callbacks: bool = False,
+    force_fail: bool = False,
 ) -> TaskState | None:
     """:func:`~flowsched.lifecycle.finish_try` with the retry policy of the try's DAG
     version, retried through a database outage.
@@ -512,6 +566,7 @@ def finish_through_outage(
                 interrupted=interrupted,
                 rendered_fields=rendered_fields,
                 request_callbacks=request_callbacks,
+                force_fail=force_fail,
             )
             if state is TaskState.SUCCESS and skips:
                 skip_tasks(session, workload.dag_id, workload.run_id, skips)

@@ -13,6 +13,9 @@ class TaskState(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     UP_FOR_RETRY = "up_for_retry"
+    # A sensor in mode="reschedule" between pokes: no process, no worker or pool slot;
+    # the scheduler queues the same try again at its reschedule date.
+    UP_FOR_RESCHEDULE = "up_for_reschedule"
     UPSTREAM_FAILED = "upstream_failed"
     SKIPPED = "skipped"
 
@@ -20,7 +23,9 @@ class TaskState(StrEnum):
 FINISHED_TASK_STATES = frozenset(
     {TaskState.SUCCESS, TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.SKIPPED}
 )
-ACTIVE_TASK_STATES = frozenset({TaskState.SCHEDULED, TaskState.QUEUED, TaskState.RUNNING})
+ACTIVE_TASK_STATES = frozenset(
+    {TaskState.SCHEDULED, TaskState.QUEUED, TaskState.RUNNING, TaskState.UP_FOR_RESCHEDULE}
+)
 
 
 class RunState(StrEnum):

@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from flowsched import operations
 from flowsched.db.engine import session_scope
-from flowsched.db.models import XCom
+from flowsched.db.models import DagRun, XCom
 from tests.harness import drive, parse, run_finished, run_state, ti_states
 
 AIRFLOW_VERSION = "2.10.5"
@@ -42,6 +42,14 @@ IMPORTS = {
     "airflow.operators.empty": "flowsched.operators.empty",
     "airflow.operators.latest_only": "flowsched.operators.latest_only",
     "airflow.operators.python": "flowsched.operators.python",
+    "airflow.operators.trigger_dagrun": "flowsched.operators.trigger_dagrun",
+    "airflow.sensors.base": "flowsched.sensors.base",
+    "airflow.sensors.bash": "flowsched.sensors.bash",
+    "airflow.sensors.date_time": "flowsched.sensors.date_time",
+    "airflow.sensors.external_task": "flowsched.sensors.external_task",
+    "airflow.sensors.filesystem": "flowsched.sensors.filesystem",
+    "airflow.sensors.python": "flowsched.sensors.python",
+    "airflow.sensors.time_delta": "flowsched.sensors.time_delta",
     "airflow.utils.context": "flowsched.context",
     "airflow.utils.edgemodifier": "flowsched.edgemodifier",
     "airflow.utils.helpers": "flowsched.chain",
@@ -329,3 +337,29 @@ def test_example_bash_decorator(home, airflow_examples, monkeypatch, tmp_path):
         "also_run_this", "also_run_this_again"
     )
     assert len([p for p in tmp_path.rglob("baz") if p.is_dir()]) == 1
+
+
+def test_example_sensor_decorator(home, airflow_examples):
+    install(home, airflow_examples, "example_sensor_decorator")
+    run_id, states = run_to_end("example_sensor_decorator")
+    assert states == {"wait_for_upstream": "success", "dummy_operator": "success"}
+    assert xcom("example_sensor_decorator", run_id, "wait_for_upstream") == "xcom_value"
+
+
+def test_example_trigger_controller_dag(home, airflow_examples):
+    install(home, airflow_examples, "example_trigger_target_dag")
+    install(home, airflow_examples, "example_trigger_controller_dag")
+    run_id, states = run_to_end("example_trigger_controller_dag")
+    assert states == {"test_trigger_dagrun": "success"}
+    target_run = xcom(
+        "example_trigger_controller_dag", run_id, "test_trigger_dagrun", "trigger_run_id"
+    )
+    drive(run_finished("example_trigger_target_dag", target_run))
+    assert states_of("example_trigger_target_dag", target_run) == {
+        "run_this": "success",
+        "bash_task": "success",
+    }
+    with session_scope() as session:
+        run = session.scalar(select(DagRun).where(DagRun.run_id == target_run))
+        assert run.conf == {"message": "Hello World"}
+        assert run.triggered_by_dag_id == "example_trigger_controller_dag"

@@ -18,6 +18,7 @@ EXPECTED_TABLES = {
     "dag_run",
     "task_instance",
     "task_try",
+    "task_reschedule",
     "xcom",
     "import_error",
     "job",

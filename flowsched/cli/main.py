@@ -415,7 +415,7 @@ def tasks_run(dag_id: str, task_id: str, run_id: str) -> None:
 
     state = next(ti.state for ti in task_states(dag_id, run_id) if ti.task_id == task_id)
     click.echo(f"{dag_id}.{task_id} try {workload.try_number}: {state}")
-    if state != "success":
+    if state not in ("success", "up_for_reschedule"):  # a sensor's reschedule is no failure
         sys.exit(1)
 
 

@@ -87,6 +87,10 @@ class DagRun(Base):
     start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_scheduling_decision: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The task that created this run (TriggerDagRunOperator), for the link back in the UI.
+    triggered_by_dag_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    triggered_by_run_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    triggered_by_task_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
 
     task_instances: Mapped[list[TaskInstance]] = relationship(
         back_populates="dag_run", cascade="all, delete-orphan", passive_deletes=True
@@ -167,6 +171,34 @@ class TaskTry(TryRecord, Base):
     __table_args__ = (
         UniqueConstraint("task_instance_id", "try_number", name="uq_try_ti_number"),
         Index("idx_try_dag", "dag_id", "run_id", "task_id"),
+    )
+
+
+class TaskReschedule(Base):
+    """One poke of a sensor in mode="reschedule" that ended asking to poke again later.
+
+    As Airflow's ``task_reschedule``: the first row of a try dates its first poke
+    (a sensor's ``timeout`` counts from there) and the row count is its poke count.
+    """
+
+    __tablename__ = "task_reschedule"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_instance_id: Mapped[int] = mapped_column(
+        ForeignKey("task_instance.id", ondelete="CASCADE")
+    )
+    dag_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    run_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    task_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    try_number: Mapped[int] = mapped_column(Integer)
+    start_date: Mapped[datetime] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime] = mapped_column(UtcDateTime)
+    duration: Mapped[float | None] = mapped_column(Float)
+    reschedule_date: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        Index("idx_task_reschedule_ti_try", "task_instance_id", "try_number"),
+        Index("idx_task_reschedule_dag", "dag_id", "run_id", "task_id"),
     )
 
 

@@ -7,6 +7,7 @@ from flowsched.operators.datetime import BranchDateTimeOperator
 from flowsched.operators.empty import EmptyOperator
 from flowsched.operators.latest_only import LatestOnlyOperator
 from flowsched.operators.python import BranchPythonOperator, PythonOperator, ShortCircuitOperator
+from flowsched.operators.trigger_dagrun import TriggerDagRunOperator
 from flowsched.operators.virtualenv import ExternalPythonOperator, PythonVirtualenvOperator
 from flowsched.operators.weekday import BranchDayOfWeekOperator
 
@@ -23,4 +24,5 @@ __all__ = [
     "PythonOperator",
     "PythonVirtualenvOperator",
     "ShortCircuitOperator",
+    "TriggerDagRunOperator",
 ]

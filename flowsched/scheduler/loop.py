@@ -41,6 +41,7 @@ from flowsched.hostname import get_hostname
 from flowsched.lifecycle import (
     finish_run,
     finish_try,
+    poke_history,
     queue_try,
     requeue_lost_try,
     time_out_run,
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_JOB = "scheduler"
 SWEEP_INTERVAL = 5.0
+CANDIDATE_ORDER = (TaskInstance.priority_weight.desc(), TaskInstance.scheduled_at, TaskInstance.id)
 
 
 def skip_locked_supported() -> tuple[bool, str]:
@@ -549,6 +551,7 @@ class Scheduler:
         undecided = [
             TaskState.NONE.value,
             TaskState.UP_FOR_RETRY.value,
+            TaskState.UP_FOR_RESCHEDULE.value,
             TaskState.SCHEDULED.value,
             TaskState.QUEUED.value,
             TaskState.RUNNING.value,
@@ -601,26 +604,41 @@ class Scheduler:
         limit = min(self.executor.slots_available(), self.conf.scheduler.max_tis_per_query)
         if limit <= 0:
             return []
-        candidates = session.scalars(
-            select(TaskInstance)
-            .where(
-                TaskInstance.dag_run_id.in_([run.id for run in runs]),
-                TaskInstance.state == TaskState.SCHEDULED.value,
-            )
-            .order_by(
-                TaskInstance.priority_weight.desc(), TaskInstance.scheduled_at, TaskInstance.id
-            )
-            .limit(self.conf.scheduler.max_tis_per_query)
-        ).all()
+        run_ids = [run.id for run in runs]
+        ready = TaskInstance.state == TaskState.SCHEDULED.value
+        # A sensor between pokes (mode="reschedule") whose reschedule date has come;
+        # fetched apart, so a crowd of due pokes never hides fresh tasks past the limit.
+        due_poke = (TaskInstance.state == TaskState.UP_FOR_RESCHEDULE.value) & (
+            TaskInstance.next_retry_at <= now
+        )
+        candidates = sorted(
+            [
+                ti
+                for condition in (ready, due_poke)
+                for ti in session.scalars(
+                    select(TaskInstance)
+                    .where(TaskInstance.dag_run_id.in_(run_ids), condition)
+                    .order_by(*CANDIDATE_ORDER)
+                    .limit(self.conf.scheduler.max_tis_per_query)
+                )
+            ],
+            key=lambda ti: (-ti.priority_weight, ti.scheduled_at or now, ti.id),
+        )
         if not candidates:
             return []
         dag_ids = {ti.dag_id for ti in candidates}
         limits = Concurrency.load(session, dag_ids, lambda v, t: self._pool_slots_of(session, v, t))
         default_queue = self.conf.celery.default_queue
         workloads: list[Workload] = []
+        backlog = self._repoke_backlog(session, candidates)
         for ti in candidates:
             if len(workloads) >= limit:
                 break
+            if (
+                ti.state == TaskState.UP_FOR_RESCHEDULE.value
+                and backlog + len(workloads) >= self.conf.scheduler.max_queued_reschedules
+            ):
+                continue  # a sensor's next poke yields to a backlog: it waits here, not there
             version = versions.get(ti.dag_id)
             dag = self._dag(session, version.id) if version else None
             spec = dag.tasks.get(ti.task_id) if dag else None
@@ -655,6 +673,20 @@ class Scheduler:
             return 1
         spec = self._dag(session, version_id).tasks.get(task_id)
         return spec.pool_slots if spec else 1
+
+    @staticmethod
+    def _repoke_backlog(session: Session, candidates: Sequence[TaskInstance]) -> int:
+        """Tries queued but not started, counted only when a sensor's poke is due."""
+        if not any(ti.state == TaskState.UP_FOR_RESCHEDULE.value for ti in candidates):
+            return 0
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(TaskInstance)
+                .where(TaskInstance.state == TaskState.QUEUED.value)
+            )
+            or 0
+        )
 
     # -- failures -----------------------------------------------------------
     def _retry_delay(self, session: Session, ti: TaskInstance) -> timedelta:
@@ -705,6 +737,10 @@ class Scheduler:
                 if ti is None or ti.try_number != event.try_number:
                     continue
                 if ti.state in (TaskState.RUNNING.value, TaskState.QUEUED.value):
+                    if event.exit_code == 0 and poke_history(session, ti.id, ti.try_number)[1]:
+                        # The end of an earlier poke of a rescheduled sensor: its try was
+                        # queued again since (same try number); not this process's death.
+                        continue
                     self._fail(
                         session,
                         ti,

@@ -161,6 +161,15 @@ def run_json(run: DagRun, version_number: int | None = None) -> dict[str, Any]:
         "end_date": iso(run.end_date),
         "conf": run.conf,
         "dag_version": version_number,
+        "triggered_by": (
+            {
+                "dag_id": run.triggered_by_dag_id,
+                "run_id": run.triggered_by_run_id,
+                "task_id": run.triggered_by_task_id,
+            }
+            if run.triggered_by_dag_id
+            else None
+        ),
     }
 
 

@@ -11,9 +11,11 @@ from functools import cache
 from typing import Any
 
 from flowsched import __version__
+from flowsched.state import RunState, TaskState
 
 TIME = {"type": ["string", "null"], "format": "date-time"}
-STATE = {"type": "string"}
+TASK_STATE = {"type": "string", "enum": [state.value for state in TaskState]}
+RUN_STATE = {"type": "string", "enum": [state.value for state in RunState]}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -92,7 +94,7 @@ PAGING = [
 
 TI_PROPERTIES: dict[str, Any] = {
     "task_id": {"type": "string"},
-    "state": STATE,
+    "state": TASK_STATE,
     "try_number": {"type": "integer"},
     "max_tries": {"type": "integer"},
     "operator": {"type": ["string", "null"]},
@@ -115,7 +117,7 @@ SCHEMAS: dict[str, Any] = {
     "RunSummary": _object(
         {
             "run_id": {"type": "string"},
-            "state": STATE,
+            "state": RUN_STATE,
             "run_type": {"type": "string"},
             "logical_date": TIME,
             "start_date": TIME,
@@ -189,7 +191,7 @@ SCHEMAS: dict[str, Any] = {
             "dag_id": {"type": "string"},
             "run_id": {"type": "string"},
             "run_type": {"type": "string"},
-            "state": STATE,
+            "state": RUN_STATE,
             "logical_date": TIME,
             "data_interval_start": TIME,
             "data_interval_end": TIME,
@@ -198,6 +200,19 @@ SCHEMAS: dict[str, Any] = {
             "end_date": TIME,
             "conf": {"type": ["object", "null"]},
             "dag_version": {"type": ["integer", "null"]},
+            "triggered_by": {
+                "description": "The TriggerDagRunOperator task that created this run.",
+                "oneOf": [
+                    {"type": "null"},
+                    _object(
+                        {
+                            "dag_id": {"type": "string"},
+                            "run_id": {"type": "string"},
+                            "task_id": {"type": ["string", "null"]},
+                        }
+                    ),
+                ],
+            },
         }
     ),
     "TaskInstance": _object(TI_PROPERTIES),
@@ -224,7 +239,7 @@ SCHEMAS: dict[str, Any] = {
     "Try": _object(
         {
             "try_number": {"type": "integer"},
-            "state": STATE,
+            "state": TASK_STATE,
             "hostname": {"type": ["string", "null"]},
             "worker_nodename": {"type": ["string", "null"]},
             "queued_at": TIME,
@@ -368,7 +383,7 @@ def _paths() -> dict[str, Any]:
                     ),
                     "A page of runs",
                 ),
-                params=[*PAGING, _query("state", STATE, "Only runs in this state.")],
+                params=[*PAGING, _query("state", RUN_STATE, "Only runs in this state.")],
             ),
             "post": _op(
                 "Trigger a run now",
