@@ -10,7 +10,11 @@ import re
 from collections import Counter
 
 import pytest
+from sqlalchemy import update
 
+from flowsched.config import get_config
+from flowsched.db.engine import session_scope
+from flowsched.db.models import TaskInstance
 from flowsched.operations import set_pool
 from tests.web.chart_data import TRIES_BAD, TRIES_GOOD, seed_charted
 from tests.web.openapi_check import check
@@ -54,7 +58,9 @@ def test_chart_data_and_pages_match_the_runs(charted):
 
     durations = check(client.get("/api/v1/dags/charted/taskDurations", headers=api))
     assert [r["run_id"] for r in durations["runs"]] == [runs.bad_run, runs.good_run]
-    assert Counter(t["task_id"] for t in durations["tries"]) == Counter(TRIES_BAD) + Counter(TRIES_GOOD)
+    assert Counter(t["task_id"] for t in durations["tries"]) == Counter(TRIES_BAD) + Counter(
+        TRIES_GOOD
+    )
     newest = check(client.get("/api/v1/dags/charted/taskDurations?num_runs=1", headers=api))
     assert {t["run_id"] for t in newest["tries"]} == {runs.good_run}
 
@@ -97,23 +103,46 @@ def test_chart_data_and_pages_match_the_runs(charted):
 
 
 def test_cluster_activity_counts_pools_queues_and_running_tries(charted):
-    web, _ = charted
+    web, runs = charted
     set_pool("reports", 3, "for the test")
+    # one try running on a worker, one queued on a queue, as the lifecycle leaves them
+    with session_scope() as session:
+        for task_id, values in (
+            (
+                "first",
+                {"state": "running", "hostname": "10.0.0.7", "worker_nodename": "w1@10.0.0.7"},
+            ),
+            ("flaky", {"state": "queued", "queue": "reports_q"}),
+        ):
+            session.execute(
+                update(TaskInstance)
+                .where(TaskInstance.run_id == runs.good_run, TaskInstance.task_id == task_id)
+                .values(pool="reports", **values)
+            )
     client = web.app.test_client()
     body = check(client.get("/api/v1/clusterActivity", headers=web.api("viewer")))
     pools = {p["name"]: p for p in body["pools"]}
     assert pools["reports"] == {
         "name": "reports",
         "slots": 3,
-        "running": 0,
-        "queued": 0,
+        "running": 1,
+        "queued": 1,
         "scheduled": 0,
-        "open": 3,
+        "open": 1,
     }
-    assert body["executor"] == "local" and body["queues"] == [] and body["workers"] == []
+    assert body["queues"] == [{"queue": "reports_q", "queued": 1}]
+    assert body["workers"] == [
+        {"name": "w1@10.0.0.7", "hostname": "10.0.0.7", "busy": 1, "slots": None}
+    ]
+    assert body["states"] == {"running": 1, "queued": 1}
+    assert body["executor"] == "local"
     page = web.client("viewer").get("/cluster_activity")
     assert page.status_code == 200
-    assert 'data-pool="reports"' in page.text and 'id="cluster-region" data-live="on"' in page.text
+    assert 'id="cluster-region" data-live="on"' in page.text
+    assert 'aria-label="reports: 1 running, 1 queued, 1 open of 3 slots"' in page.text
+    assert 'aria-label="reports_q: 1 tries queued"' in page.text
+    slots = get_config().core.parallelism  # the local executor's slots
+    assert f'aria-label="10.0.0.7: 1 of {slots} slots busy"' in page.text
 
 
 def test_viewer_sees_charts_and_anonymous_is_sent_to_login(charted):
