@@ -10,6 +10,8 @@ Route names and query arguments follow Airflow's views (``gantt``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, render_template, request
@@ -59,15 +61,46 @@ def gantt(dag_id: str) -> Any:
     )
 
 
-def _history_page(dag_id: str, template: str, tab: str, layout: Any) -> Any:
+@dataclass(frozen=True)
+class RunsChart:
+    """What differs between the charts over the last N runs (``chart_runs.html``)."""
+
+    id: str
+    title: str
+    intro: str
+    value: str
+    empty: str
+    layout: Callable[[chart_queries.History], Any]
+
+
+DURATION = RunsChart(
+    "durations",
+    "task duration",
+    "How long each try ran; a retried task shows one bar per try, coloured by the try's state",
+    "Ran",
+    "No try has run yet.",
+    charts.durations_layout,
+)
+LANDING = RunsChart(
+    "landing",
+    "landing times",
+    "When each task finished, counted from the end of its run's data interval "
+    "(Airflow's landing time)",
+    "Landed after",
+    "No task has finished yet.",
+    charts.landing_layout,
+)
+
+
+def _runs_chart(dag_id: str, text: RunsChart, tab: str) -> Any:
     count = num_runs()
     with session_scope(read_only=True) as session:
         detail = queries.dag_detail(session, dag_id)
         history = chart_queries.history(session, detail, count)
-    drawing, bars, axis_top = layout(history)
+    drawing, bars, axis_top = text.layout(history)
     live = any(run.state in UNFINISHED_RUN_STATES for run in history.runs)
     return render_template(
-        template,
+        "chart_runs.html",
         detail=detail,
         history=history,
         drawing=drawing,
@@ -75,18 +108,19 @@ def _history_page(dag_id: str, template: str, tab: str, layout: Any) -> Any:
         axis_top=axis_top,
         num_runs=count,
         live=live,
+        text=text,
         tab=tab,
     )
 
 
 @pages_bp.route("/dags/<dag_id>/duration")
 def duration(dag_id: str) -> Any:
-    return _history_page(dag_id, "chart_duration.html", "duration", charts.durations_layout)
+    return _runs_chart(dag_id, DURATION, "duration")
 
 
 @pages_bp.route("/dags/<dag_id>/landing_times")
 def landing_times(dag_id: str) -> Any:
-    return _history_page(dag_id, "chart_landing.html", "landing_times", charts.landing_layout)
+    return _runs_chart(dag_id, LANDING, "landing_times")
 
 
 @pages_bp.route("/dags/<dag_id>/calendar")

@@ -61,9 +61,23 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+def _over_runs(summary: str, items: tuple[str, str], description: str) -> dict[str, Any]:
+    """A chart over the newest ``num_runs`` runs: the runs, the tasks and ``items``."""
+    key, schema = items
+    body = {
+        "dag_id": {"type": "string"},
+        "runs": {"type": "array", "items": _ref("ChartRun")},
+        "task_ids": STRINGS,
+        key: {"type": "array", "items": _ref(schema)},
+    }
+    return {
+        "parameters": [DAG_ID],
+        "get": _op(summary, _json(_object(body), description), params=[NUM_RUNS]),
+    }
+
+
 def paths() -> dict[str, Any]:
     dag = "/dags/{dag_id}"
-    runs = {"type": "array", "items": _ref("ChartRun")}
     return {
         dag + "/runs/{run_id}/gantt": {
             "parameters": [DAG_ID, RUN_ID],
@@ -85,42 +99,16 @@ def paths() -> dict[str, Any]:
                 ),
             ),
         },
-        dag + "/taskDurations": {
-            "parameters": [DAG_ID],
-            "get": _op(
-                "Every try of the newest runs with its run time (the task duration chart)",
-                _json(
-                    _object(
-                        {
-                            "dag_id": {"type": "string"},
-                            "runs": runs,
-                            "task_ids": STRINGS,
-                            "tries": {"type": "array", "items": _ref("TryTimes")},
-                        }
-                    ),
-                    "Runs oldest first; a retried task has one entry per try",
-                ),
-                params=[NUM_RUNS],
-            ),
-        },
-        dag + "/landingTimes": {
-            "parameters": [DAG_ID],
-            "get": _op(
-                "When each task of the newest runs finished, from its data interval's end",
-                _json(
-                    _object(
-                        {
-                            "dag_id": {"type": "string"},
-                            "runs": runs,
-                            "task_ids": STRINGS,
-                            "landing_times": {"type": "array", "items": _ref("LandingTime")},
-                        }
-                    ),
-                    "Runs oldest first; finished task instances only",
-                ),
-                params=[NUM_RUNS],
-            ),
-        },
+        dag + "/taskDurations": _over_runs(
+            "Every try of the newest runs with its run time (the task duration chart)",
+            ("tries", "TryTimes"),
+            "Runs oldest first; a retried task has one entry per try",
+        ),
+        dag + "/landingTimes": _over_runs(
+            "When each task of the newest runs finished, from its data interval's end",
+            ("landing_times", "LandingTime"),
+            "Runs oldest first; finished task instances only",
+        ),
         dag + "/calendar": {
             "parameters": [DAG_ID],
             "get": _op(

@@ -20,7 +20,7 @@ from flowsched.web.server import start_in_background
 from tests.servers import free_port, wait_for_port
 from tests.web import test_e2e
 from tests.web.chart_data import Charted, seed_charted
-from tests.web.conftest import PASSWORD, ROLES
+from tests.web.conftest import ROLES
 from tests.web.live import STRONG_SECRET
 
 # The module-scoped Chromium of the end-to-end tests, shared rather than repeated.
@@ -67,7 +67,7 @@ def chart_server(sqlite_home) -> Iterator[tuple[str, Charted]]:
 
     sqlite_home.configure(core={"secret_key": STRONG_SECRET, "fernet_key": generate_key()})
     for role in ROLES:
-        create_user(role, PASSWORD, role)
+        create_user(role, test_e2e.PASSWORD, role)
     runs = seed_charted(sqlite_home)
     port = free_port()
     server = start_in_background(f"127.0.0.1:{port}", workers=1)
@@ -81,11 +81,7 @@ def chart_server(sqlite_home) -> Iterator[tuple[str, Charted]]:
 def open_as(browser: Browser, base: str, scheme: str, username: str = "viewer") -> Page:
     page = browser.new_page(viewport={"width": 1440, "height": 900}, color_scheme=scheme)
     page.set_default_timeout(UI_TIMEOUT_MS)
-    page.goto(f"{base}/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(f"{base}/dags")
+    test_e2e.log_in(page, base, username)
     return page
 
 
