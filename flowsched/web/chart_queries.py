@@ -26,6 +26,7 @@ DEFAULT_RUNS = 25
 MAX_RUNS = 100
 DEFAULT_DAYS = 182
 MAX_DAYS = 366
+MAX_CALENDAR_RUNS = 20_000  # the calendar reads at most this many runs
 # Task states that hold or wait for a slot: what the cluster page counts.
 WAITING_STATES = (TaskState.SCHEDULED.value, TaskState.QUEUED.value, TaskState.UP_FOR_RETRY.value)
 SLOT_STATES = (TaskState.QUEUED.value, TaskState.RUNNING.value)
@@ -229,6 +230,7 @@ class Calendar:
     first: date
     last: date
     days: dict[date, Day]
+    truncated: bool = False  # more runs than MAX_CALENDAR_RUNS: fewer days shown
 
 
 def calendar(session: Session, dag_id: str, num_days: int) -> Calendar:
@@ -239,17 +241,22 @@ def calendar(session: Session, dag_id: str, num_days: int) -> Calendar:
     first = last - timedelta(days=num_days - 1)
     since = to_utc(datetime.combine(first, datetime.min.time(), zone))
     rows = session.execute(
-        select(DagRun.logical_date, DagRun.state).where(
-            DagRun.dag_id == dag_id, DagRun.logical_date >= since
-        )
+        select(DagRun.logical_date, DagRun.state)
+        .where(DagRun.dag_id == dag_id, DagRun.logical_date >= since)
+        .order_by(DagRun.logical_date.desc())
+        .limit(MAX_CALENDAR_RUNS + 1)
     ).all()
+    if len(rows) > MAX_CALENDAR_RUNS:
+        # A DAG that runs every minute: show the days read in full, say so, read no more.
+        oldest = to_utc(rows[-1][0]).astimezone(zone).date()
+        first = oldest + timedelta(days=1)
     counters: dict[date, Counter[str]] = {}
     for logical_date, state in rows:
         day = to_utc(logical_date).astimezone(zone).date()
-        if day <= last:
+        if first <= day <= last:
             counters.setdefault(day, Counter())[state] += 1
     days = {day: Day(day, dict(counts)) for day, counts in counters.items()}
-    return Calendar(first, last, days)
+    return Calendar(first, last, days, truncated=len(rows) > MAX_CALENDAR_RUNS)
 
 
 # -- cluster -----------------------------------------------------------------------

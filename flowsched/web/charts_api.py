@@ -105,7 +105,11 @@ def calendar(dag_id: str) -> Any:
         for day in sorted(chart.days.values(), key=lambda d: d.day)
     ]
     return jsonify(
-        dag_id=dag_id, first_day=chart.first.isoformat(), last_day=chart.last.isoformat(), days=days
+        dag_id=dag_id,
+        first_day=chart.first.isoformat(),
+        last_day=chart.last.isoformat(),
+        truncated=chart.truncated,
+        days=days,
     )
 
 

@@ -119,6 +119,10 @@ def paths() -> dict[str, Any]:
                             "dag_id": {"type": "string"},
                             "first_day": {"type": "string", "format": "date"},
                             "last_day": {"type": "string", "format": "date"},
+                            "truncated": {
+                                "type": "boolean",
+                                "description": "more runs than the calendar reads: first_day moved",
+                            },
                             "days": {
                                 "type": "array",
                                 "items": _object(

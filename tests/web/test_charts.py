@@ -81,6 +81,7 @@ def test_chart_data_and_pages_match_the_runs(charted):
     }
     short = check(client.get("/api/v1/dags/charted/calendar?days=2", headers=api))
     assert runs.bad_day.isoformat() not in {d["date"] for d in short["days"]}
+    assert calendar["truncated"] is False
 
     # the pages draw the same figures: one shape per try, one bar per try
     page = web.client("viewer")
@@ -173,3 +174,19 @@ def test_unknown_dag_or_run_and_bad_numbers(charted):
     # out-of-range counts are clamped, not errors
     assert viewer.get("/dags/charted/duration?num_runs=100000").status_code == 200
     assert viewer.get("/dags/charted/calendar?days=-4").status_code == 200
+
+
+def test_the_calendar_reads_a_bounded_number_of_runs(charted, monkeypatch):
+    from flowsched.web import chart_queries
+
+    web, runs = charted
+    monkeypatch.setattr(chart_queries, "MAX_CALENDAR_RUNS", 1)
+    client = web.app.test_client()
+    body = check(client.get("/api/v1/dags/charted/calendar", headers=web.api("viewer")))
+    # two runs, one may be read: the days before the newest run's day are not shown
+    assert body["truncated"] is True
+    assert body["first_day"] > runs.bad_day.isoformat()
+    assert [d["date"] for d in body["days"]] == [runs.good_day.isoformat()]
+    page = web.client("viewer").get("/dags/charted/calendar").text
+    assert 'id="calendar-truncated"' in page
+    assert f'data-date="{runs.bad_day.isoformat()}"' not in page
