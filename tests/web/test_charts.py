@@ -16,6 +16,7 @@ from flowsched.config import get_config
 from flowsched.db.engine import session_scope
 from flowsched.db.models import TaskInstance
 from flowsched.operations import set_pool
+from flowsched.state import RunState, TaskState
 from tests.web.chart_data import TRIES_BAD, TRIES_GOOD, seed_charted
 from tests.web.openapi_check import check
 
@@ -157,7 +158,10 @@ def test_viewer_sees_charts_and_anonymous_is_sent_to_login(charted):
     for url in API:
         check(web.app.test_client().get(url, headers=web.api("viewer")))
         assert anonymous.get(url).status_code == 401, url
-    assert viewer.get("/charts/states.css").mimetype == "text/css"
+    css = viewer.get("/charts/states.css")
+    assert css.mimetype == "text/css"
+    for state in [*TaskState, *RunState]:  # a new state gets its rule without touching CSS
+        assert f".s-{state.value} {{ --state: var(--s-{state.value}, var(--s-none)); }}" in css.text
 
 
 def test_unknown_dag_or_run_and_bad_numbers(charted):
