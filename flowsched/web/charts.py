@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 
 from flowsched.timezone import default_timezone, display, to_utc, utcnow
 from flowsched.web.app import format_duration
@@ -43,6 +43,11 @@ class Rect:
     height: float
     css: str
     title: str
+
+    def __post_init__(self) -> None:
+        # tenths of a pixel: shorter SVG, and no rounding filter per bar in the template
+        for name in ("x", "y", "width", "height"):
+            object.__setattr__(self, name, round(getattr(self, name), 1))
 
 
 @dataclass(frozen=True)
@@ -100,14 +105,15 @@ def _local_clock(value: datetime, seconds: bool) -> str:
     return to_utc(value).astimezone(default_timezone()).strftime("%H:%M:%S" if seconds else "%H:%M")
 
 
-def try_title(attempt: TryTimes) -> str:
+def try_title(attempt: TryTimes, zone: tzinfo, *, times: bool = True) -> str:
+    """The figures of a try, for its tooltip; ``times=False`` leaves out queued and ended."""
     parts = [f"{attempt.task_id}, try {attempt.try_number}: {attempt.state}"]
-    if attempt.queued_at:
-        parts.append(f"queued {display(attempt.queued_at, seconds=True)}")
+    if times and attempt.queued_at:
+        parts.append(f"queued {display(attempt.queued_at, zone, seconds=True)}")
     if attempt.start_date:
-        parts.append(f"started {display(attempt.start_date, seconds=True)}")
-    if attempt.end_date:
-        parts.append(f"ended {display(attempt.end_date, seconds=True)}")
+        parts.append(f"started {display(attempt.start_date, zone, seconds=True)}")
+    if times and attempt.end_date:
+        parts.append(f"ended {display(attempt.end_date, zone, seconds=True)}")
     if attempt.queued_seconds is not None:
         parts.append(f"waited {format_duration(attempt.queued_seconds)}")
     if attempt.seconds is not None:
@@ -145,10 +151,11 @@ def gantt_layout(chart: Gantt) -> tuple[Drawing, list[TryShape]]:
         ticks.append(Tick(left + offset * scale, _local_clock(moment, seconds=step < 60)))
         offset += step
     now = utcnow()
+    zone = default_timezone()
     shapes = []
     for attempt in chart.tries:
         y = top + rows[attempt.task_id] * ROW_HEIGHT + (ROW_HEIGHT - BAR_HEIGHT) / 2
-        title = try_title(attempt)
+        title = try_title(attempt, zone)
         wait = run = None
         if attempt.queued_at is not None:
             until = attempt.start_date or attempt.end_date or now
@@ -227,29 +234,26 @@ def _columns(
 
 def durations_layout(history: History) -> tuple[Drawing, list[ColumnBar], float]:
     """Each try's run time: a task retried in a run shows one bar per try."""
+    zone = default_timezone()
     values: dict[str, list[tuple[str, int, str, float, str]]] = {}
     for attempt in history.tries:
         if attempt.seconds is not None:
+            title = f"{try_title(attempt, zone, times=False)} (run {attempt.run_id})"
             values.setdefault(attempt.task_id, []).append(
-                (
-                    attempt.run_id,
-                    attempt.try_number,
-                    attempt.state,
-                    attempt.seconds,
-                    try_title(attempt),
-                )
+                (attempt.run_id, attempt.try_number, attempt.state, attempt.seconds, title)
             )
     return _columns(history, values)
 
 
 def landing_layout(history: History) -> tuple[Drawing, list[ColumnBar], float]:
     """Each task's landing time: its end, counted from the end of the run's data interval."""
+    zone = default_timezone()
     values: dict[str, list[tuple[str, int, str, float, str]]] = {}
     for landing in history.landings:
         title = (
             f"{landing.task_id} in {landing.run_id}: {landing.state}, landed "
             f"{format_duration(landing.seconds)} after the data interval ended "
-            f"(at {display(landing.end_date, seconds=True)}, try {landing.try_number})"
+            f"(at {display(landing.end_date, zone, seconds=True)}, try {landing.try_number})"
         )
         values.setdefault(landing.task_id, []).append(
             (landing.run_id, landing.try_number, landing.state, landing.seconds, title)
