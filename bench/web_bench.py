@@ -23,6 +23,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -167,6 +168,7 @@ def load_data() -> dict[str, str]:
                     "hostname": "10.0.0.7",
                     "worker_nodename": "w1@10.0.0.7",
                     "duration": 1.5,
+                    "end_date": now - timedelta(seconds=78.5),
                 }
             )
     _insert(TaskInstance, tis)
@@ -185,6 +187,11 @@ def load_data() -> dict[str, str]:
             # no host: the task page's log fetch fails at once instead of timing out
             "hostname": None,
             "worker_nodename": "w1@10.0.0.7",
+            # times for the Gantt and task duration charts
+            "queued_at": now - timedelta(seconds=90),
+            "start_date": now - timedelta(seconds=80),
+            "end_date": now - timedelta(seconds=78.5),
+            "duration": 1.5,
         }
         for pk, dag_id, run_id, task_id in ti_rows
     ]
@@ -236,7 +243,13 @@ def measure(backend: str, url: str, requests: int) -> list[tuple[str, float, flo
             "runs list": "/dags/big/runs",
             "run, 200 tasks": f"/dags/big/runs/{run}",
             "task instance": f"/dags/big/runs/{run}/tasks/{info['task']}",
+            "gantt, 200 tasks": f"/dags/big/gantt?run_id={quote(run)}",
+            "task duration, 200 tasks x 25 runs": "/dags/big/duration",
+            "landing times, 200 tasks x 25 runs": "/dags/big/landing_times",
+            "calendar, 1 year": "/dags/big/calendar?days=366",
+            "cluster activity": "/cluster_activity",
             "API /dags": "/api/v1/dags",
+            "API taskDurations, 200 tasks x 25 runs": "/api/v1/dags/big/taskDurations",
         }
         results = []
         for name, path in pages.items():

@@ -96,6 +96,8 @@ def create_app(secret_key: str | None = None, cookie_secure: str | None = None) 
     from flowsched.web import (  # noqa: F401 (modules that register routes)
         actions,
         api,
+        chart_pages,
+        charts_api,
         secrets_api,
         secrets_pages,
         security_pages,

@@ -560,7 +560,7 @@ def _paths() -> dict[str, Any]:
 
 @cache
 def spec() -> dict[str, Any]:
-    from flowsched.web import openapi_secrets  # it builds on the helpers above
+    from flowsched.web import openapi_charts, openapi_secrets  # they build on the helpers above
 
     error_responses = {f"E{code}": _json(_ref("Error"), text) for code, text in ERROR_TEXT.items()}
     health = _json(
@@ -587,10 +587,10 @@ def spec() -> dict[str, Any]:
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
-        "paths": {**_paths(), **openapi_secrets.paths()},
+        "paths": {**_paths(), **openapi_secrets.paths(), **openapi_charts.paths()},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {**SCHEMAS, **openapi_secrets.SCHEMAS},
+            "schemas": {**SCHEMAS, **openapi_secrets.SCHEMAS, **openapi_charts.SCHEMAS},
             "responses": {**error_responses, **openapi_secrets.RESPONSES, "Health": health},
         },
     }

@@ -288,6 +288,12 @@ def test_celery_workers_and_remote_logs(browser, mysql_home, redis_server):
             "href", "http://flower.example:5555"
         )
         shot(page, "celery-workers")
+        page.goto(f"{base}/cluster_activity")
+        slots = page.locator('#worker-slots tr[data-worker="web-a@127.0.0.2"]')
+        expect(slots).to_contain_text("0/1")  # -c 1: one slot, idle
+        expect(slots.locator("svg.meter")).to_have_attribute(
+            "aria-label", "web-a@127.0.0.2: 0 of 1 slots busy"
+        )
 
         wait_for_dags(page, base, "remote")
         trigger_from_dag_page(page, base, "remote")
