@@ -38,6 +38,7 @@ from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import Workload, finish_try, queue_try, requeue_lost_try, time_out_run
+from flowsched.metrics.scheduler import SchedulerMetrics
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
 from flowsched.processes import spawn_flowsched
 from flowsched.scheduler.dependencies import Decision, evaluate
@@ -107,6 +108,7 @@ class Scheduler:
         self._started = time.monotonic()
         # Executor events taken but not yet written (kept through a DB outage).
         self._unhandled: list[ExecutorEvent] = []
+        self.metrics = SchedulerMetrics(self.conf)
 
     # -- lifecycle ----------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -118,6 +120,7 @@ class Scheduler:
         self._started = time.monotonic()
         self._through_outage(self._register_job)
         try:
+            self.metrics.start(self.conf)
             self.executor.start()
             if self.run_dag_processor:
                 self._start_dag_processor()
@@ -180,6 +183,7 @@ class Scheduler:
                 raise
             # The tries stay as recorded; the next scheduler's sweeps take them over.
             log.warning("scheduler stopping without a last database update: %s", exc)
+        self.metrics.stop()
         log.info("scheduler stopped")
 
     # -- database outages ---------------------------------------------------
@@ -272,6 +276,13 @@ class Scheduler:
 
     # -- one pass -----------------------------------------------------------
     def run_once(self) -> bool:
+        started = time.monotonic()
+        did_work = self._run_pass()
+        self.metrics.pass_done(time.monotonic() - started, self.executor.slots_available())
+        self.metrics.collect_if_due()
+        return did_work
+
+    def _run_pass(self) -> bool:
         self._heartbeat()
         did_work = self._handle_events(self.executor.sync())
         did_work |= self.create_due_runs() > 0
@@ -282,10 +293,13 @@ class Scheduler:
         did_work |= bool(workloads)
         if time.monotonic() - self._last_sweep >= SWEEP_INTERVAL:
             self._last_sweep = time.monotonic()
+            zombies = stuck = 0
             if self._sweep_allowed(self.conf.scheduler.zombie_threshold):
-                did_work |= self.sweep_zombies() > 0
+                zombies = self.sweep_zombies()
             if self._sweep_allowed(self.conf.scheduler.task_queued_timeout):
-                did_work |= self.sweep_stuck_queued() > 0
+                stuck = self.sweep_stuck_queued()
+            self.metrics.swept(zombies, stuck)
+            did_work |= zombies + stuck > 0
         return did_work
 
     def _dag(self, session: Session, version_id: int) -> SerializedDAG:

@@ -1,0 +1,111 @@
+"""Metrics in one process: StatsD datagrams under Airflow's names, and bad ports named.
+
+The Prometheus endpoints of the real scheduler, DAG processor, Celery worker and
+gunicorn webserver are scraped in tests/distributed/test_metrics.py.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from flowsched.config import get_config
+from flowsched.exceptions import FlowschedError
+from flowsched.metrics.scheduler import SchedulerMetrics
+from tests.conftest import Home
+from tests.harness import drive, parse
+
+DAG = """
+from datetime import datetime
+from flowsched import DAG, BashOperator
+
+with DAG("stats", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+    ok = BashOperator(task_id="ok", bash_command="true")
+    bad = BashOperator(task_id="bad", bash_command="exit 3")
+    ok >> bad
+"""
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A real UDP socket standing in for the StatsD daemon."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        yield sock
+
+
+def _drain(sock: socket.socket, into: list[str]) -> None:
+    while True:
+        try:
+            into.append(sock.recv(65536).decode())
+        except BlockingIOError:
+            return
+
+
+def test_statsd_gets_airflow_names_for_what_the_scheduler_saw(
+    sqlite_home: Home, listener: socket.socket
+) -> None:
+    from flowsched.operations import trigger_dag
+
+    port = listener.getsockname()[1]
+    sqlite_home.configure(
+        metrics={
+            "statsd_on": "true",
+            "statsd_host": "127.0.0.1",
+            "statsd_port": str(port),
+            "statsd_prefix": "airflow",
+            "collect_interval": "0.2",
+        }
+    )
+    sqlite_home.write_dag("stats.py", DAG)
+    parse()
+    lines: list[str] = []
+    wanted = {
+        "airflow.ti.finish.stats.ok.success:1|c",
+        "airflow.ti.finish.stats.bad.failed:1|c",
+        "airflow.ti.start.stats.ok:1|c",
+        "airflow.ti_successes:1|c",
+        "airflow.ti_failures:1|c",
+    }
+
+    def all_sent() -> bool:
+        _drain(listener, lines)
+        return wanted <= set(lines) and any(
+            line.startswith("airflow.dagrun.duration.failed.stats:") for line in lines
+        )
+
+    trigger_dag("stats", actor="test")
+    drive(all_sent)
+
+    assert "airflow.scheduler_heartbeat:1|c" in lines
+    timers = {line.split(":")[0] for line in lines if line.endswith("|ms")}
+    assert {
+        "airflow.scheduler.scheduler_loop_duration",
+        "airflow.dag.stats.ok.duration",
+        "airflow.dag.stats.bad.duration",
+        "airflow.dagrun.duration.failed.stats",
+    } <= timers
+    gauges = {line.split(":")[0] for line in lines if line.endswith("|g")}
+    assert {"airflow.pool.open_slots.default_pool", "airflow.executor.open_slots"} <= gauges
+    # Each try is counted once, however many reads saw it finished.
+    assert lines.count("airflow.ti.finish.stats.ok.success:1|c") == 1
+
+
+def test_a_metrics_port_in_use_names_the_setting(sqlite_home: Home) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sqlite_home.configure(
+            metrics={
+                "prometheus_on": "true",
+                "prometheus_host": "127.0.0.1",
+                "scheduler_port": str(port),
+            }
+        )
+        metrics = SchedulerMetrics(get_config())
+        with pytest.raises(FlowschedError, match=r"\[metrics\] scheduler_port"):
+            metrics.start(get_config())
