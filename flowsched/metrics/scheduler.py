@@ -36,6 +36,7 @@ class SchedulerMetrics:
         self._server: MetricsServer | None = None
         self._reader = ClusterReader()
         self._last_collect = 0.0
+        self._queues = {conf.celery.default_queue}
         self._define(self.registry)
 
     def _define(self, registry: CollectorRegistry) -> None:
@@ -155,9 +156,10 @@ class SchedulerMetrics:
         statsd = self._statsd
         for state, count in snapshot.tis_by_state.items():
             self.tis.labels(state).set(count)
-        self.queue_depth.clear()  # a queue nothing waits in any more reads 0, not its last
-        for queue, count in snapshot.queued_by_queue.items():
-            self.queue_depth.labels(queue).set(count)
+        # A queue once seen (and the default queue) reads 0 when empty, not its last depth.
+        self._queues.update(snapshot.queued_by_queue)
+        for queue in self._queues:
+            self.queue_depth.labels(queue).set(snapshot.queued_by_queue.get(queue, 0))
         for pool, slots in snapshot.pools.items():
             for state, value in slots.items():
                 self.pool_slots.labels(pool, state).set(value)

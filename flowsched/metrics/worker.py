@@ -43,13 +43,13 @@ class WorkerCollector:
         )
         prefetched.add_metric([self.nodename], waiting)
         yield prefetched
-        processed = CounterMetricFamily(
-            "flowsched_worker_tasks_processed",
-            "Messages (tries) the worker finished handling since it started.",
+        started = CounterMetricFamily(
+            "flowsched_worker_tasks_started",
+            "Messages (tries) the worker has given to its pool since it started.",
             labels=["worker"],
         )
-        processed.add_metric([self.nodename], sum(state.total_count.values()))
-        yield processed
+        started.add_metric([self.nodename], sum(state.total_count.values()))
+        yield started
 
 
 def serve_worker_metrics(nodename: str, concurrency: int) -> MetricsServer | None:
