@@ -109,3 +109,52 @@ def test_a_metrics_port_in_use_names_the_setting(sqlite_home: Home) -> None:
         metrics = SchedulerMetrics(get_config())
         with pytest.raises(FlowschedError, match=r"\[metrics\] scheduler_port"):
             metrics.start(get_config())
+
+
+def test_only_the_oldest_live_scheduler_publishes_the_cluster_figures(sqlite_home: Home) -> None:
+    """With two schedulers each try is counted by one of them, so dashboards may sum."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from flowsched.db.engine import session_scope
+    from flowsched.db.models import Job
+    from flowsched.timezone import utcnow
+
+    sqlite_home.configure(metrics={"prometheus_on": "true", "collect_interval": "0.001"})
+    with session_scope() as session:
+        jobs = [
+            Job(
+                job_type="scheduler",
+                state="running",
+                hostname="h",
+                pid=1,
+                version="t",
+                start_date=utcnow(),
+                latest_heartbeat=utcnow(),
+            )
+            for _ in range(2)
+        ]
+        session.add_all(jobs)
+        session.flush()
+        first, second = (job.id for job in jobs)
+    one, two = SchedulerMetrics(get_config()), SchedulerMetrics(get_config())
+
+    def published(metrics: SchedulerMetrics) -> bool:
+        return (
+            metrics.registry.get_sample_value("flowsched_task_instances", {"state": "queued"}) == 0
+        )
+
+    one.collect_if_due(first)
+    two.collect_if_due(second)
+    assert published(one) and not published(two)
+
+    with session_scope() as session:  # the first scheduler stops heartbeating
+        session.execute(
+            update(Job)
+            .where(Job.id == first)
+            .values(latest_heartbeat=utcnow() - timedelta(hours=1))
+        )
+    one.collect_if_due(first)
+    two.collect_if_due(second)
+    assert published(two) and not published(one)

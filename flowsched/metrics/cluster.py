@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from flowsched.db.models import DagRun, Pool, TaskInstance, TaskTry
+from flowsched.db.models import DagRun, Job, Pool, TaskInstance, TaskTry
 from flowsched.state import RunState, TaskState
+from flowsched.timezone import utcnow
 
 # States of a task instance that is still on its way (finished ones are not counted:
 # the table only grows, and their number says nothing about the cluster now).
@@ -60,6 +61,21 @@ class Snapshot:
     runs_ended: list[RunEnded] = field(default_factory=list)
 
 
+def leading_scheduler(session: Session, alive_within: float) -> int | None:
+    """The job id of the scheduler that publishes the cluster-wide figures: the oldest
+    live one. With several schedulers each try is then counted once, by one of them,
+    and dashboards may sum over schedulers."""
+    from flowsched.scheduler.loop import SCHEDULER_JOB
+
+    return session.scalar(
+        select(func.min(Job.id)).where(
+            Job.job_type == SCHEDULER_JOB,
+            Job.state == "running",
+            Job.latest_heartbeat > utcnow() - timedelta(seconds=alive_within),
+        )
+    )
+
+
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return (end - start).total_seconds() if start and end else None
 
@@ -87,17 +103,17 @@ class ClusterReader:
     def __init__(self) -> None:
         self._tries = _Window()
         self._runs = _Window()
-        self._primed = False
+        self.primed = False
 
     def read(self, session: Session) -> Snapshot:
         snapshot = Snapshot()
         self._read_gauges(session, snapshot)
-        if not self._primed:
+        if not self.primed:
             self._prime(session)
         self._read_tries(session, snapshot)
         self._read_runs(session, snapshot)
-        if not self._primed:
-            self._primed = True
+        if not self.primed:
+            self.primed = True
             snapshot.tries_started, snapshot.tries_ended = [], []
             snapshot.runs_started, snapshot.runs_ended = [], []
         return snapshot

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from flowsched.config import Config
 from flowsched.db.engine import is_db_outage, session_scope
-from flowsched.metrics.cluster import ClusterReader, Snapshot
+from flowsched.metrics.cluster import ClusterReader, Snapshot, leading_scheduler
 from flowsched.metrics.exposition import MetricsServer, serve_metrics
 from flowsched.metrics.statsd import StatsdClient, statsd_from_config
 
@@ -37,6 +37,7 @@ class SchedulerMetrics:
         self._reader = ClusterReader()
         self._last_collect = 0.0
         self._queues = {conf.celery.default_queue}
+        self._alive = conf.scheduler.zombie_threshold
         self._define(self.registry)
 
     def _define(self, registry: CollectorRegistry) -> None:
@@ -137,19 +138,31 @@ class SchedulerMetrics:
         if self._statsd and zombies:
             self._statsd.incr("zombies_killed", zombies)
 
-    def collect_if_due(self) -> None:
-        """Read the cluster's figures if ``collect_interval`` has passed; never raises."""
+    def collect_if_due(self, job_id: int | None) -> None:
+        """Read the cluster's figures if ``collect_interval`` has passed and this
+        scheduler (job ``job_id``) is the one that publishes them; never raises."""
         if not self.enabled or time.monotonic() - self._last_collect < self.interval:
             return
         self._last_collect = time.monotonic()
         try:
             with session_scope(read_only=True) as session:
-                snapshot = self._reader.read(session)
+                leads = job_id is not None and leading_scheduler(session, self._alive) == job_id
+                snapshot = self._reader.read(session) if leads else None
         except Exception as exc:
             if not is_db_outage(exc):
                 log.exception("metrics: reading the cluster's figures failed")
             return
-        self.publish(snapshot)
+        if snapshot is not None:
+            self.publish(snapshot)
+        elif self._reader.primed:
+            self._step_down()
+
+    def _step_down(self) -> None:
+        """Another scheduler publishes now: drop the gauges (their sum over schedulers
+        must stay right) and start afresh should this one lead again. Counters stay."""
+        for gauge in (self.tis, self.queue_depth, self.pool_slots):
+            gauge.clear()
+        self._reader = ClusterReader()
 
     # -- publishing ---------------------------------------------------------
     def publish(self, snapshot: Snapshot) -> None:

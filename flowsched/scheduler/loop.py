@@ -279,7 +279,7 @@ class Scheduler:
         started = time.monotonic()
         did_work = self._run_pass()
         self.metrics.pass_done(time.monotonic() - started, self.executor.slots_available())
-        self.metrics.collect_if_due()
+        self.metrics.collect_if_due(self.job_id)
         return did_work
 
     def _run_pass(self) -> bool:
