@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Gauge
 
 from flowsched.config import Config
-from flowsched.metrics.exposition import MetricsServer, serve_metrics
+from flowsched.metrics.exposition import MetricsServer, component_registry, serve_metrics
 from flowsched.metrics.statsd import StatsdClient, safe_name, statsd_from_config
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class DagProcessingMetrics:
     def __init__(self, conf: Config) -> None:
         self.enabled = conf.metrics.prometheus_on or conf.metrics.statsd_on
-        self.registry = CollectorRegistry()
+        self.registry = component_registry()
         self.last_duration = Gauge(
             "flowsched_dag_processing_last_duration_seconds",
             "Seconds the last parse of each DAG file took (path relative to the DAG folder).",

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from flowsched.config import Config
 from flowsched.db.engine import is_db_outage, session_scope
 from flowsched.metrics.cluster import ClusterReader, Snapshot, leading_scheduler
-from flowsched.metrics.exposition import MetricsServer, serve_metrics
+from flowsched.metrics.exposition import MetricsServer, component_registry, serve_metrics
 from flowsched.metrics.statsd import StatsdClient, statsd_from_config
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class SchedulerMetrics:
     def __init__(self, conf: Config) -> None:
         self.enabled = conf.metrics.prometheus_on or conf.metrics.statsd_on
         self.interval = conf.metrics.collect_interval
-        self.registry = CollectorRegistry()
+        self.registry = component_registry()
         self._statsd: StatsdClient | None = None
         self._server: MetricsServer | None = None
         self._reader = ClusterReader()

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from flowsched.metrics.exposition import MetricsServer, serve_metrics
+from flowsched.metrics.exposition import MetricsServer, component_registry, serve_metrics
 
 
 class WorkerCollector:
@@ -54,6 +53,6 @@ class WorkerCollector:
 
 def serve_worker_metrics(nodename: str, concurrency: int) -> MetricsServer | None:
     """Start the worker's /metrics (``[metrics] worker_port``) if Prometheus is on."""
-    registry = CollectorRegistry()
+    registry = component_registry()
     registry.register(WorkerCollector(nodename, concurrency))
     return serve_metrics(registry, "worker")
