@@ -304,7 +304,8 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "webserver_port": Option(
             _parse_port,
             "9113",
-            "The webserver's /metrics port (served by the gunicorn master for all workers).",
+            "The webserver's /metrics port: gunicorn listens there too, and any of its workers "
+            "answers with the sum over all of them.",
         ),
         "collect_interval": Option(
             _positive(float),

@@ -118,7 +118,7 @@ def serve(bind: str | None = None, workers: int | None = None, debug: bool = Fal
         app.run(host=debug_host(host), port=int(port), debug=True, use_reloader=False)
         return
     options = gunicorn_options(bind, workers)
-    with gunicorn_metrics(options):
+    with gunicorn_metrics(app, options):
         GunicornServer(app, options).run()
 
 

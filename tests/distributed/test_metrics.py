@@ -13,6 +13,7 @@ import glob
 import json
 import re
 import tempfile
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,6 +169,12 @@ slow = BashOperator(task_id='slow', bash_command='sleep 2')
     webm = scrape(ports["webserver"])
     health = {"endpoint": "api.health", "method": "GET", "status": "200"}
     assert value(webm, "flowsched_webserver_request_duration_seconds_count", **health) == 6
+    for url in (
+        f"http://127.0.0.1:{ports['webserver']}/api/v1/health",
+        f"http://{web_bind}/metrics",
+    ):
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(url, timeout=10)  # each port serves only its own
     pattern = f"{tempfile.gettempdir()}/{DIR_PREFIX}{web.process.pid}-*"
     assert len(glob.glob(pattern)) == 1
 
@@ -183,5 +190,6 @@ slow = BashOperator(task_id='slow', bash_command='sleep 2')
     assert len(queried) >= 15
     assert queried - exposed == set()
 
-    assert web.terminate() == 0
+    # Within gunicorn's 30 s graceful timeout: its workers exit, none hangs at exit.
+    assert web.terminate(timeout=25) == 0
     assert glob.glob(pattern) == []  # the multiprocess files went with the webserver
