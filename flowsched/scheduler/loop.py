@@ -120,10 +120,10 @@ class Scheduler:
         self._started = time.monotonic()
         self._through_outage(self._register_job)
         try:
-            self.metrics.start(self.conf)
             self.executor.start()
             if self.run_dag_processor:
                 self._start_dag_processor()
+            self.metrics.start(self.conf)  # its thread after the executor's forks
             self._through_outage(self._reset_orphans)
         except BaseException:
             self._shutdown()
