@@ -158,3 +158,87 @@ def test_only_the_oldest_live_scheduler_publishes_the_cluster_figures(sqlite_hom
     one.collect_if_due(first)
     two.collect_if_due(second)
     assert published(two) and not published(one)
+
+
+def test_a_try_row_committed_after_a_newer_one_is_still_counted(sqlite_home: Home) -> None:
+    """Ids are handed out at insert and may commit out of order (two schedulers): an id
+    skipped over is looked for again, and every try is counted exactly once."""
+    from sqlalchemy import delete, insert
+
+    from flowsched.db.engine import session_scope
+    from flowsched.db.models import DagRun, TaskInstance, TaskTry
+    from flowsched.metrics.cluster import ClusterReader
+    from flowsched.timezone import utcnow
+
+    def add(try_id: int, ended: bool) -> None:
+        now = utcnow()
+        with session_scope() as session:
+            session.execute(
+                insert(TaskTry).values(
+                    id=try_id,
+                    task_instance_id=try_id,
+                    dag_id="d",
+                    run_id="r",
+                    task_id=f"t{try_id}",
+                    try_number=1,
+                    state="success" if ended else "running",
+                    start_date=now,
+                    end_date=now if ended else None,
+                    duration=0.5 if ended else None,
+                )
+            )
+
+    with session_scope() as session:  # task instances for the tries to belong to
+        run = DagRun(
+            dag_id="d",
+            run_id="r",
+            run_type="manual",
+            state="success",
+            logical_date=utcnow(),
+            created_at=utcnow(),
+        )
+        session.add(run)
+        session.flush()
+        session.add_all(
+            TaskInstance(
+                id=n, dag_run_id=run.id, dag_id="d", run_id="r", task_id=f"t{n}", state="success"
+            )
+            for n in (1, 2, 3)
+        )
+    reader = ClusterReader()
+    with session_scope() as session:
+        reader.read(session)  # the starting point: an empty history
+    add(1, ended=True)
+    add(3, ended=False)  # 2 is not committed yet
+    with session_scope() as session:
+        first = reader.read(session)
+    add(2, ended=True)
+    with session_scope() as session:
+        session.execute(delete(TaskTry).where(TaskTry.id == 3))
+        session.execute(
+            insert(TaskTry).values(
+                id=3,
+                task_instance_id=3,
+                dag_id="d",
+                run_id="r",
+                task_id="t3",
+                try_number=1,
+                state="failed",
+                start_date=utcnow(),
+                end_date=utcnow(),
+                duration=1.0,
+            )
+        )
+    with session_scope() as session:
+        second = reader.read(session)
+    with session_scope() as session:
+        third = reader.read(session)
+
+    assert sorted(e.task_id for e in first.tries_ended) == ["t1"]
+    assert sorted(t for _, t in first.tries_started) == ["t1", "t3"]
+    assert sorted((e.task_id, e.state) for e in second.tries_ended) == [
+        ("t2", "success"),
+        ("t3", "failed"),
+    ]
+    assert [t for _, t in second.tries_started] == ["t2"]  # t3's start was counted before
+    assert third.tries_ended == [] and third.tries_started == []

@@ -2,17 +2,19 @@
 
 Nothing here runs per try: one pass (``[metrics] collect_interval``) reads the
 unfinished task instances grouped by state, queue and pool (the ``state`` index),
-the pools, and the try and run rows that started or ended since the previous
-pass. Those rows are found by id from a low-water mark: the oldest try (or run)
-still unfinished at the last pass, so a pass reads only the window of rows that
-can still change, and each try is counted once however long it runs.
+the pools, and the try and run rows that can have changed since the previous
+pass: those with a higher id than any seen, and those seen unfinished (by
+primary key). A pass thus reads what is new or in flight, never the history,
+and each try is counted once however long it runs.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
@@ -80,20 +82,44 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return (end - start).total_seconds() if start and end else None
 
 
+# How long an id skipped over (a row whose transaction commits after a higher id's,
+# or one rolled back or deleted) is looked for again before it is given up.
+GAP_PATIENCE = 120.0
+
+_CHUNK = 500
+
+
 class _Window:
-    """Rows of one table from a low-water mark: which started and ended were reported."""
+    """Which rows of one table can still change: those above ``max_seen``, the ``open``
+    ones (seen unfinished) and the ``gaps`` (ids skipped, until their deadline)."""
 
     def __init__(self) -> None:
-        self.low: int | None = None
-        self.started: set[int] = set()
-        self.ended: set[int] = set()
+        self.max_seen = 0
+        self.open: set[int] = set()
+        self.started: set[int] = set()  # open rows whose start was reported
+        self.gaps: dict[int, float] = {}
 
-    def advance(self, rows: list[tuple[int, bool, bool]], next_id: int) -> None:
-        """``rows``: (id, has started, has ended) of this pass; keep only what can change."""
-        open_ids = [row_id for row_id, _, ended in rows if not ended]
-        self.low = min(open_ids) if open_ids else next_id
-        self.started = {row_id for row_id in self.started if row_id >= self.low}
-        self.ended = {row_id for row_id in self.ended if row_id >= self.low}
+    def rows(self, session: Session, columns: tuple[Any, ...], id_column: Any) -> list[Any]:
+        found = list(session.execute(select(*columns).where(id_column > self.max_seen)))
+        again = sorted(self.open | set(self.gaps))
+        for start in range(0, len(again), _CHUNK):
+            found += session.execute(
+                select(*columns).where(id_column.in_(again[start : start + _CHUNK]))
+            ).all()
+        return found
+
+    def advance(self, seen: list[tuple[int, bool]], now: float) -> None:
+        """``seen``: (id, has ended) of this pass's rows."""
+        ids = {row_id for row_id, _ in seen}
+        top = max(ids, default=self.max_seen)
+        for missing in set(range(self.max_seen + 1, top)) - ids:
+            self.gaps[missing] = now + GAP_PATIENCE
+        self.gaps = {
+            gap: until for gap, until in self.gaps.items() if gap not in ids and until > now
+        }
+        self.open = (self.open - ids) | {row_id for row_id, ended in seen if not ended}
+        self.started &= self.open
+        self.max_seen = max(self.max_seen, top)
 
 
 class ClusterReader:
@@ -146,70 +172,62 @@ class ClusterReader:
         snapshot.queued_by_queue = dict(queued)
 
     def _prime(self, session: Session) -> None:
-        """The first low-water marks: the oldest try of a task now queued or running
-        (through the state index, not a scan of the try history), and the oldest
-        unfinished run; else the next row to come."""
-        oldest_try = session.scalar(
-            select(func.min(TaskTry.id))
-            .join(
-                TaskInstance,
-                and_(
-                    TaskInstance.id == TaskTry.task_instance_id,
-                    TaskInstance.try_number == TaskTry.try_number,
-                ),
+        """Where counting starts: after the newest try and run, with the tries of
+        tasks now queued or running (through the state index, not a scan of the try
+        history) and the unfinished runs as open."""
+        self._tries.max_seen = session.scalar(select(func.max(TaskTry.id))) or 0
+        self._tries.open = set(
+            session.scalars(
+                select(TaskTry.id)
+                .join(
+                    TaskInstance,
+                    and_(
+                        TaskInstance.id == TaskTry.task_instance_id,
+                        # A try of a task still queued or running is the current one.
+                        TaskInstance.try_number == TaskTry.try_number,
+                    ),
+                )
+                .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
             )
-            # A try of a task still queued or running is the current one.
-            .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
         )
-        next_try = (session.scalar(select(func.max(TaskTry.id))) or 0) + 1
-        self._tries.low = min(oldest_try or next_try, next_try)
-        oldest_run = session.scalar(
-            select(func.min(DagRun.id)).where(DagRun.state.in_(_UNFINISHED_RUNS))
+        self._runs.max_seen = session.scalar(select(func.max(DagRun.id))) or 0
+        self._runs.open = set(
+            session.scalars(select(DagRun.id).where(DagRun.state.in_(_UNFINISHED_RUNS)))
         )
-        next_run = (session.scalar(select(func.max(DagRun.id))) or 0) + 1
-        self._runs.low = min(oldest_run or next_run, next_run)
 
     def _read_tries(self, session: Session, snapshot: Snapshot) -> None:
         window = self._tries
-        rows = session.execute(
-            select(
-                TaskTry.id,
-                TaskTry.dag_id,
-                TaskTry.task_id,
-                TaskTry.state,
-                TaskTry.start_date,
-                TaskTry.end_date,
-                TaskTry.duration,
-            )
-            .where(TaskTry.id >= window.low)
-            .order_by(TaskTry.id)
-        ).all()
-        seen: list[tuple[int, bool, bool]] = []
-        for row_id, dag_id, task_id, state, start, end, duration in rows:
+        columns = (
+            TaskTry.id,
+            TaskTry.dag_id,
+            TaskTry.task_id,
+            TaskTry.state,
+            TaskTry.start_date,
+            TaskTry.end_date,
+            TaskTry.duration,
+        )
+        seen: list[tuple[int, bool]] = []
+        for row_id, dag_id, task_id, state, start, end, duration in window.rows(
+            session, columns, TaskTry.id
+        ):
             if start is not None and row_id not in window.started:
                 window.started.add(row_id)
                 snapshot.tries_started.append((dag_id, task_id))
-            if end is not None and row_id not in window.ended:
-                window.ended.add(row_id)
+            if end is not None:
                 snapshot.tries_ended.append(TryEnded(dag_id, task_id, state, duration))
-            seen.append((row_id, start is not None, end is not None))
-        window.advance(seen, (rows[-1][0] + 1) if rows else window.low or 1)
+            seen.append((row_id, end is not None))
+        window.advance(seen, time.monotonic())
 
     def _read_runs(self, session: Session, snapshot: Snapshot) -> None:
         window = self._runs
-        rows = session.execute(
-            select(DagRun.id, DagRun.dag_id, DagRun.state, DagRun.start_date, DagRun.end_date)
-            .where(DagRun.id >= window.low)
-            .order_by(DagRun.id)
-        ).all()
-        seen: list[tuple[int, bool, bool]] = []
-        for row_id, dag_id, state, start, end in rows:
+        columns = (DagRun.id, DagRun.dag_id, DagRun.state, DagRun.start_date, DagRun.end_date)
+        seen: list[tuple[int, bool]] = []
+        for row_id, dag_id, state, start, end in window.rows(session, columns, DagRun.id):
             ended = state not in _UNFINISHED_RUNS
             if start is not None and row_id not in window.started:
                 window.started.add(row_id)
                 snapshot.runs_started.append(dag_id)
-            if ended and row_id not in window.ended:
-                window.ended.add(row_id)
+            if ended:
                 snapshot.runs_ended.append(RunEnded(dag_id, state, _seconds(start, end)))
-            seen.append((row_id, start is not None, ended))
-        window.advance(seen, (rows[-1][0] + 1) if rows else window.low or 1)
+            seen.append((row_id, ended))
+        window.advance(seen, time.monotonic())
