@@ -326,6 +326,41 @@ OPTIONS: dict[str, dict[str, Option]] = {
             True,
         ),
     },
+    "metrics": {
+        "prometheus_on": Option(
+            _parse_bool,
+            "false",
+            "Serve Prometheus metrics at /metrics on each component's own port (below). Off "
+            "by default: the ports have no login, so open them to monitoring hosts only "
+            "(the Ansible roles turn this on and the firewall limits who reaches it).",
+        ),
+        "prometheus_host": Option(_text, "0.0.0.0", "Address the /metrics ports listen on."),
+        "scheduler_port": Option(_parse_port, "9110", "The scheduler's /metrics port."),
+        "dag_processor_port": Option(_parse_port, "9111", "The DAG processor's /metrics port."),
+        "worker_port": Option(_parse_port, "9112", "A Celery worker's /metrics port."),
+        "webserver_port": Option(
+            _parse_port,
+            "9113",
+            "The webserver's /metrics port: gunicorn listens there too, and any of its workers "
+            "answers with the sum over all of them.",
+        ),
+        "collect_interval": Option(
+            _positive(float),
+            "5",
+            "Seconds between the scheduler's reads of cluster-wide figures (tries by state, "
+            "queue depths, pools, finished tries and runs) for metrics.",
+        ),
+        "statsd_on": Option(
+            _parse_bool, "false", "Also send metrics to StatsD (UDP) under Airflow's names."
+        ),
+        "statsd_host": Option(_text, "localhost", "StatsD host."),
+        "statsd_port": Option(_parse_port, "8125", "StatsD UDP port."),
+        "statsd_prefix": Option(
+            _text,
+            "airflow",
+            "Prefix of every StatsD name; Airflow's default, so existing dashboards work.",
+        ),
+    },
     "flower": {
         "port": Option(_parse_port, "5555", "Flower's port."),
         "basic_auth": Option(_text, "", "user:password for Flower.", True),

@@ -25,6 +25,7 @@ from flowsched.dataset_events import sync_dag_references
 from flowsched.db.engine import db_outage, is_db_outage, session_scope
 from flowsched.db.models import Dag, DagVersion, ImportError_
 from flowsched.discovery import ParseResult, list_dag_files, parse_files
+from flowsched.metrics.dag_processing import DagProcessingMetrics
 from flowsched.scheduler.timetable import next_run_fields
 from flowsched.serialization import SerializedDAG
 from flowsched.timezone import utcnow
@@ -42,6 +43,8 @@ class ProcessReport:
     errors: list[str] = field(default_factory=list)
     new_versions: list[str] = field(default_factory=list)
     duration: float = 0.0
+    # Seconds each file's import took, by path relative to the DAG folder (for metrics).
+    file_durations: dict[str, float] = field(default_factory=dict)
 
 
 def process_folder(folder: Path | None = None) -> ProcessReport:
@@ -69,6 +72,7 @@ def process_folder(folder: Path | None = None) -> ProcessReport:
         key=lambda result: listed[result.relative],
     )
     report.files = len(results)
+    report.file_durations = {result.relative: result.duration for result in results}
     with session_scope() as session:
         _sync(session, results, report)
     report.duration = time.monotonic() - started
@@ -211,12 +215,21 @@ class DagProcessor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        metrics = DagProcessingMetrics(get_config())
+        metrics.start(get_config())
+        try:
+            self._loop(metrics)
+        finally:
+            metrics.stop()
+
+    def _loop(self, metrics: DagProcessingMetrics) -> None:
         runs = 0
         outage = db_outage(log)
         while not self._stop.is_set():
             try:
                 report = process_folder()
                 outage.recovered()
+                metrics.pass_done(report)
                 log.info(
                     "parsed %d files, %d DAGs, %d errors in %.2fs%s",
                     report.files,

@@ -46,6 +46,7 @@ from flowsched.lifecycle import (
     requeue_lost_try,
     time_out_run,
 )
+from flowsched.metrics.scheduler import SchedulerMetrics
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
 from flowsched.processes import spawn_flowsched
 from flowsched.scheduler.concurrency import Concurrency
@@ -125,6 +126,7 @@ class Scheduler:
         self._started = time.monotonic()
         # Executor events taken but not yet written (kept through a DB outage).
         self._unhandled: list[ExecutorEvent] = []
+        self.metrics = SchedulerMetrics(self.conf)
 
     # -- lifecycle ----------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -139,6 +141,7 @@ class Scheduler:
             self.executor.start()
             if self.run_dag_processor:
                 self._start_dag_processor()
+            self.metrics.start(self.conf)  # its thread after the executor's forks
             self._through_outage(self._reset_orphans)
         except BaseException:
             self._shutdown()
@@ -198,6 +201,7 @@ class Scheduler:
                 raise
             # The tries stay as recorded; the next scheduler's sweeps take them over.
             log.warning("scheduler stopping without a last database update: %s", exc)
+        self.metrics.stop()
         log.info("scheduler stopped")
 
     # -- database outages ---------------------------------------------------
@@ -290,6 +294,13 @@ class Scheduler:
 
     # -- one pass -----------------------------------------------------------
     def run_once(self) -> bool:
+        started = time.monotonic()
+        did_work = self._run_pass()
+        self.metrics.pass_done(time.monotonic() - started, self.executor.slots_available())
+        self.metrics.collect_if_due(self.job_id)
+        return did_work
+
+    def _run_pass(self) -> bool:
         self._heartbeat()
         did_work = self._handle_events(self.executor.sync())
         did_work |= self.create_due_runs() > 0
@@ -301,10 +312,13 @@ class Scheduler:
         did_work |= bool(workloads)
         if time.monotonic() - self._last_sweep >= SWEEP_INTERVAL:
             self._last_sweep = time.monotonic()
+            zombies = stuck = 0
             if self._sweep_allowed(self.conf.scheduler.zombie_threshold):
-                did_work |= self.sweep_zombies() > 0
+                zombies = self.sweep_zombies()
             if self._sweep_allowed(self.conf.scheduler.task_queued_timeout):
-                did_work |= self.sweep_stuck_queued() > 0
+                stuck = self.sweep_stuck_queued()
+            self.metrics.swept(zombies, stuck)
+            did_work |= zombies + stuck > 0
         return did_work
 
     def _dag(self, session: Session, version_id: int) -> SerializedDAG:

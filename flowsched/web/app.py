@@ -17,6 +17,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from flowsched import __version__
 from flowsched.config import get_config
+from flowsched.metrics.web import install_request_metrics
 from flowsched.state import RunState, TaskState
 from flowsched.timezone import default_timezone, display, format_offset, utcnow
 from flowsched.web import auth, csrf, errors
@@ -145,6 +146,7 @@ def create_app(secret_key: str | None = None, cookie_secure: str | None = None) 
     app.register_blueprint(api.bp)
     _register_plugin_views(app)
     errors.register(app)
+    install_request_metrics(app)
     return app
 
 

@@ -25,6 +25,7 @@ from gunicorn.app.base import BaseApplication
 
 from flowsched.config import flowsched_home, get_config
 from flowsched.exceptions import FlowschedError
+from flowsched.metrics.web import gunicorn_metrics
 from flowsched.processes import (
     kill_group,
     set_parent_death_signal,
@@ -116,7 +117,9 @@ def serve(bind: str | None = None, workers: int | None = None, debug: bool = Fal
         host, _, port = (bind or get_config().webserver.bind).rpartition(":")
         app.run(host=debug_host(host), port=int(port), debug=True, use_reloader=False)
         return
-    GunicornServer(app, gunicorn_options(bind, workers)).run()
+    options = gunicorn_options(bind, workers)
+    with gunicorn_metrics(app, options):
+        GunicornServer(app, options).run()
 
 
 def check_bind(bind: str) -> tuple[str, int]:

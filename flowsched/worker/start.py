@@ -144,6 +144,7 @@ def run_worker(
 ) -> int:
     """Start the worker in the foreground; returns its exit code."""
     from flowsched.executors.celery_app import make_app
+    from flowsched.metrics.worker import serve_worker_metrics
     from flowsched.worker.log_server import start_log_server
 
     check_not_root(allow_root)
@@ -164,6 +165,12 @@ def run_worker(
         raise WorkerRefused(
             f"log server cannot listen on {host}:{port} ([worker] log_server_host/port): {exc}"
         ) from exc
+    try:
+        metrics = serve_worker_metrics(nodename, concurrency)
+    except FlowschedError as exc:
+        server.shutdown()
+        server.server_close()
+        raise WorkerRefused(str(exc)) from None
     timer = _GraceTimer(conf.worker.shutdown_grace)
     signals.worker_process_init.connect(_reset_db_after_fork, weak=False)
     signals.worker_process_init.connect(_die_with_worker(os.getpid()), weak=False)
@@ -201,4 +208,6 @@ def run_worker(
     finally:
         server.shutdown()
         server.server_close()
+        if metrics is not None:
+            metrics.stop()
     return int(worker.exitcode or 0)
