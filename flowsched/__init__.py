@@ -31,6 +31,7 @@ from flowsched.operators import (
 from flowsched.plugins import FlowschedPlugin
 from flowsched.providers.docker import DockerOperator
 from flowsched.state import RunState, TaskState, TriggerRule
+from flowsched.task_group import TaskGroup, task_group
 from flowsched.variable import Variable
 from flowsched.weekday import WeekDay
 from flowsched.xcom_arg import XComArg
@@ -60,6 +61,7 @@ __all__ = [
     "RunState",
     "ShortCircuitOperator",
     "SkipTask",
+    "TaskGroup",
     "TaskState",
     "TriggerRule",
     "Variable",
@@ -72,4 +74,5 @@ __all__ = [
     "dag",
     "get_current_context",
     "task",
+    "task_group",
 ]

@@ -21,6 +21,7 @@ from flowsched.timezone import default_timezone, is_aware, to_utc, zone_of
 
 if TYPE_CHECKING:
     from flowsched.operators.base import BaseOperator
+    from flowsched.task_group import TaskGroup
 
 
 class DagContext:
@@ -111,6 +112,8 @@ class DAG:
         self.owner_links = dict(owner_links or {})
         self.fileloc: str | None = None
         self.tasks: dict[str, BaseOperator] = {}
+        # Every TaskGroup of this DAG by its full id, parents before children.
+        self.task_groups: dict[str, TaskGroup] = {}
         # {upstream id: {downstream id: {"label": ...}}}, as Airflow's DAG.edge_info.
         self.edge_info: dict[str, dict[str, dict[str, str]]] = {}
         DagContext.created.append(self)
@@ -137,6 +140,10 @@ class DAG:
     def add_task(self, task: BaseOperator) -> None:
         if task.task_id in self.tasks and self.tasks[task.task_id] is not task:
             raise DuplicateTaskIdError(f"DAG '{self.dag_id}': duplicate task_id '{task.task_id}'")
+        if task.task_id in self.task_groups:
+            raise DuplicateTaskIdError(
+                f"DAG '{self.dag_id}': task_id '{task.task_id}' is already a task group's id"
+            )
         task.dag = self
         self.tasks[task.task_id] = task
 
@@ -158,15 +165,6 @@ class DAG:
     @property
     def task_ids(self) -> list[str]:
         return list(self.tasks)
-
-    def unique_task_id(self, base: str) -> str:
-        """``base``, or ``base__1``, ``base__2``... for repeated @task calls."""
-        if base not in self.tasks:
-            return base
-        n = 1
-        while f"{base}__{n}" in self.tasks:
-            n += 1
-        return f"{base}__{n}"
 
     def check_cycles(self) -> None:
         """Raise CycleError naming the cycle, e.g. ``a -> b -> c -> a``."""
@@ -211,6 +209,7 @@ class DAG:
         self.validate()
 
         from flowsched.plugins import plugin_file_of
+        from flowsched.task_group import serialize_task_groups
 
         def seconds(value: timedelta | None) -> float | None:
             return None if value is None else value.total_seconds()
@@ -238,6 +237,7 @@ class DAG:
             "doc_md": self.doc_md,
             "dag_display_name": self.dag_display_name,
             "edge_info": self.edge_info,
+            "task_groups": serialize_task_groups(self),
             "plugin_fingerprints": dict(sorted(all_plugins.items())),
             "tasks": [
                 {
@@ -258,6 +258,7 @@ class DAG:
                     "task_display_name": task.task_display_name,
                     "is_empty": _is_empty(task),
                     "plugin_files": tasks_plugins[task.task_id],
+                    "task_group_id": task.task_group.group_id if task.task_group else None,
                 }
                 for task in self.tasks.values()
             ],
