@@ -128,9 +128,8 @@ def test_group_errors_name_what_is_wrong():
 @pytest.mark.usefixtures("_sqlite")
 def test_serialized_dag_carries_the_group_tree_for_the_ui():
     with DAG("tree", start_date=START) as dag:
-        with TaskGroup("outer", tooltip="the outside"):
-            with TaskGroup("inner"):
-                EmptyOperator(task_id="t")
+        with TaskGroup("outer", tooltip="the outside"), TaskGroup("inner"):
+            EmptyOperator(task_id="t")
         EmptyOperator(task_id="top")
     serialized = SerializedDAG(dag.to_dict())
     assert [(g.group_id, g.parent_group_id, g.label) for g in serialized.task_groups.values()] == [
