@@ -46,6 +46,7 @@ IMPORTS = {
     "airflow.utils.edgemodifier": "flowsched.edgemodifier",
     "airflow.utils.helpers": "flowsched.chain",
     "airflow.utils.trigger_rule": "flowsched.state",
+    "airflow.utils.task_group": "flowsched.utils.task_group",
 }
 IMPORT_LINE = re.compile(r"^(\s*from\s+)(airflow(?:\.[\w.]+)?)(\s+import\b)", re.MULTILINE)
 
@@ -329,3 +330,31 @@ def test_example_bash_decorator(home, airflow_examples, monkeypatch, tmp_path):
         "also_run_this", "also_run_this_again"
     )
     assert len([p for p in tmp_path.rglob("baz") if p.is_dir()]) == 1
+
+
+def test_example_task_group(home, airflow_examples):
+    install(home, airflow_examples, "example_task_group")
+    _, states = run_to_end("example_task_group")
+    assert states == dict.fromkeys(
+        [
+            "start",
+            "section_1.task_1",
+            "section_1.task_2",
+            "section_1.task_3",
+            "section_2.task_1",
+            "section_2.inner_section_2.task_2",
+            "section_2.inner_section_2.task_3",
+            "section_2.inner_section_2.task_4",
+            "end",
+        ],
+        "success",
+    )
+
+
+def test_example_task_group_decorator(home, airflow_examples):
+    install(home, airflow_examples, "example_task_group_decorator")
+    _, states = run_to_end("example_task_group_decorator")
+    # Five calls of the same @task_group: its group ids get __1.. __4, as in Airflow.
+    groups = ["task_group_function", *(f"task_group_function__{n}" for n in range(1, 5))]
+    expected = ["task_start", "task_end"] + [f"{g}.task_{n}" for g in groups for n in (1, 2, 3)]
+    assert states == dict.fromkeys(expected, "success")

@@ -183,3 +183,29 @@ def test_operator_in_group_keeps_explicit_task_group_argument(sqlite_home):
         group = TaskGroup("g")
         op = BashOperator(task_id="t", bash_command="true", task_group=group)
     assert op.task_id == "g.t" and group.children == {"g.t": op}
+
+
+def test_example_task_groups_dag_runs(home):
+    import shutil
+    from pathlib import Path
+
+    import flowsched
+
+    example = Path(flowsched.__file__).parent / "example_dags" / "example_task_groups.py"
+    shutil.copy(example, home.dags / example.name)
+    parse()
+    operations.trigger_dag("example_task_groups")
+    drive(run_finished("example_task_groups"))
+    states = {task_id: state for task_id, (state, _) in ti_states("example_task_groups").items()}
+    assert states == dict.fromkeys(
+        [
+            "start",
+            "extract.orders",
+            "extract.customers",
+            "transform.clean",
+            "transform.aggregate",
+            "transform.checks.row_count",
+            "publish",
+        ],
+        "success",
+    )
