@@ -147,7 +147,11 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "(address space, RLIMIT_AS); a file that needs more is an import error. 0: no limit.",
         ),
         "dags_are_paused_at_creation": Option(
-            _parse_bool, "false", "Whether a newly discovered DAG starts paused."
+            _parse_bool,
+            "true",
+            "Whether a newly discovered DAG starts paused (Airflow's default: true), so a "
+            "catchup=True DAG creates no runs until someone unpauses it. A DAG's "
+            "is_paused_upon_creation argument overrides it. `flowsched standalone` writes false.",
         ),
         "hostname_callable": Option(
             _text, "", "'module:function' returning the hostname recorded on task instances."

@@ -63,6 +63,7 @@ class DAG:
         orientation: str = "LR",
         default_view: str = "grid",
         owner_links: dict[str, str] | None = None,
+        is_paused_upon_creation: bool | None = None,
     ) -> None:
         validate_id("dag_id", dag_id, DagDefinitionError)
         self.dag_id = dag_id
@@ -110,6 +111,10 @@ class DAG:
         self.orientation = orientation
         self.default_view = default_view
         self.owner_links = dict(owner_links or {})
+        # None: [core] dags_are_paused_at_creation decides, as in Airflow.
+        self.is_paused_upon_creation = (
+            None if is_paused_upon_creation is None else bool(is_paused_upon_creation)
+        )
         self.fileloc: str | None = None
         self.tasks: dict[str, BaseOperator] = {}
         # Every TaskGroup of this DAG by its full id, parents before children.
@@ -229,6 +234,7 @@ class DAG:
             "start_date": to_utc(self.start_date).isoformat() if self.start_date else None,
             "end_date": to_utc(self.end_date).isoformat() if self.end_date else None,
             "catchup": self.catchup,
+            "is_paused_upon_creation": self.is_paused_upon_creation,
             "max_active_runs": self.max_active_runs,
             "tags": self.tags,
             "description": self.description,
