@@ -28,6 +28,7 @@ from flowsched.operators import (
     PythonOperator,
     ShortCircuitOperator,
 )
+from flowsched.params import Param
 from flowsched.plugins import FlowschedPlugin
 from flowsched.providers.docker import DockerOperator
 from flowsched.state import RunState, TaskState, TriggerRule
@@ -57,6 +58,7 @@ __all__ = [
     "FlowschedPlugin",
     "Label",
     "LatestOnlyOperator",
+    "Param",
     "PythonOperator",
     "RunState",
     "ShortCircuitOperator",

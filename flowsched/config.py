@@ -170,6 +170,13 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "Seconds scheduler, workers, DAG processor and tries ride out an unreachable "
             "metadata database or broker (logged once, retried with backoff) before giving up.",
         ),
+        "dag_run_conf_overrides_params": Option(
+            _parse_bool,
+            "true",
+            "As in Airflow: a run's conf is laid over the DAG's and task's params, so "
+            "`{{ params.x }}` sees the value the run was triggered with. False: params "
+            "are the DAG file's values whatever the conf says.",
+        ),
         "max_run_conf_size": Option(
             _positive(int),
             "65536",

@@ -16,6 +16,7 @@ import jinja2
 
 from flowsched.exceptions import ConfigError, CycleError, DagDefinitionError, DuplicateTaskIdError
 from flowsched.ids import validate_id
+from flowsched.params import check_definition, param_values, serialize_params
 from flowsched.schedules import Schedule, make_schedule
 from flowsched.timezone import default_timezone, is_aware, to_utc, zone_of
 
@@ -92,6 +93,7 @@ class DAG:
         self.tags = list(tags or [])
         self.description = description
         self.params = dict(params or {})
+        check_definition(dag_id, self.params, scheduled=self.schedule.kind != "none")
         if dagrun_timeout is not None and not isinstance(dagrun_timeout, timedelta):
             raise DagDefinitionError(
                 f"DAG '{dag_id}': dagrun_timeout must be a timedelta, got {dagrun_timeout!r}"
@@ -238,7 +240,8 @@ class DAG:
             "max_active_runs": self.max_active_runs,
             "tags": self.tags,
             "description": self.description,
-            "params": self.params,
+            "params": param_values(self.params),
+            "param_specs": serialize_params(self.params),
             "dagrun_timeout": seconds(self.dagrun_timeout),
             "doc_md": self.doc_md,
             "dag_display_name": self.dag_display_name,

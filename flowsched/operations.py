@@ -28,6 +28,7 @@ from flowsched.db.models import (
 )
 from flowsched.exceptions import DagNotFound, DagRunNotFound, FlowschedError
 from flowsched.ids import validate_run_id
+from flowsched.params import validate_run_params
 from flowsched.run_conf import check_conf_size
 from flowsched.scheduler.runs import create_run, latest_version, make_run_id
 from flowsched.schedules import Interval
@@ -90,6 +91,9 @@ def trigger_dag(
     logical_date = logical_date or now
     with session_scope() as session:
         get_dag(session, dag_id)
+        _, version = latest_version(session, dag_id)
+        # The one check of a run's params, whichever way it is triggered (CLI, API, page).
+        validate_run_params(version.serialized.get("param_specs", {}), conf)
         run = create_run(
             session,
             dag_id,
