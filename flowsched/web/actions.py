@@ -114,7 +114,10 @@ def clear(dag_id: str) -> Response:
             task_regex=f"^{re.escape(task_id)}$" if task_id else None,
             run_id=run_id,
             only_failed=_checked("only_failed"),
+            upstream=_checked("upstream"),
             downstream=_checked("downstream"),
+            past=_checked("past"),
+            future=_checked("future"),
             actor=actor(),
         )
     except FlowschedError as exc:
@@ -148,11 +151,27 @@ def mark(dag_id: str) -> Response:
         flash("A task can only be marked success or failed.", "error")
         return _back(default)
     try:
-        operations.mark_task(dag_id, run_id, task_id, TaskState(state_text), actor=actor())
+        changed = operations.mark_tasks(
+            dag_id,
+            run_id,
+            task_id,
+            TaskState(state_text),
+            upstream=_checked("upstream"),
+            downstream=_checked("downstream"),
+            past=_checked("past"),
+            future=_checked("future"),
+            actor=actor(),
+        )
     except FlowschedError as exc:
         flash(f"Not marked: {exc}", "error")
     else:
-        flash(f"Marked {task_id} {state_text}.", "success")
+        names = ", ".join(sorted({task for _, task in changed})[:8])
+        flash(
+            f"Marked {len(changed)} task instance(s) {state_text}: {names}."
+            if changed
+            else f"Nothing to mark: already {state_text}.",
+            "success" if changed else "info",
+        )
     return _back(default)
 
 
