@@ -77,7 +77,12 @@ def test_clear_with_upstream_downstream_past_future(home):
         ("r2", "c"),
     }
     after = states()
-    assert [after[("r2", t)] for t in ("a", "b", "c", "side")] == ["none", "none", "none", "success"]
+    assert [after[("r2", t)] for t in ("a", "b", "c", "side")] == [
+        "none",
+        "none",
+        "none",
+        "success",
+    ]
     assert after[("r1", "a")] == after[("r3", "c")] == "success"
     with pytest.raises(FlowschedError, match="past/future need a run"):
         operations.clear_tasks("chain", task_regex="^b$", past=True)
