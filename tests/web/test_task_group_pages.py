@@ -169,6 +169,10 @@ def test_browser_opens_and_closes_a_group_in_graph_and_grid(sqlite_home, browser
         expect(page.locator('tr[data-group-id="extract"] a.group-toggle')).to_have_attribute(
             "aria-expanded", "true"
         )
+        padding = "e => parseFloat(getComputedStyle(e).paddingLeft)"
+        inner = page.locator('tr[data-task-id="extract.a"] td.task').evaluate(padding)
+        top = page.locator('tr[data-task-id="start"] td.task').evaluate(padding)
+        assert inner > top  # rows inside a group are indented
         shot(page, "grid-task-groups-open")
         page.locator('tr[data-group-id="extract"] a.group-toggle').click()
         expect(page.locator('tr[data-task-id="extract.a"]')).to_have_count(0)
