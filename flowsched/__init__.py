@@ -39,6 +39,7 @@ from flowsched.operators import (
     ShortCircuitOperator,
     TriggerDagRunOperator,
 )
+from flowsched.params import Param
 from flowsched.plugins import FlowschedPlugin
 from flowsched.providers.docker import DockerOperator
 from flowsched.sensors import (
@@ -52,6 +53,7 @@ from flowsched.sensors import (
     TimeDeltaSensor,
 )
 from flowsched.state import RunState, TaskState, TriggerRule, WeightRule
+from flowsched.task_group import TaskGroup, task_group
 from flowsched.variable import Variable
 from flowsched.weekday import WeekDay
 from flowsched.xcom_arg import XComArg
@@ -88,6 +90,7 @@ __all__ = [
     "FlowschedPlugin",
     "Label",
     "LatestOnlyOperator",
+    "Param",
     "PokeReturnValue",
     "PythonOperator",
     "PythonSensor",
@@ -96,6 +99,7 @@ __all__ = [
     "ShortCircuitOperator",
     "SkipTask",
     "SmtpNotifier",
+    "TaskGroup",
     "TaskState",
     "TimeDeltaSensor",
     "TriggerDagRunOperator",
@@ -112,4 +116,5 @@ __all__ = [
     "dag",
     "get_current_context",
     "task",
+    "task_group",
 ]

@@ -161,7 +161,11 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "operator's own venv_cache_path takes precedence.",
         ),
         "dags_are_paused_at_creation": Option(
-            _parse_bool, "false", "Whether a newly discovered DAG starts paused."
+            _parse_bool,
+            "true",
+            "Whether a newly discovered DAG starts paused (Airflow's default: true), so a "
+            "catchup=True DAG creates no runs until someone unpauses it. A DAG's "
+            "is_paused_upon_creation argument overrides it. `flowsched standalone` writes false.",
         ),
         "hostname_callable": Option(
             _text, "", "'module:function' returning the hostname recorded on task instances."
@@ -179,6 +183,13 @@ OPTIONS: dict[str, dict[str, Option]] = {
             "900",
             "Seconds scheduler, workers, DAG processor and tries ride out an unreachable "
             "metadata database or broker (logged once, retried with backoff) before giving up.",
+        ),
+        "dag_run_conf_overrides_params": Option(
+            _parse_bool,
+            "true",
+            "As in Airflow: a run's conf is laid over the DAG's and task's params, so "
+            "`{{ params.x }}` sees the value the run was triggered with. False: params "
+            "are the DAG file's values whatever the conf says.",
         ),
         "max_run_conf_size": Option(
             _positive(int),

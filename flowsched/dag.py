@@ -18,11 +18,13 @@ from flowsched.callbacks import as_callbacks
 from flowsched.datasets import outlet_datasets
 from flowsched.exceptions import ConfigError, CycleError, DagDefinitionError, DuplicateTaskIdError
 from flowsched.ids import validate_id
+from flowsched.params import check_definition, param_values, serialize_params
 from flowsched.schedules import Schedule, make_schedule
 from flowsched.timezone import default_timezone, is_aware, to_utc, zone_of
 
 if TYPE_CHECKING:
     from flowsched.operators.base import BaseOperator
+    from flowsched.task_group import TaskGroup
 
 
 class DagContext:
@@ -67,6 +69,7 @@ class DAG:
         owner_links: dict[str, str] | None = None,
         on_success_callback: Any = None,
         on_failure_callback: Any = None,
+        is_paused_upon_creation: bool | None = None,
     ) -> None:
         validate_id("dag_id", dag_id, DagDefinitionError)
         self.dag_id = dag_id
@@ -103,6 +106,7 @@ class DAG:
         self.tags = list(tags or [])
         self.description = description
         self.params = dict(params or {})
+        check_definition(dag_id, self.params, scheduled=self.schedule.kind != "none")
         if dagrun_timeout is not None and not isinstance(dagrun_timeout, timedelta):
             raise DagDefinitionError(
                 f"DAG '{dag_id}': dagrun_timeout must be a timedelta, got {dagrun_timeout!r}"
@@ -126,8 +130,14 @@ class DAG:
         where = f"DAG '{dag_id}'"
         self.on_success_callback = as_callbacks(on_success_callback, where, "on_success_callback")
         self.on_failure_callback = as_callbacks(on_failure_callback, where, "on_failure_callback")
+        # None: [core] dags_are_paused_at_creation decides, as in Airflow.
+        self.is_paused_upon_creation = (
+            None if is_paused_upon_creation is None else bool(is_paused_upon_creation)
+        )
         self.fileloc: str | None = None
         self.tasks: dict[str, BaseOperator] = {}
+        # Every TaskGroup of this DAG by its full id, parents before children.
+        self.task_groups: dict[str, TaskGroup] = {}
         # {upstream id: {downstream id: {"label": ...}}}, as Airflow's DAG.edge_info.
         self.edge_info: dict[str, dict[str, dict[str, str]]] = {}
         DagContext.created.append(self)
@@ -154,6 +164,10 @@ class DAG:
     def add_task(self, task: BaseOperator) -> None:
         if task.task_id in self.tasks and self.tasks[task.task_id] is not task:
             raise DuplicateTaskIdError(f"DAG '{self.dag_id}': duplicate task_id '{task.task_id}'")
+        if task.task_id in self.task_groups:
+            raise DuplicateTaskIdError(
+                f"DAG '{self.dag_id}': task_id '{task.task_id}' is already a task group's id"
+            )
         task.dag = self
         self.tasks[task.task_id] = task
 
@@ -175,15 +189,6 @@ class DAG:
     @property
     def task_ids(self) -> list[str]:
         return list(self.tasks)
-
-    def unique_task_id(self, base: str) -> str:
-        """``base``, or ``base__1``, ``base__2``... for repeated @task calls."""
-        if base not in self.tasks:
-            return base
-        n = 1
-        while f"{base}__{n}" in self.tasks:
-            n += 1
-        return f"{base}__{n}"
 
     def check_cycles(self) -> None:
         """Raise CycleError naming the cycle, e.g. ``a -> b -> c -> a``."""
@@ -228,6 +233,7 @@ class DAG:
         self.validate()
 
         from flowsched.plugins import plugin_file_of
+        from flowsched.task_group import serialize_task_groups
 
         def seconds(value: timedelta | None) -> float | None:
             return None if value is None else value.total_seconds()
@@ -247,15 +253,18 @@ class DAG:
             "start_date": to_utc(self.start_date).isoformat() if self.start_date else None,
             "end_date": to_utc(self.end_date).isoformat() if self.end_date else None,
             "catchup": self.catchup,
+            "is_paused_upon_creation": self.is_paused_upon_creation,
             "max_active_runs": self.max_active_runs,
             "max_active_tasks": self.max_active_tasks,
             "tags": self.tags,
             "description": self.description,
-            "params": self.params,
+            "params": param_values(self.params),
+            "param_specs": serialize_params(self.params),
             "dagrun_timeout": seconds(self.dagrun_timeout),
             "doc_md": self.doc_md,
             "dag_display_name": self.dag_display_name,
             "edge_info": self.edge_info,
+            "task_groups": serialize_task_groups(self),
             "plugin_fingerprints": dict(sorted(all_plugins.items())),
             "has_on_success_callback": bool(self.on_success_callback),
             "has_on_failure_callback": bool(self.on_failure_callback),
@@ -286,6 +295,7 @@ class DAG:
                     "is_empty": _is_empty(task),
                     "outlets": [dataset.to_dict() for dataset in outlet_datasets(task.outlets)],
                     "plugin_files": tasks_plugins[task.task_id],
+                    "task_group_id": task.task_group.group_id if task.task_group else None,
                 }
                 for task in self.tasks.values()
             ],

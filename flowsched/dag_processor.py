@@ -148,9 +148,10 @@ def _upsert_dag(
     serialized = SerializedDAG(data)
     _warn_long_timeouts(serialized)
     if dag is None:
+        paused = data.get("is_paused_upon_creation")
         dag = Dag(
             dag_id=dag_id,
-            is_paused=get_config().core.dags_are_paused_at_creation,
+            is_paused=get_config().core.dags_are_paused_at_creation if paused is None else paused,
             tags=[],
             timezone=data["timezone"],
             fileloc=result.relative,

@@ -23,6 +23,7 @@ from flowsched.operators.python import (
 )
 from flowsched.operators.virtualenv import ExternalPythonOperator, PythonVirtualenvOperator
 from flowsched.sensors.python import DecoratedSensorOperator
+from flowsched.task_group import task_group, task_group_for, unique_task_label
 from flowsched.xcom_arg import DagParam, XComArg, find_xcom_args
 
 
@@ -52,7 +53,8 @@ class _TaskFactory:
                 "call it inside `with DAG(...):` or a @dag function"
             )
         options = {key: value for key, value in self.options.items() if key != "dag"}
-        task_id = options.pop("task_id", None) or dag.unique_task_id(self.func.__name__)
+        group = task_group_for(dag, options.get("task_group"))
+        task_id = options.pop("task_id", None) or unique_task_label(dag, group, self.func.__name__)
         options.setdefault("multiple_outputs", _returns_dict(self.func))
         if self.func.__doc__ and "doc_md" not in options:
             options["doc_md"] = inspect.cleandoc(self.func.__doc__)
@@ -128,3 +130,6 @@ def dag(dag_id: Any = None, **dag_kwargs: Any) -> Any:
         return build
 
     return decorate
+
+
+__all__ = ["dag", "task", "task_group"]

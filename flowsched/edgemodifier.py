@@ -23,12 +23,12 @@ class Label:
                 up.dag.set_edge_info(up.task_id, down.task_id, {"label": self.label})
 
     def add_upstream(self, other: Any) -> None:
-        operators = _flatten(other)
+        operators = _flatten(other, downstream=False)
         self._upstream.extend(operators)
         self._link(operators, self._downstream)
 
     def add_downstream(self, other: Any) -> None:
-        operators = _flatten(other)
+        operators = _flatten(other, downstream=True)
         self._downstream.extend(operators)
         self._link(self._upstream, operators)
 

@@ -23,11 +23,14 @@ _PATTERNS = {
     "dag_id": re.compile(f"[{_KEY}]+"),
     "task_id": re.compile(f"[{_KEY}]+"),
     "run_id": re.compile(f"[{_KEY}:+]+"),
+    # A group's id becomes the prefix of its tasks' ids before a '.', so it has none.
+    "group_id": re.compile(r"[A-Za-z0-9_\-]+"),
 }
 _ALLOWED = {
     "dag_id": "letters, digits, '_', '.', '-'",
     "task_id": "letters, digits, '_', '.', '-'",
     "run_id": "letters, digits, '_', '.', '-', ':', '+'",
+    "group_id": "letters, digits, '_', '-'",
 }
 _SHOWN = 80  # characters of a bad value quoted in the message
 

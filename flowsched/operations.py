@@ -30,6 +30,7 @@ from flowsched.db.models import (
 )
 from flowsched.exceptions import DagNotFound, DagRunNotFound, FlowschedError
 from flowsched.ids import validate_run_id
+from flowsched.params import validate_run_params
 from flowsched.run_conf import check_conf_size
 from flowsched.scheduler.concurrency import Concurrency, slots_reader
 from flowsched.scheduler.runs import create_run, latest_version, make_run_id
@@ -97,6 +98,9 @@ def trigger_dag(
     logical_date = logical_date or now
     with session_scope() as session:
         get_dag(session, dag_id)
+        _, version = latest_version(session, dag_id)
+        # The one check of a run's params, whichever way it is triggered (CLI, API, page).
+        validate_run_params(version.serialized.get("param_specs", {}), conf)
         run = create_run(
             session,
             dag_id,
@@ -169,13 +173,21 @@ def clear_tasks(
     task_regex: str | None = None,
     run_id: str | None = None,
     only_failed: bool = False,
+    upstream: bool = False,
     downstream: bool = False,
+    past: bool = False,
+    future: bool = False,
+    dry_run: bool = False,
+    reset_dag_runs: bool = True,
     actor: str | None = None,
 ) -> ClearResult:
     """Reset matching task instances so they run again; successes elsewhere stay.
 
-    A cleared instance keeps its try history and gets its full retry budget
-    again; its run goes back to running.
+    ``upstream``/``downstream`` add the selected tasks' ancestors/descendants;
+    ``past``/``future`` (with ``run_id``) add the runs before/after that one, as
+    Airflow's clear does. A cleared instance keeps its try history and gets its
+    full retry budget again; its run goes back to running (unless not
+    ``reset_dag_runs``). ``dry_run`` only reports what would be cleared.
     """
     try:
         pattern = re.compile(task_regex) if task_regex else None
@@ -188,11 +200,7 @@ def clear_tasks(
         selected = {t for t in dag.tasks if pattern is None or pattern.search(t)}
         if pattern is not None and not selected:
             raise FlowschedError(f"no task of DAG '{dag_id}' matches {task_regex!r}")
-        runs_query = select(DagRun).where(DagRun.dag_id == dag_id)
-        if run_id is not None:
-            get_run(session, dag_id, run_id)
-            runs_query = runs_query.where(DagRun.run_id == run_id)
-        for run in session.scalars(runs_query).all():
+        for run in _runs_around(session, dag_id, run_id, past=past, future=future):
             tis = {
                 ti.task_id: ti
                 for ti in session.scalars(
@@ -209,8 +217,7 @@ def clear_tasks(
                     in (TaskState.FAILED.value, TaskState.UPSTREAM_FAILED.value)
                 )
             }
-            if downstream:
-                targets |= _descendants(dag, targets)
+            targets |= _relatives(dag, targets, upstream=upstream, downstream=downstream)
             targets = {t for t in targets if t in tis}
             if any(
                 tis[t].state in (TaskState.RUNNING.value, TaskState.QUEUED.value) for t in targets
@@ -222,6 +229,9 @@ def clear_tasks(
                 )
             if not targets:
                 continue
+            result.cleared.extend((run.run_id, task_id) for task_id in sorted(targets))
+            if dry_run:
+                continue
             ids = [tis[t].id for t in targets]
             session.execute(delete(XCom).where(XCom.task_instance_id.in_(ids)))
             for task_id in targets:
@@ -231,9 +241,12 @@ def clear_tasks(
                 ti.max_tries = ti.try_number + (spec.retries if spec else 0)
                 ti.end_date = None
                 ti.next_retry_at = None
-                result.cleared.append((run.run_id, task_id))
-            run.state = RunState.RUNNING.value
-            run.end_date = None
+            if reset_dag_runs:
+                run.state = RunState.RUNNING.value
+                run.end_date = None
+        if dry_run:
+            session.rollback()
+            return result
         audit(
             session,
             "clear",
@@ -243,44 +256,117 @@ def clear_tasks(
             extra={
                 "task_regex": task_regex,
                 "only_failed": only_failed,
+                "upstream": upstream,
                 "downstream": downstream,
+                "past": past,
+                "future": future,
                 "count": len(result.cleared),
             },
         )
     return result
 
 
-def _descendants(dag: SerializedDAG, roots: set[str]) -> set[str]:
+def _runs_around(
+    session: Session, dag_id: str, run_id: str | None, *, past: bool, future: bool
+) -> list[DagRun]:
+    """The run ``run_id`` and, as asked, the runs before and after it (by logical date);
+    every run of the DAG when no run is named."""
+    query = select(DagRun).where(DagRun.dag_id == dag_id)
+    if run_id is None:
+        if past or future:
+            raise FlowschedError("past/future need a run to count from: name the run")
+        return list(session.scalars(query.order_by(DagRun.logical_date)).all())
+    anchor = get_run(session, dag_id, run_id)
+    if not past:
+        query = query.where(DagRun.logical_date >= anchor.logical_date)
+    if not future:
+        query = query.where(DagRun.logical_date <= anchor.logical_date)
+    if not past and not future:
+        query = query.where(DagRun.id == anchor.id)  # not another run of the same date
+    return list(session.scalars(query.order_by(DagRun.logical_date)).all())
+
+
+def _relatives(
+    dag: SerializedDAG, roots: set[str], *, upstream: bool, downstream: bool
+) -> set[str]:
+    """Every task upstream and/or downstream of ``roots`` (transitively), not the roots."""
     seen: set[str] = set()
-    stack = list(roots)
-    while stack:
-        for child in dag.downstream.get(stack.pop(), []):
-            if child not in seen:
-                seen.add(child)
-                stack.append(child)
+    edges = []
+    if downstream:
+        edges.append(dag.downstream)
+    if upstream:
+        edges.append({t: list(spec.upstream) for t, spec in dag.tasks.items()})
+    for following in edges:
+        stack = list(roots)
+        while stack:
+            for other in following.get(stack.pop(), []):
+                if other not in seen and other not in roots:
+                    seen.add(other)
+                    stack.append(other)
     return seen
 
 
 def mark_task(
     dag_id: str, run_id: str, task_id: str, state: TaskState, *, actor: str | None = None
 ) -> None:
-    """Mark an instance success or failed by hand; a running try is told to stop."""
+    """Mark one instance success or failed by hand; a running try is told to stop."""
+    mark_tasks(dag_id, run_id, task_id, state, actor=actor)
+
+
+def mark_tasks(
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    state: TaskState,
+    *,
+    upstream: bool = False,
+    downstream: bool = False,
+    past: bool = False,
+    future: bool = False,
+    dry_run: bool = False,
+    actor: str | None = None,
+) -> list[tuple[str, str]]:
+    """Mark a task (and, as asked, its relatives in this and past/future runs) success or
+    failed, as Airflow's "mark success/failed"; returns the (run_id, task_id) changed.
+
+    Instances already in ``state`` are left alone; a running try is told to stop.
+    """
     if state not in (TaskState.SUCCESS, TaskState.FAILED):
         raise FlowschedError("a task can only be marked success or failed")
+    changed: list[tuple[str, str]] = []
     with session_scope() as session:
-        run = get_run(session, dag_id, run_id)
-        ti = session.scalar(
+        anchor = get_run(session, dag_id, run_id)
+        tis_of_anchor = session.scalar(
             select(TaskInstance).where(
-                TaskInstance.dag_run_id == run.id, TaskInstance.task_id == task_id
+                TaskInstance.dag_run_id == anchor.id, TaskInstance.task_id == task_id
             )
         )
-        if ti is None:
+        if tis_of_anchor is None:
             raise FlowschedError(f"run '{run_id}' of '{dag_id}' has no task '{task_id}'")
-        ti.state = state.value
-        ti.end_date = utcnow()
-        if run.state in (RunState.SUCCESS.value, RunState.FAILED.value):
-            run.state = RunState.RUNNING.value
-            run.end_date = None
+        _, version = latest_version(session, dag_id)
+        dag = SerializedDAG(version.serialized)
+        wanted = {task_id} | _relatives(dag, {task_id}, upstream=upstream, downstream=downstream)
+        now = utcnow()
+        for run in _runs_around(session, dag_id, run_id, past=past, future=future):
+            tis = session.scalars(
+                select(TaskInstance).where(
+                    TaskInstance.dag_run_id == run.id, TaskInstance.task_id.in_(sorted(wanted))
+                )
+            ).all()
+            for ti in sorted(tis, key=lambda t: t.task_id):
+                if ti.state == state.value:
+                    continue
+                changed.append((run.run_id, ti.task_id))
+                if dry_run:
+                    continue
+                ti.state = state.value
+                ti.end_date = now
+                if run.state in (RunState.SUCCESS.value, RunState.FAILED.value):
+                    run.state = RunState.RUNNING.value
+                    run.end_date = None
+        if dry_run:
+            session.rollback()
+            return changed
         audit(
             session,
             f"mark_{state.value}",
@@ -288,7 +374,15 @@ def mark_task(
             dag_id=dag_id,
             run_id=run_id,
             task_id=task_id,
+            extra={
+                "upstream": upstream,
+                "downstream": downstream,
+                "past": past,
+                "future": future,
+                "count": len(changed),
+            },
         )
+    return changed
 
 
 @dataclass

@@ -52,6 +52,7 @@ from flowsched.lifecycle import (
 )
 from flowsched.operators.skip import SkipMixin
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, OutageTooLong, result_retry_cap
+from flowsched.params import run_params
 from flowsched.plugins import check_plugin_files, load_plugins
 from flowsched.processes import (
     DEFAULT_DEADLINE,
@@ -204,7 +205,9 @@ def build_context(workload: Workload, task: Any, dag: Any, run: DagRun) -> dict[
         "run_id": workload.run_id,
         "try_number": workload.try_number,
         **date_context(dag, task, run),
-        "params": {**dag.params, **task.params, **(run.conf or {}).get("params", {})},
+        "params": run_params(
+            dag.params, task.params, run.conf, get_config().core.dag_run_conf_overrides_params
+        ),
         "conf": run.conf or {},
         "macros": macros_namespace(),
         "inlets": task.inlets,

@@ -177,10 +177,16 @@ class DatasetSchedule(Schedule):
 
 
 def make_schedule(value: Any, zone: tzinfo) -> Schedule:
-    """Turn what a DAG file passes as ``schedule`` into a Schedule, or raise clearly."""
+    """Turn what a DAG file passes as ``schedule`` into a Schedule, or raise clearly.
+
+    Anything else is refused, naming its type, rather than stored as "no schedule":
+    the scheduler works from the serialized form and never runs DAG code, so a
+    timetable object (or a Schedule subclass) it cannot serialize would silently
+    make the DAG manual-only.
+    """
     if value is None:
         return Schedule()
-    if isinstance(value, Schedule):
+    if type(value) in BUILT_IN_SCHEDULES:
         return value
     if isinstance(value, timedelta):
         return DeltaSchedule(value)
@@ -193,16 +199,38 @@ def make_schedule(value: Any, zone: tzinfo) -> Schedule:
             )
         return CronSchedule(value, zone)
     if isinstance(value, list | tuple | set):
-        from flowsched.datasets import Dataset
-
-        others = [item for item in value if not isinstance(item, Dataset)]
-        if others:
-            raise DagDefinitionError(f"a list schedule must hold only Datasets, got {others[0]!r}")
-        return DatasetSchedule([item.uri for item in value])
+        return _collection_schedule(value)
     raise DagDefinitionError(
-        "schedule must be a cron string, a preset, a timedelta, a list of Datasets or None, "
-        f"got {value!r}"
+        f"schedule of type {_type_name(value)} is not supported: use a cron string, a preset "
+        f"(@once, {', '.join(PRESETS)}), a timedelta, a list of Datasets or None (custom "
+        "timetables are not supported: the scheduler never runs DAG code)"
     )
+
+
+def _collection_schedule(value: list[Any] | tuple[Any, ...] | set[Any]) -> Schedule:
+    """A list as ``schedule``: as in Airflow, the datasets that trigger the DAG."""
+    from flowsched.datasets import Dataset
+
+    others = [item for item in value if not isinstance(item, Dataset)]
+    if others or not value:
+        got = f"got {others[0]!r}" if others else "got none"
+        raise DagDefinitionError(
+            f"schedule of type {_type_name(value)} is not supported: a list schedule must "
+            f"hold only Datasets, {got}"
+        )
+    return DatasetSchedule([item.uri for item in value])
+
+
+def _type_name(value: Any) -> str:
+    """The type's name, and the value itself when it is a plain one (42, a list)."""
+    name = type(value).__qualname__
+    if isinstance(value, int | float | list | tuple | set | dict | bytes):
+        return f"{name} ({value!r:.80})"
+    return name
+
+
+# Exactly these (not subclasses: a subclass's own rules would not survive serialization).
+BUILT_IN_SCHEDULES = (Schedule, CronSchedule, DeltaSchedule, OnceSchedule)
 
 
 def schedule_from_dict(data: dict[str, Any] | None, zone: tzinfo) -> Schedule:

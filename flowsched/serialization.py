@@ -82,6 +82,20 @@ class TaskSpec:
         )
 
 
+@dataclass(frozen=True)
+class GroupSpec:
+    """A task group as the UI draws it; the scheduler ignores groups."""
+
+    group_id: str
+    label: str
+    parent_group_id: str | None
+    tooltip: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GroupSpec:
+        return cls(data["group_id"], data["label"], data["parent_group_id"], data["tooltip"])
+
+
 class SerializedDAG:
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
@@ -99,6 +113,26 @@ class SerializedDAG:
         self.tasks: dict[str, TaskSpec] = {
             task["task_id"]: TaskSpec.from_dict(task) for task in data["tasks"]
         }
+
+    @cached_property
+    def task_groups(self) -> dict[str, GroupSpec]:
+        """Groups by full id, parents before children (none in DAGs serialized before groups)."""
+        groups = (GroupSpec.from_dict(g) for g in self.data.get("task_groups", []))
+        return {group.group_id: group for group in groups}
+
+    @cached_property
+    def task_group_of(self) -> dict[str, str | None]:
+        """task_id -> the innermost group holding it, or None."""
+        return {task["task_id"]: task.get("task_group_id") for task in self.data["tasks"]}
+
+    def groups_of(self, task_id: str) -> list[str]:
+        """The groups holding ``task_id``, outermost first."""
+        chain: list[str] = []
+        group_id = self.task_group_of.get(task_id)
+        while group_id is not None:
+            chain.insert(0, group_id)
+            group_id = self.task_groups[group_id].parent_group_id
+        return chain
 
     @cached_property
     def schedule(self) -> Schedule:

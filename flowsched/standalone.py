@@ -52,6 +52,8 @@ def initialise_home() -> Path:
             f"dags_folder = {dags}\n"
             f"plugins_folder = {home / 'plugins'}\n"
             "executor = local\n"
+            # A sandbox: its example DAGs (and yours) run without unpausing first.
+            "dags_are_paused_at_creation = false\n"
             f"secret_key = {secrets.token_hex(32)}\n"
             f"fernet_key = {generate_key()}\n\n"
             "[database]\n"

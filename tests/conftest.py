@@ -47,6 +47,9 @@ class Home:
                 "plugins_folder": str(self.plugins),
                 "parallelism": "4",
                 "dagbag_import_timeout": "10",
+                # Tests expect a DAG to be scheduled as soon as it is parsed;
+                # test_paused_at_creation covers the default (true).
+                "dags_are_paused_at_creation": "false",
             },
             "database": {"sql_alchemy_conn": url},
             "logging": {"base_log_folder": str(self.logs)},

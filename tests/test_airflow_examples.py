@@ -54,6 +54,7 @@ IMPORTS = {
     "airflow.utils.edgemodifier": "flowsched.edgemodifier",
     "airflow.utils.helpers": "flowsched.chain",
     "airflow.utils.trigger_rule": "flowsched.state",
+    "airflow.utils.task_group": "flowsched.utils.task_group",
 }
 IMPORT_LINE = re.compile(r"^(\s*from\s+)(airflow(?:\.[\w.]+)?)(\s+import\b)", re.MULTILINE)
 
@@ -363,3 +364,31 @@ def test_example_trigger_controller_dag(home, airflow_examples):
         run = session.scalar(select(DagRun).where(DagRun.run_id == target_run))
         assert run.conf == {"message": "Hello World"}
         assert run.triggered_by_dag_id == "example_trigger_controller_dag"
+
+
+def test_example_task_group(home, airflow_examples):
+    install(home, airflow_examples, "example_task_group")
+    _, states = run_to_end("example_task_group")
+    assert states == dict.fromkeys(
+        [
+            "start",
+            "section_1.task_1",
+            "section_1.task_2",
+            "section_1.task_3",
+            "section_2.task_1",
+            "section_2.inner_section_2.task_2",
+            "section_2.inner_section_2.task_3",
+            "section_2.inner_section_2.task_4",
+            "end",
+        ],
+        "success",
+    )
+
+
+def test_example_task_group_decorator(home, airflow_examples):
+    install(home, airflow_examples, "example_task_group_decorator")
+    _, states = run_to_end("example_task_group_decorator")
+    # Five calls of the same @task_group: its group ids get __1.. __4, as in Airflow.
+    groups = ["task_group_function", *(f"task_group_function__{n}" for n in range(1, 5))]
+    expected = ["task_start", "task_end"] + [f"{g}.task_{n}" for g in groups for n in (1, 2, 3)]
+    assert states == dict.fromkeys(expected, "success")

@@ -210,8 +210,8 @@ def test_dag_decorator_arguments_reach_tasks_as_params(home):
     values = xcoms("decorated")
     assert values[("double", "return_value")] == 6
     assert values[("tag", "return_value")] == "tag-x"
-    # A run's params (today given as conf["params"]) reach the function's arguments.
-    other = operations.trigger_dag("decorated", conf={"params": {"rows": 5}})
+    # The run's conf overrides params (core.dag_run_conf_overrides_params, as in Airflow).
+    other = operations.trigger_dag("decorated", conf={"rows": 5})
     drive(run_finished("decorated", other.run_id))
     with session_scope() as session:
         doubled = session.scalar(

@@ -380,9 +380,21 @@ def tasks() -> None:
 @click.option("--task", "task_regex", default=None, help="Regex of task ids.")
 @click.option("--run", "run_id", default=None, help="Only this run.")
 @click.option("--only-failed", is_flag=True, help="Only failed and upstream_failed tasks.")
-@click.option("--downstream", is_flag=True, help="Also clear everything downstream.")
+@click.option("-u", "--upstream", is_flag=True, help="Also clear everything upstream.")
+@click.option("-d", "--downstream", is_flag=True, help="Also clear everything downstream.")
+@click.option("--past", is_flag=True, help="With --run: also the runs before it.")
+@click.option("--future", is_flag=True, help="With --run: also the runs after it.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be cleared.")
 def tasks_clear(
-    dag_id: str, task_regex: str | None, run_id: str | None, only_failed: bool, downstream: bool
+    dag_id: str,
+    task_regex: str | None,
+    run_id: str | None,
+    only_failed: bool,
+    upstream: bool,
+    downstream: bool,
+    past: bool,
+    future: bool,
+    dry_run: bool,
 ) -> None:
     """Re-run tasks from the failure point; what succeeded stays done."""
     from flowsched.operations import clear_tasks
@@ -392,9 +404,18 @@ def tasks_clear(
         task_regex=task_regex,
         run_id=run_id,
         only_failed=only_failed,
+        upstream=upstream,
         downstream=downstream,
+        past=past,
+        future=future,
+        dry_run=dry_run,
         actor="cli",
     )
+    if dry_run:
+        click.echo(f"would clear {len(result.cleared)} task instance(s)")
+        for run, task in result.cleared:
+            click.echo(f"  {run}  {task}")
+        return
     click.echo(f"cleared {len(result.cleared)} task instance(s)")
     for run, task in result.cleared:
         click.echo(f"  {run}  {task}")
@@ -417,6 +438,48 @@ def tasks_run(dag_id: str, task_id: str, run_id: str) -> None:
     click.echo(f"{dag_id}.{task_id} try {workload.try_number}: {state}")
     if state not in ("success", "up_for_reschedule"):  # a sensor's reschedule is no failure
         sys.exit(1)
+
+
+@tasks.command("mark")
+@click.argument("dag_id")
+@click.argument("run_id")
+@click.argument("task_id")
+@click.argument("state", type=click.Choice(["success", "failed"]))
+@click.option("-u", "--upstream", is_flag=True, help="Also the tasks upstream.")
+@click.option("-d", "--downstream", is_flag=True, help="Also the tasks downstream.")
+@click.option("--past", is_flag=True, help="Also in the runs before this one.")
+@click.option("--future", is_flag=True, help="Also in the runs after this one.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be marked.")
+def tasks_mark(
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    state: str,
+    upstream: bool,
+    downstream: bool,
+    past: bool,
+    future: bool,
+    dry_run: bool,
+) -> None:
+    """Mark a task success or failed by hand, as the web page's Mark buttons do."""
+    from flowsched.operations import mark_tasks
+    from flowsched.state import TaskState
+
+    changed = mark_tasks(
+        dag_id,
+        run_id,
+        task_id,
+        TaskState(state),
+        upstream=upstream,
+        downstream=downstream,
+        past=past,
+        future=future,
+        dry_run=dry_run,
+        actor="cli",
+    )
+    click.echo(f"{'would mark' if dry_run else 'marked'} {len(changed)} task instance(s) {state}")
+    for run, task in changed:
+        click.echo(f"  {run}  {task}")
 
 
 @tasks.command("states")

@@ -14,6 +14,7 @@ from flowsched.state import TriggerRule, WeightRule
 
 if TYPE_CHECKING:
     from flowsched.dag import DAG
+    from flowsched.task_group import TaskGroup
 
 
 # Per-task settings that default_args may provide, with their defaults.
@@ -57,10 +58,23 @@ def _positive_int(name: str, value: Any, task_id: str) -> int:
 
 
 class DependencyMixin:
-    """``a >> b``, ``[a, b] >> c`` and ``a << b`` for operators and XCom references."""
+    """``a >> b``, ``[a, b] >> c`` and ``a << b`` for operators, XCom references and groups.
+
+    A task group links its leaves when it is upstream and its roots when it is
+    downstream, so each side asks for its own end: :meth:`_upstream_end` and
+    :meth:`_downstream_end` (both :meth:`_operators` for a single task).
+    """
 
     def _operators(self) -> list[BaseOperator]:
         raise NotImplementedError
+
+    def _upstream_end(self) -> list[BaseOperator]:
+        """The tasks linked when this is upstream of something."""
+        return self._operators()
+
+    def _downstream_end(self) -> list[BaseOperator]:
+        """The tasks linked when this is downstream of something."""
+        return self._operators()
 
     def __rshift__(self, other: Any) -> Any:
         from flowsched.edgemodifier import Label
@@ -68,8 +82,8 @@ class DependencyMixin:
         if isinstance(other, Label):
             other.add_upstream(self)
             return other
-        for op in self._operators():
-            for target in _flatten(other):
+        for op in self._upstream_end():
+            for target in _flatten(other, downstream=True):
                 op.set_downstream(target)
         return other
 
@@ -79,8 +93,8 @@ class DependencyMixin:
         if isinstance(other, Label):
             other.add_downstream(self)
             return other
-        for op in self._operators():
-            for source in _flatten(other):
+        for op in self._downstream_end():
+            for source in _flatten(other, downstream=False):
                 op.set_upstream(source)
         return other
 
@@ -93,13 +107,14 @@ class DependencyMixin:
         return self
 
 
-def _flatten(value: Any) -> list[BaseOperator]:
+def _flatten(value: Any, *, downstream: bool) -> list[BaseOperator]:
+    """The tasks ``value`` stands for on the ``downstream`` (or upstream) side of an edge."""
     if isinstance(value, DependencyMixin):
-        return value._operators()
+        return value._downstream_end() if downstream else value._upstream_end()
     if isinstance(value, Sequence | set):
         out: list[BaseOperator] = []
         for item in value:
-            out.extend(_flatten(item))
+            out.extend(_flatten(item, downstream=downstream))
         return out
     raise DagDefinitionError(f"cannot set a dependency on {value!r}: not a task")
 
@@ -155,9 +170,11 @@ class BaseOperator(DependencyMixin):
         on_success_callback: Any = None,
         on_retry_callback: Any = None,
         on_skipped_callback: Any = None,
+        task_group: TaskGroup | None = None,
         **unexpected: Any,
     ) -> None:
         from flowsched.dag import DagContext
+        from flowsched.task_group import group_default_args, task_group_for
 
         if unexpected:
             raise DagDefinitionError(
@@ -165,6 +182,11 @@ class BaseOperator(DependencyMixin):
                 f"for {type(self).__name__}"
             )
         validate_id("task_id", task_id, DagDefinitionError)
+        dag = dag or DagContext.current()
+        # Inside `with TaskGroup("g"):` the id becomes "g.<task_id>", as in Airflow.
+        self.task_group = task_group_for(dag, task_group)
+        if self.task_group is not None:
+            task_id = validate_id("task_id", self.task_group.child_id(task_id), DagDefinitionError)
         self.task_id = task_id
         self.upstream_task_ids: set[str] = set()
         self.downstream_task_ids: set[str] = set()
@@ -178,7 +200,6 @@ class BaseOperator(DependencyMixin):
         self.outlets = list(outlets) if isinstance(outlets, list | tuple) else [outlets]
         self.outlets = [outlet for outlet in self.outlets if outlet is not None]
         self.inlets = list(inlets or [])
-        dag = dag or DagContext.current()
         given = {
             "retries": retries,
             "retry_delay": retry_delay,
@@ -198,7 +219,7 @@ class BaseOperator(DependencyMixin):
             "max_active_tis_per_dag": max_active_tis_per_dag,
             "max_active_tis_per_dagrun": max_active_tis_per_dagrun,
         }
-        defaults = dag.default_args if dag is not None else {}
+        defaults = group_default_args(dag, self.task_group)
         resolved = {
             key: given[key] if given[key] is not None else defaults.get(key, fallback)
             for key, fallback in TASK_DEFAULTS.items()
@@ -240,6 +261,8 @@ class BaseOperator(DependencyMixin):
         self.dag: DAG | None = None
         if dag is not None:
             dag.add_task(self)
+        if self.task_group is not None:
+            self.task_group.add(self)
 
     def _set_run_level(self, task_id: str, resolved: dict[str, Any]) -> None:
         """Past-dependence, concurrency and priority settings, checked as Airflow does."""
@@ -277,13 +300,13 @@ class BaseOperator(DependencyMixin):
         return self.dag
 
     def set_downstream(self, other: BaseOperator | Iterable[BaseOperator]) -> None:
-        for target in _flatten(other):
+        for target in _flatten(other, downstream=True):
             self._same_dag(target)
             self.downstream_task_ids.add(target.task_id)
             target.upstream_task_ids.add(self.task_id)
 
     def set_upstream(self, other: BaseOperator | Iterable[BaseOperator]) -> None:
-        for source in _flatten(other):
+        for source in _flatten(other, downstream=False):
             source.set_downstream(self)
 
     @property

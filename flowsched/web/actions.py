@@ -21,6 +21,7 @@ from flowsched.state import TaskState
 from flowsched.timezone import parse_datetime
 from flowsched.web import queries
 from flowsched.web.auth import actor, require, same_origin_path
+from flowsched.web.param_form import FIELD_PREFIX, SHOWN_PREFIX, conf_from_form, form_fields
 from flowsched.web.users import Role
 
 bp = Blueprint("actions", __name__)
@@ -58,10 +59,28 @@ def trigger(dag_id: str) -> Any:
         "run_id": request.form.get("run_id", "").strip(),
         "logical_date": request.form.get("logical_date", "").strip(),
     }
+    specs = detail.serialized.data.get("param_specs", {})
+    submitted = request.form if request.method == "POST" else None
+
+    def page(error: str | None) -> str:
+        return render_template(
+            "trigger.html",
+            detail=detail,
+            form=form,
+            fields=form_fields(specs, submitted),
+            error=error,
+            tab=None,
+            prefix=FIELD_PREFIX,
+            shown=SHOWN_PREFIX,
+        )
+
     if request.method == "GET":
-        return render_template("trigger.html", detail=detail, form=form, error=None, tab=None)
+        return page(None)
     try:
         conf = parse_conf(form["conf"])
+        if specs:
+            # The param fields, then the raw JSON box's keys on top of them.
+            conf = {**conf_from_form(specs, request.form), **(conf or {})} or None
         try:
             logical = parse_datetime(form["logical_date"]) if form["logical_date"] else None
         except ValueError as exc:
@@ -70,8 +89,7 @@ def trigger(dag_id: str) -> Any:
             dag_id, conf=conf, run_id=form["run_id"] or None, logical_date=logical, actor=actor()
         )
     except FlowschedError as exc:
-        page = render_template("trigger.html", detail=detail, form=form, error=str(exc), tab=None)
-        return page, 400
+        return page(str(exc)), 400
     flash(f"Triggered run {run.run_id}.", "success")
     return redirect(url_for("pages.dag_grid", dag_id=dag_id))
 
@@ -96,7 +114,10 @@ def clear(dag_id: str) -> Response:
             task_regex=f"^{re.escape(task_id)}$" if task_id else None,
             run_id=run_id,
             only_failed=_checked("only_failed"),
+            upstream=_checked("upstream"),
             downstream=_checked("downstream"),
+            past=_checked("past"),
+            future=_checked("future"),
             actor=actor(),
         )
     except FlowschedError as exc:
@@ -130,11 +151,27 @@ def mark(dag_id: str) -> Response:
         flash("A task can only be marked success or failed.", "error")
         return _back(default)
     try:
-        operations.mark_task(dag_id, run_id, task_id, TaskState(state_text), actor=actor())
+        changed = operations.mark_tasks(
+            dag_id,
+            run_id,
+            task_id,
+            TaskState(state_text),
+            upstream=_checked("upstream"),
+            downstream=_checked("downstream"),
+            past=_checked("past"),
+            future=_checked("future"),
+            actor=actor(),
+        )
     except FlowschedError as exc:
         flash(f"Not marked: {exc}", "error")
     else:
-        flash(f"Marked {task_id} {state_text}.", "success")
+        names = ", ".join(sorted({task for _, task in changed})[:8])
+        flash(
+            f"Marked {len(changed)} task instance(s) {state_text}: {names}."
+            if changed
+            else f"Nothing to mark: already {state_text}.",
+            "success" if changed else "info",
+        )
     return _back(default)
 
 

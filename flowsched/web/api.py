@@ -379,25 +379,131 @@ def get_run(dag_id: str, run_id: str) -> Any:
     return jsonify(run_json(detail.run, number))
 
 
+# Airflow's names for the clear/mark flags, and the short names people try.
+_AIRFLOW_NAMES = {
+    "upstream": "include_upstream",
+    "downstream": "include_downstream",
+    "past": "include_past",
+    "future": "include_future",
+    "state": "new_state",
+}
+
+
+def _check_fields(data: dict[str, Any], known: set[str], unsupported: set[str]) -> None:
+    """400 naming every field that is not known, or known from Airflow but not supported."""
+    unknown = sorted(set(data) - known - unsupported)
+    if unknown:
+        hints = [
+            f"{name} (did you mean {_AIRFLOW_NAMES[name]}?)"
+            if _AIRFLOW_NAMES.get(name) in known
+            else name
+            for name in unknown
+        ]
+        abort(400, description=f"unknown field(s): {', '.join(hints)}")
+    refused = sorted(set(data) & unsupported)
+    if refused:
+        abort(400, description=f"field(s) not supported by flowsched: {', '.join(refused)}")
+
+
+_CLEAR_FIELDS = {
+    "dag_run_id",
+    "run_id",  # flowsched's older name of dag_run_id
+    "task_ids",
+    "only_failed",
+    "downstream",  # flowsched's older name of include_downstream
+    "include_upstream",
+    "include_downstream",
+    "include_past",
+    "include_future",
+    "dry_run",
+    "reset_dag_runs",
+}
+# Airflow's clearTaskInstances fields flowsched does not have.
+_CLEAR_UNSUPPORTED = {
+    "start_date",
+    "end_date",
+    "only_running",
+    "include_subdags",
+    "include_parentdag",
+}
+
+
 @bp.route("/dags/<dag_id>/clear", methods=["POST"])
 @require(Role.OP)
 def clear(dag_id: str) -> Any:
     data = _body()
+    _check_fields(data, _CLEAR_FIELDS, _CLEAR_UNSUPPORTED)
     task_ids = data.get("task_ids")
     if task_ids is not None and (
         not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids)
     ):
         abort(400, description="'task_ids' must be a list of task ids")
+    if "run_id" in data and "dag_run_id" in data:
+        abort(400, description="send 'dag_run_id' or its older name 'run_id', not both")
     regex = "^(?:" + "|".join(re.escape(t) for t in task_ids) + ")$" if task_ids else None
     result = operations.clear_tasks(
         dag_id,
         task_regex=regex,
-        run_id=data.get("run_id") or None,
+        run_id=data.get("dag_run_id") or data.get("run_id") or None,
         only_failed=_flag(data, "only_failed"),
-        downstream=_flag(data, "downstream"),
+        upstream=_flag(data, "include_upstream"),
+        downstream=_flag(data, "include_downstream") or _flag(data, "downstream"),
+        past=_flag(data, "include_past"),
+        future=_flag(data, "include_future"),
+        dry_run=_flag(data, "dry_run"),
+        reset_dag_runs=_flag(data, "reset_dag_runs", default=True),
         actor=actor(),
     )
     return jsonify(cleared=[{"run_id": r, "task_id": t} for r, t in result.cleared])
+
+
+_MARK_FIELDS = {
+    "dag_run_id",
+    "task_id",
+    "new_state",
+    "include_upstream",
+    "include_downstream",
+    "include_past",
+    "include_future",
+    "dry_run",
+}
+
+
+@bp.route("/dags/<dag_id>/updateTaskInstancesState", methods=["POST"])
+@require(Role.ADMIN)
+def update_task_instances_state(dag_id: str) -> Any:
+    """Airflow's "mark success/failed" with relatives and past/future runs."""
+    data = _body()
+    _check_fields(data, _MARK_FIELDS, {"execution_date"})
+    missing = sorted({"dag_run_id", "task_id", "new_state"} - set(data))
+    if missing:
+        abort(400, description=f"missing field(s): {', '.join(missing)}")
+    state = data["new_state"]
+    if state not in (TaskState.SUCCESS.value, TaskState.FAILED.value):
+        abort(400, description='\'new_state\' must be "success" or "failed"')
+    for key in ("dag_run_id", "task_id"):
+        if not isinstance(data[key], str):
+            abort(400, description=f"'{key}' must be a string")
+    with session_scope() as session:
+        queries.task_detail(session, dag_id, data["dag_run_id"], data["task_id"])  # 404 first
+    changed = operations.mark_tasks(
+        dag_id,
+        data["dag_run_id"],
+        data["task_id"],
+        TaskState(state),
+        upstream=_flag(data, "include_upstream"),
+        downstream=_flag(data, "include_downstream"),
+        past=_flag(data, "include_past"),
+        future=_flag(data, "include_future"),
+        dry_run=_flag(data, "dry_run"),
+        actor=actor(),
+    )
+    return jsonify(
+        task_instances=[
+            {"dag_id": dag_id, "dag_run_id": run_id, "task_id": task_id}
+            for run_id, task_id in changed
+        ]
+    )
 
 
 # -- task instances --------------------------------------------------------

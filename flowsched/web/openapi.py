@@ -421,12 +421,94 @@ def _paths() -> dict[str, Any]:
                 role="op",
                 body=_object(
                     {
-                        "run_id": {"type": ["string", "null"]},
+                        "dag_run_id": {"type": ["string", "null"]},
+                        "run_id": {
+                            "type": ["string", "null"],
+                            "description": "Older name of dag_run_id.",
+                        },
                         "task_ids": {"type": ["array", "null"], "items": {"type": "string"}},
                         "only_failed": {"type": "boolean"},
-                        "downstream": {"type": "boolean"},
+                        "include_upstream": {"type": "boolean"},
+                        "include_downstream": {"type": "boolean"},
+                        "downstream": {
+                            "type": "boolean",
+                            "description": "Older name of include_downstream.",
+                        },
+                        "include_past": {
+                            "type": "boolean",
+                            "description": "Also the runs before dag_run_id (by logical date).",
+                        },
+                        "include_future": {
+                            "type": "boolean",
+                            "description": "Also the runs after dag_run_id (by logical date).",
+                        },
+                        "dry_run": {
+                            "type": "boolean",
+                            "description": "Only report what would be cleared. Default false "
+                            "(Airflow's default is true).",
+                        },
+                        "reset_dag_runs": {
+                            "type": "boolean",
+                            "description": "Put the runs back to running (default true).",
+                        },
                     },
-                    optional=("run_id", "task_ids", "only_failed", "downstream"),
+                    optional=(
+                        "dag_run_id",
+                        "run_id",
+                        "task_ids",
+                        "only_failed",
+                        "include_upstream",
+                        "include_downstream",
+                        "downstream",
+                        "include_past",
+                        "include_future",
+                        "dry_run",
+                        "reset_dag_runs",
+                    ),
+                ),
+                errors=(400, 401, 404, 503),
+            ),
+        },
+        dag + "/updateTaskInstancesState": {
+            "parameters": [DAG_ID],
+            "post": _op(
+                "Mark a task, and as asked its relatives and past/future runs, success or failed",
+                _json(
+                    _object(
+                        {
+                            "task_instances": {
+                                "type": "array",
+                                "items": _object(
+                                    {
+                                        "dag_id": {"type": "string"},
+                                        "dag_run_id": {"type": "string"},
+                                        "task_id": {"type": "string"},
+                                    }
+                                ),
+                            }
+                        }
+                    ),
+                    "The task instances changed (or that would be, with dry_run)",
+                ),
+                role="admin",
+                body=_object(
+                    {
+                        "dag_run_id": {"type": "string"},
+                        "task_id": {"type": "string"},
+                        "new_state": {"type": "string", "enum": ["success", "failed"]},
+                        "include_upstream": {"type": "boolean"},
+                        "include_downstream": {"type": "boolean"},
+                        "include_past": {"type": "boolean"},
+                        "include_future": {"type": "boolean"},
+                        "dry_run": {"type": "boolean"},
+                    },
+                    optional=(
+                        "include_upstream",
+                        "include_downstream",
+                        "include_past",
+                        "include_future",
+                        "dry_run",
+                    ),
                 ),
                 errors=(400, 401, 404, 503),
             ),

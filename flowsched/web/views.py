@@ -22,6 +22,7 @@ from flowsched.timezone import parse_datetime
 from flowsched.web import graph, logs, queries
 from flowsched.web.auth import require
 from flowsched.web.datasets_view import dataset_summaries
+from flowsched.web.group_view import GroupView, grid_rows
 from flowsched.web.openapi import spec
 from flowsched.web.users import Role
 from flowsched.web.workers import active_count, workers_view
@@ -87,7 +88,16 @@ def dag_grid(dag_id: str) -> Any:
         detail = queries.dag_detail(session, dag_id)
         grid = queries.dag_grid(session, detail, limit=_grid_limit(), before=before)
     live = any(run.state in UNFINISHED_RUN_STATES for run in grid.runs)
-    return render_template("dag_grid.html", detail=detail, grid=grid, tab="grid", live=live)
+    groups = GroupView.from_args(detail.serialized, request.args.getlist("expand"))
+    table = grid.rows()
+    rows = grid_rows(
+        groups,
+        [task_id for task_id, _ in table],
+        [[(c.state, c.try_number) if c else None for c in cells] for _, cells in table],
+    )
+    return render_template(
+        "dag_grid.html", detail=detail, grid=grid, rows=rows, groups=groups, tab="grid", live=live
+    )
 
 
 @bp.route("/dags/<dag_id>/graph")
@@ -113,12 +123,14 @@ def dag_graph(dag_id: str) -> Any:
                 version = session.get(DagVersion, run.dag_version_id)
                 if version is not None:
                     serialized = SerializedDAG(version.serialized)
-    drawing = graph.layout(serialized, states)
+    groups = GroupView.from_args(serialized, request.args.getlist("expand"))
+    drawing = graph.layout(serialized, states, groups)
     live = run is not None and run.state in UNFINISHED_RUN_STATES
     return render_template(
         "dag_graph.html",
         detail=detail,
         drawing=drawing,
+        groups=groups,
         runs=runs,
         run=run,
         tab="graph",

@@ -80,6 +80,7 @@ if __name__ != "__main__":
         schedule=None,
         start_date=datetime(2026, 1, 1),
         catchup=False,
+        is_paused_upon_creation=False,
         tags=["lab"],
         description="Load of the chaos drill: tasks that keep a ledger of their executions.",
         max_active_runs=64,

@@ -16,6 +16,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    is_paused_upon_creation=False,
     tags=["lab"],
     description="A task on each worker, then one on any worker.",
     default_args={"retries": 8, "retry_delay": timedelta(seconds=15)},

@@ -1,0 +1,1 @@
+"""Modules at the import paths Airflow DAG files use (``airflow.utils.*``)."""
