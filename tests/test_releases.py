@@ -61,17 +61,19 @@ def try_log(home, dag_id: str, run_id: str = "*") -> str:
     return next(folder.glob(f"run_id={run_id}/*/attempt=1.log")).read_text()
 
 
-def use_releases(home, folder: str) -> Path:
+FIRST = "20260101T000000Z-aaaaaaaaaaaa"
+
+
+def use_releases(home, folder: str, files: dict[str, str]) -> Path:
+    """Point the ``dags`` or ``plugins`` setting at a first release holding ``files``."""
     root = home.root / f"{folder}-root"
-    release(root, "20260101T000000Z-aaaaaaaaaaaa", {})
+    release(root, FIRST, files)
     home.configure(core={f"{folder}_folder": str(root / "current")})
     return root
 
 
 def test_a_try_queued_before_a_dag_sync_runs_the_kept_release(home):
-    root = use_releases(home, "dags")
-    shutil.rmtree(root / "releases")
-    release(root, "20260101T000000Z-aaaaaaaaaaaa", {"synced.py": MARKER_DAG.format(marker="one")})
+    root = use_releases(home, "dags", {"synced.py": MARKER_DAG.format(marker="one")})
     parse()
     operations.trigger_dag("synced", run_id="r1")
     queue_then(
@@ -93,9 +95,7 @@ def test_a_try_queued_before_a_dag_sync_runs_the_kept_release(home):
 
 
 def test_a_dag_file_in_no_kept_release_is_refused_naming_them(home):
-    root = use_releases(home, "dags")
-    shutil.rmtree(root / "releases")
-    release(root, "20260101T000000Z-aaaaaaaaaaaa", {"synced.py": MARKER_DAG.format(marker="one")})
+    root = use_releases(home, "dags", {"synced.py": MARKER_DAG.format(marker="one")})
     parse()
     operations.trigger_dag("synced", run_id="r1")
 
@@ -106,7 +106,7 @@ def test_a_dag_file_in_no_kept_release_is_refused_naming_them(home):
                 f"20260101T00{minute}00Z-{marker * 4}",
                 {"synced.py": MARKER_DAG.format(marker=marker)},
             )
-        shutil.rmtree(root / "releases" / "20260101T000000Z-aaaaaaaaaaaa")
+        shutil.rmtree(root / "releases" / FIRST)
 
     queue_then(sync_twice_and_prune, "synced")
     (try_,) = tries("synced", "t")
@@ -117,10 +117,8 @@ def test_a_dag_file_in_no_kept_release_is_refused_naming_them(home):
 
 
 def test_a_try_queued_before_a_plugin_sync_runs_the_kept_plugin_release(home):
-    root = use_releases(home, "plugins")
-    shutil.rmtree(root / "releases")
     old = PLUGIN.read_text()
-    release(root, "20260101T000000Z-aaaaaaaaaaaa", {PLUGIN.name: old})
+    root = use_releases(home, "plugins", {PLUGIN.name: old})
     shutil.copy(PLUGIN_DAG, home.dags / PLUGIN_DAG.name)
     parse()
     operations.trigger_dag("example_plugin", run_id="p1")
