@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from flowsched.config import get_config
+from flowsched.releases import plugins_release_for
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,13 @@ def file_fingerprint(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# Set in a try's own process when it runs a kept earlier release (flowsched.releases).
+_release_in_use: Path | None = None
+
+
 def plugins_folder() -> Path:
+    if _release_in_use is not None:
+        return _release_in_use
     return Path(get_config().core.plugins_folder).resolve()
 
 
@@ -188,12 +195,24 @@ def plugin_file_of(obj: Any) -> tuple[str, str] | None:
 
 
 def check_plugin_files(expected: dict[str, str]) -> list[tuple[str, str, str | None]]:
-    """Plugin files whose local sha256 differs: (file, expected, local or None)."""
-    folder = plugins_folder()
-    mismatches = []
-    for relative, sha in sorted(expected.items()):
-        path = folder / relative
-        local = file_fingerprint(path) if path.is_file() else None
-        if local != sha:
-            mismatches.append((relative, sha, local))
+    """Plugin files whose local sha256 differs: (file, expected, local or None).
+
+    When ``current`` differs but a kept earlier release has every expected
+    file (the plugins were synced after the try was queued), this process
+    switches to that release and nothing differs. Call it only in the process
+    of one try: the switch lasts as long as the process.
+    """
+    global _release_in_use
+    if not expected:
+        return []
+    configured = Path(get_config().core.plugins_folder)
+    release, mismatches = plugins_release_for(configured, expected)
+    if not mismatches and release != plugins_folder():
+        previous = str(plugins_folder())
+        while previous in sys.path:
+            sys.path.remove(previous)
+        _release_in_use = release
+        sys.path.insert(0, str(release))
+        load_plugins(reload=True)  # re-imports each plugin module from the release
+        log.info("plugins as queued: running kept release %s", release)
     return mismatches

@@ -31,7 +31,7 @@ from flowsched.config import get_config
 from flowsched.context import current_context, date_context, run_for_templates
 from flowsched.db.engine import db_outage, is_db_outage, session_scope, with_db_retry
 from flowsched.db.models import DagRun, DagVersion, TaskInstance
-from flowsched.discovery import exec_dag_file, fingerprint_bytes
+from flowsched.discovery import exec_dag_file
 from flowsched.exceptions import (
     AirflowFailException,
     AirflowRescheduleException,
@@ -62,6 +62,7 @@ from flowsched.processes import (
     fork_failure_hint,
     set_parent_death_signal,
 )
+from flowsched.releases import dag_file_for, releases_of
 from flowsched.serialization import SerializedDAG, TaskSpec
 from flowsched.state import TaskState
 from flowsched.task_env import scrub_task_environment
@@ -268,9 +269,8 @@ def _execute(
     The tasks to skip are what a branch or short-circuit chose; they are written
     with the try's success, never before it.
     """
-    conf = get_config()
-    folder = Path(conf.core.dags_folder).resolve()
-    path = folder / workload.fileloc
+    folder = Path(get_config().core.dags_folder)
+    path = folder.resolve() / workload.fileloc
     rendered: dict[str, Any] | None = None
     mismatches = check_plugin_files(workload.plugins)
     if mismatches:
@@ -285,17 +285,19 @@ def _execute(
             NOTHING,
         )
     try:
+        # The newest kept release with the queued bytes: a sync since then fails nothing.
+        path = dag_file_for(folder, workload.fileloc, workload.fingerprint)
         dags = _preloaded.get((workload.fileloc, workload.fingerprint))
         if dags is None or workload.plugins:
             _, _, dags = exec_dag_file(path, workload.fileloc, expected=workload.fingerprint)
-        elif fingerprint_bytes(path.read_bytes()) != workload.fingerprint:
-            raise DagFileMismatch(fingerprint_bytes(path.read_bytes()))
     except DagFileMismatch as exc:
+        kept = len(releases_of(folder))
         return (
             False,
             (
                 f"dag file differs on worker {nodename}: scheduler has sha256 "
                 f"{workload.fingerprint[:12]}…, this worker has {str(exc)[:12]}… ({path})"
+                + (f"; none of the {kept} kept releases has it" if kept > 1 else "")
             ),
             None,
             NOTHING,
@@ -599,7 +601,12 @@ def _preload(workload: Workload) -> None:
     key = (workload.fileloc, workload.fingerprint)
     if key in _preloaded or workload.plugins:
         return  # tasks from plugins import fresh each try: the plugin may change alone
-    path = Path(get_config().core.dags_folder).resolve() / workload.fileloc
+    try:
+        path = dag_file_for(
+            Path(get_config().core.dags_folder), workload.fileloc, workload.fingerprint
+        )
+    except (OSError, DagFileMismatch):
+        return  # the try looks again itself and reports it
 
     def expire(*_: object) -> None:
         raise TaskTimeout("DAG file import timed out")

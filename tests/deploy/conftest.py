@@ -31,6 +31,7 @@ def ansible_env(tmp: Path) -> dict[str, str]:
         ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
         ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-local"),
         ANSIBLE_HOME=str(tmp / "ansible-home"),
+        ANSIBLE_CACHE_PLUGIN_CONNECTION=str(tmp / "ansible-facts"),
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",

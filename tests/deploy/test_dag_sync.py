@@ -165,6 +165,27 @@ def test_dag_sync_lifecycle(sync: Sync) -> None:
     assert not (sync.current("worker2") / "etl.py").read_text().startswith("# not what")
 
 
+def test_tags_sync_one_folder(sync: Sync) -> None:
+    """`--tags dags` ships the DAG folder only, `--tags plugins` the plugin folder only."""
+    sync.ok()
+    plugins_before = {host: sync.current(host, "plugins") for host in HOSTS}
+    (sync.dags / "etl.py").write_text("# etl v2\n")
+    (sync.plugins / "my_operator.py").write_text("# operator v2\n")
+
+    output = sync.ok("--tags", "dags")
+    for host in HOSTS:
+        assert tree(sync.current(host)) == shipped(sync.dags)
+        assert sync.current(host, "plugins") == plugins_before[host]
+        assert tree(sync.current(host, "plugins")) != tree(sync.plugins)
+    assert "plugins" not in re.findall(r"^TASK \[dag_sync : .*\]", output, re.M).__str__()
+
+    dags_now = {host: sync.current(host) for host in HOSTS}
+    sync.ok("--tags", "plugins")
+    for host in HOSTS:
+        assert tree(sync.current(host, "plugins")) == tree(sync.plugins)
+        assert sync.current(host) == dags_now[host]
+
+
 def tarfile_with(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
