@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowsched.web.openapi import DAG_ID, RUN_ID, STATE, TIME, _json, _object, _op, _query, _ref
+from flowsched.web.openapi import (
+    DAG_ID,
+    RUN_ID,
+    RUN_STATE,
+    TASK_STATE,
+    TIME,
+    _json,
+    _object,
+    _op,
+    _query,
+    _ref,
+)
 
 SECONDS = {"type": ["number", "null"], "description": "seconds"}
 STRINGS = {"type": "array", "items": {"type": "string"}}
@@ -18,7 +29,7 @@ SCHEMAS: dict[str, Any] = {
             "task_id": {"type": "string"},
             "run_id": {"type": "string"},
             "try_number": {"type": "integer"},
-            "state": STATE,
+            "state": TASK_STATE,
             "queued_at": TIME,
             "start_date": TIME,
             "end_date": TIME,
@@ -30,7 +41,7 @@ SCHEMAS: dict[str, Any] = {
     "ChartRun": _object(
         {
             "run_id": {"type": "string"},
-            "state": STATE,
+            "state": RUN_STATE,
             "logical_date": TIME,
             "data_interval_end": TIME,
         }
@@ -39,7 +50,7 @@ SCHEMAS: dict[str, Any] = {
         {
             "task_id": {"type": "string"},
             "run_id": {"type": "string"},
-            "state": STATE,
+            "state": TASK_STATE,
             "try_number": {"type": "integer"},
             "end_date": TIME,
             "landing_time": {
@@ -88,7 +99,7 @@ def paths() -> dict[str, Any]:
                         {
                             "dag_id": {"type": "string"},
                             "run_id": {"type": "string"},
-                            "state": STATE,
+                            "state": RUN_STATE,
                             "start": TIME,
                             "end": TIME,
                             "task_ids": STRINGS,
