@@ -210,9 +210,39 @@ def test_cluster_addresses_and_secrets_reach_every_host(
         assert cfg["core"]["executor"] == "celery"
         assert cfg["core"]["dags_folder"].endswith("/dags/current")
         assert cfg["core"]["plugins_folder"].endswith("/plugins/current")
-        assert cfg["webserver"]["bind"] == "0.0.0.0:8081"
         assert cfg["webserver"]["flower_url"] == f"http://{base}.21:5555"
         assert int(cfg["worker"]["shutdown_grace"]) < 900
+        # The runtime account only: the migration account is in migrate.env.
+        assert f"db-migration-secret-{sample}" not in env_text(rendered[sample] / host)
+
+
+def env_text(folder: Path) -> str:
+    return (folder / "flowsched.env").read_text()
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_services_listen_on_the_cluster_address(rendered: dict[str, Path], sample: str) -> None:
+    """Webserver, Flower and each worker's log server bind the host's own address, not 0.0.0.0."""
+    base = "10.77.0" if sample == "gmt8" else "192.168.50"
+    for host, ip in {
+        "master1": f"{base}.21",
+        "worker1": f"{base}.31",
+        "worker2": f"{base}.32",
+    }.items():
+        cfg = read_cfg(rendered[sample] / host / "flowsched.cfg")
+        assert cfg["webserver"]["bind"] == f"{ip}:8081"
+        assert cfg["flower"]["host"] == ip
+        assert cfg["worker"]["log_server_host"] == ip
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_migrations_use_their_own_account(rendered: dict[str, Path], sample: str) -> None:
+    base = "10.77.0" if sample == "gmt8" else "192.168.50"
+    migrate = read_env(rendered[sample] / "master1" / "flowsched-migrate.env")
+    assert migrate["FLOWSCHED__DATABASE__SQL_ALCHEMY_CONN"] == (
+        f"mysql+mysqldb://flowsched_migrate:db-migration-secret-{sample}@{base}.11:3306/"
+        "flowsched?charset=utf8mb4"
+    )
 
 
 def test_timezone_is_per_inventory(rendered: dict[str, Path]) -> None:
@@ -250,10 +280,23 @@ def test_database_server_settings(rendered: dict[str, Path], sample: str) -> Non
     assert mysqld["character-set-server"] == "utf8mb4"
     assert mysqld["bind-address"] == f"{base}.11"
     sql = (rendered[sample] / "db1" / "flowsched-db.sql").read_text()
-    grants = [line for line in sql.splitlines() if line.startswith("GRANT ")]
-    assert len(grants) == 1 and " ON `flowsched`.* TO 'flowsched'@'%'" in grants[0]
-    assert "ALL" not in grants[0].split(" ON ")[0] and "GRANT OPTION" not in grants[0]
+    grants = {
+        line.split(" TO ")[1].rstrip(";"): line.split(" ON ")[0].removeprefix("GRANT ").split(", ")
+        for line in sql.splitlines()
+        if line.startswith("GRANT ")
+    }
+    # One runtime account per app host's address, one migration account per scheduler host.
+    app = [f"{base}.21", f"{base}.31", f"{base}.32"]
+    runtime = {f"'flowsched'@'{ip}'": ["SELECT", "INSERT", "UPDATE", "DELETE"] for ip in app}
+    assert grants == runtime | {
+        f"'flowsched_migrate'@'{base}.21'": grants.get(f"'flowsched_migrate'@'{base}.21'")
+    }
+    migration = grants[f"'flowsched_migrate'@'{base}.21'"]
+    assert {"CREATE", "ALTER", "DROP", "INDEX"} <= set(migration)
+    assert not any("ALL" in p or "GRANT" in p for privileges in grants.values() for p in privileges)
+    assert " ON `flowsched`.* TO " in sql and "*.*" not in sql
     assert f"IDENTIFIED BY 'db-secret-{sample}'" in sql
+    assert f"IDENTIFIED BY 'db-migration-secret-{sample}'" in sql
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
