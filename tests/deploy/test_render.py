@@ -5,6 +5,7 @@ per-host values of flowsched.cfg and flowsched.env."""
 from __future__ import annotations
 
 import configparser
+import re
 import shutil
 import subprocess
 import sys
@@ -355,3 +356,70 @@ def test_worker_and_scheduler_units_limit_memory_and_tasks(
         "worker2": custom,
         "master1": (["80%"], ["4096"]),
     }
+
+
+def firewall_rules(path: Path) -> dict[int, set[str]]:
+    """{TCP port: source addresses} of the `ip saddr { ... } tcp dport N accept` lines."""
+    rules: dict[int, set[str]] = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"\s*ip saddr \{ (.+) \} tcp dport (\d+) accept$", line)
+        if match:
+            rules[int(match[2])] = {s.strip() for s in match[1].split(",")}
+    return rules
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_firewall_opens_each_port_to_the_groups_that_need_it(
+    rendered: dict[str, Path], sample: str
+) -> None:
+    base = "10.77.0" if sample == "gmt8" else "192.168.50"
+    app = {f"{base}.21", f"{base}.31", f"{base}.32"}
+    ssh = {"127.0.0.0/8"}  # firewall_control_networks of the sample inventories
+    expected = {
+        "db1": {22: ssh, 3306: app},
+        "broker1": {22: ssh, 6379: app},
+        "master1": {22: ssh, 8081: {"0.0.0.0/0"}, 5555: {"0.0.0.0/0"}},
+        "worker1": {22: ssh, 8793: {f"{base}.21"}},
+        "worker2": {22: ssh, 8793: {f"{base}.21"}},
+    }
+    for host, rules in expected.items():
+        path = rendered[sample] / host / "nftables-flowsched.nft"
+        assert firewall_rules(path) == rules, host
+        text = path.read_text()
+        assert "policy drop;" in text and "flush ruleset" not in text
+        # nft itself accepts the file (checked, not applied).
+        check = subprocess.run(
+            ["nft", "--check", "--file", str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert check.returncode == 0, check.stderr
+
+
+def test_units_are_sandboxed_to_the_ok_band(rendered: dict[str, Path]) -> None:
+    """`systemd-analyze security` of the rendered units: scheduler, webserver and Flower
+    in the OK band or better; the worker (running arbitrary tasks) is printed."""
+    levels = {}
+    for host, unit in [
+        ("master1", "flow-scheduler.service"),
+        ("master1", "flow-webserver.service"),
+        ("master1", "flow-flower.service"),
+        ("worker1", "flow-worker.service"),
+    ]:
+        result = subprocess.run(
+            [
+                "systemd-analyze",
+                "security",
+                "--offline=true",
+                "--no-pager",
+                str(rendered["gmt8"] / host / unit),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        match = re.search(r"Overall exposure level for \S+: ([0-9.]+) ([A-Z]+)", result.stdout)
+        assert match, result.stdout + result.stderr
+        levels[unit] = (float(match[1]), match[2])
+    print("systemd-analyze security exposure:", levels)
+    for unit in ("flow-scheduler.service", "flow-webserver.service", "flow-flower.service"):
+        assert levels[unit][1] in {"OK", "SAFE"}, levels
+    assert levels["flow-worker.service"][0] < 5.0, levels
