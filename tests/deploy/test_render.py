@@ -5,6 +5,7 @@ per-host values of flowsched.cfg and flowsched.env."""
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import shutil
 import subprocess
@@ -423,3 +424,122 @@ def test_units_are_sandboxed_to_the_ok_band(rendered: dict[str, Path]) -> None:
     for unit in ("flow-scheduler.service", "flow-webserver.service", "flow-flower.service"):
         assert levels[unit][1] in {"OK", "SAFE"}, levels
     assert levels["flow-worker.service"][0] < 5.0, levels
+
+
+FIREWALL_HOSTS = {"db1": 11, "broker1": 12, "master1": 21, "worker1": 31, "outsider": 99}
+
+
+@pytest.fixture
+def firewalled_hosts(rendered: dict[str, Path]):
+    """The gmt8 sample's hosts as network namespaces on a bridge, each with its rendered
+    firewall loaded and its services' ports listening; `outsider` is in no group and has no
+    firewall. Yields a probe(from_host, to_host, port) -> 'open' | 'dropped' | 'refused'."""
+    tag = f"{os.getpid() % 100000}"
+    bridge = f"fsfw{tag}"
+    namespaces = {host: f"fsfw{tag}-{host}" for host in FIREWALL_HOSTS}
+    listeners: list[subprocess.Popen] = []
+
+    def sh(*args: str) -> None:
+        subprocess.run(args, check=True, capture_output=True, text=True, timeout=30)
+
+    try:
+        sh("ip", "link", "add", bridge, "type", "bridge")
+        sh("ip", "link", "set", bridge, "up")
+        for index, (host, ns) in enumerate(namespaces.items()):
+            sh("ip", "netns", "add", ns)
+            outer, inner = f"fsfw{tag}h{index}", f"fsfw{tag}n{index}"
+            sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+            sh("ip", "link", "set", outer, "master", bridge, "up")
+            sh("ip", "link", "set", inner, "netns", ns)
+            sh("ip", "-n", ns, "addr", "add", f"10.77.0.{FIREWALL_HOSTS[host]}/24", "dev", inner)
+            sh("ip", "-n", ns, "link", "set", inner, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            rules = rendered["gmt8"] / host / "nftables-flowsched.nft"
+            if rules.exists():
+                sh("ip", "netns", "exec", ns, "nft", "--file", str(rules))
+        for host, port in [("db1", 3306), ("broker1", 6379), ("worker1", 8793), ("master1", 8081)]:
+            listeners.append(
+                subprocess.Popen(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        namespaces[host],
+                        sys.executable,
+                        "-c",
+                        LISTENER,
+                        f"10.77.0.{FIREWALL_HOSTS[host]}",
+                        str(port),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        for listener in listeners:  # each prints once it listens
+            assert listener.stdout is not None and listener.stdout.readline().strip() == "listening"
+
+        def probe(source: str, target: str, port: int) -> str:
+            result = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    namespaces[source],
+                    sys.executable,
+                    "-c",
+                    PROBE,
+                    f"10.77.0.{FIREWALL_HOSTS[target]}",
+                    str(port),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            return result.stdout.strip()
+
+        yield probe
+    finally:
+        for listener in listeners:
+            listener.kill()
+            listener.wait(timeout=10)
+        for ns in namespaces.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, timeout=30)
+
+
+LISTENER = """
+import socket, sys
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("listening", flush=True)
+while True:
+    server.accept()[0].close()
+"""
+
+PROBE = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
+    print("open")
+except TimeoutError:
+    print("dropped")
+except ConnectionRefusedError:
+    print("refused")
+"""
+
+
+def test_firewall_rules_hold_on_a_real_network(firewalled_hosts) -> None:
+    """The rendered rules loaded by nft in network namespaces: each port answers the groups
+    that need it and drops the rest (a drop times out; a closed port would refuse)."""
+    probe = firewalled_hosts
+    assert probe("worker1", "db1", 3306) == "open"
+    assert probe("worker1", "broker1", 6379) == "open"
+    assert probe("master1", "worker1", 8793) == "open"
+    assert probe("outsider", "master1", 8081) == "open"
+    # A host outside the cluster cannot reach Redis nor MariaDB.
+    assert probe("outsider", "broker1", 6379) == "dropped"
+    assert probe("outsider", "db1", 3306) == "dropped"
+    # Only webserver hosts fetch task logs; a worker cannot reach MariaDB's port on the broker.
+    assert probe("db1", "worker1", 8793) == "dropped"
+    assert probe("worker1", "broker1", 3306) == "dropped"
+    # Control: without a firewall a closed port refuses instead of dropping.
+    assert probe("worker1", "outsider", 3306) == "refused"
