@@ -117,6 +117,18 @@ def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
             "mariadb_user_privileges may hold only SELECT, INSERT, UPDATE, DELETE",
         ),
         (
+            ["-e", '{"firewall_control_networks": []}'],
+            "firewall_control_networks must list the networks Ansible connects from",
+        ),
+        (
+            ["-e", '{"firewall_web_sources": ["everyone"]}'],
+            "must be an IPv4 address or CIDR",
+        ),
+        (
+            ["-e", '{"firewall_metrics_rules": [{"name": "metrics", "group": "monitoring"}]}'],
+            "needs a name, a group, a TCP port",
+        ),
+        (
             ["-e", "flowsched_worker_roll_batch=all"],
             'or a percentage 1%-100% like "25%" (got all)',
         ),
@@ -146,6 +158,9 @@ def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
         "db-migration-user-hosts",
         "db-user-host-renamed",
         "db-runtime-ddl",
+        "firewall-control-networks",
+        "firewall-web-sources",
+        "firewall-row",
         "roll-batch",
         "health-timeout",
         "backup-keep",
