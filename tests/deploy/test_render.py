@@ -393,6 +393,13 @@ def test_firewall_opens_each_port_to_the_groups_that_need_it(
             ["nft", "--check", "--file", str(path)], capture_output=True, text=True, timeout=60
         )
         assert check.returncode == 0, check.stderr
+        unit = subprocess.run(
+            ["systemd-analyze", "verify", str(rendered[sample] / host / "flow-firewall.service")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert unit.returncode == 0 and unit.stderr.strip() == "", unit.stderr
 
 
 def test_units_are_sandboxed_to_the_ok_band(rendered: dict[str, Path]) -> None:
