@@ -373,6 +373,9 @@ OPTIONS: dict[str, dict[str, Option]] = {
         ),
     },
     "flower": {
+        "host": Option(
+            _text, "0.0.0.0", "Address Flower listens on (all by default; Airflow: flower_host)."
+        ),
         "port": Option(_parse_port, "5555", "Flower's port."),
         "basic_auth": Option(_text, "", "user:password for Flower.", True),
     },

@@ -88,6 +88,7 @@ def flower() -> None:
         "-A",
         "flowsched.executors.celery_app",
         "flower",
+        f"--address={conf.flower.host}",
         f"--port={conf.flower.port}",
     ]
     sys.stdout.flush()

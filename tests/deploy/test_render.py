@@ -5,6 +5,8 @@ per-host values of flowsched.cfg and flowsched.env."""
 from __future__ import annotations
 
 import configparser
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -210,9 +212,39 @@ def test_cluster_addresses_and_secrets_reach_every_host(
         assert cfg["core"]["executor"] == "celery"
         assert cfg["core"]["dags_folder"].endswith("/dags/current")
         assert cfg["core"]["plugins_folder"].endswith("/plugins/current")
-        assert cfg["webserver"]["bind"] == "0.0.0.0:8081"
         assert cfg["webserver"]["flower_url"] == f"http://{base}.21:5555"
         assert int(cfg["worker"]["shutdown_grace"]) < 900
+        # The runtime account only: the migration account is in migrate.env.
+        assert f"db-migration-secret-{sample}" not in env_text(rendered[sample] / host)
+
+
+def env_text(folder: Path) -> str:
+    return (folder / "flowsched.env").read_text()
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_services_listen_on_the_cluster_address(rendered: dict[str, Path], sample: str) -> None:
+    """Webserver, Flower and each worker's log server bind the host's own address, not 0.0.0.0."""
+    base = "10.77.0" if sample == "gmt8" else "192.168.50"
+    for host, ip in {
+        "master1": f"{base}.21",
+        "worker1": f"{base}.31",
+        "worker2": f"{base}.32",
+    }.items():
+        cfg = read_cfg(rendered[sample] / host / "flowsched.cfg")
+        assert cfg["webserver"]["bind"] == f"{ip}:8081"
+        assert cfg["flower"]["host"] == ip
+        assert cfg["worker"]["log_server_host"] == ip
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_migrations_use_their_own_account(rendered: dict[str, Path], sample: str) -> None:
+    base = "10.77.0" if sample == "gmt8" else "192.168.50"
+    migrate = read_env(rendered[sample] / "master1" / "flowsched-migrate.env")
+    assert migrate["FLOWSCHED__DATABASE__SQL_ALCHEMY_CONN"] == (
+        f"mysql+mysqldb://flowsched_migrate:db-migration-secret-{sample}@{base}.11:3306/"
+        "flowsched?charset=utf8mb4"
+    )
 
 
 def test_timezone_is_per_inventory(rendered: dict[str, Path]) -> None:
@@ -250,10 +282,23 @@ def test_database_server_settings(rendered: dict[str, Path], sample: str) -> Non
     assert mysqld["character-set-server"] == "utf8mb4"
     assert mysqld["bind-address"] == f"{base}.11"
     sql = (rendered[sample] / "db1" / "flowsched-db.sql").read_text()
-    grants = [line for line in sql.splitlines() if line.startswith("GRANT ")]
-    assert len(grants) == 1 and " ON `flowsched`.* TO 'flowsched'@'%'" in grants[0]
-    assert "ALL" not in grants[0].split(" ON ")[0] and "GRANT OPTION" not in grants[0]
+    grants = {
+        line.split(" TO ")[1].rstrip(";"): line.split(" ON ")[0].removeprefix("GRANT ").split(", ")
+        for line in sql.splitlines()
+        if line.startswith("GRANT ")
+    }
+    # One runtime account per app host's address, one migration account per scheduler host.
+    app = [f"{base}.21", f"{base}.31", f"{base}.32"]
+    runtime = {f"'flowsched'@'{ip}'": ["SELECT", "INSERT", "UPDATE", "DELETE"] for ip in app}
+    assert grants == runtime | {
+        f"'flowsched_migrate'@'{base}.21'": grants.get(f"'flowsched_migrate'@'{base}.21'")
+    }
+    migration = grants[f"'flowsched_migrate'@'{base}.21'"]
+    assert {"CREATE", "ALTER", "DROP", "INDEX"} <= set(migration)
+    assert not any("ALL" in p or "GRANT" in p for privileges in grants.values() for p in privileges)
+    assert " ON `flowsched`.* TO " in sql and "*.*" not in sql
     assert f"IDENTIFIED BY 'db-secret-{sample}'" in sql
+    assert f"IDENTIFIED BY 'db-migration-secret-{sample}'" in sql
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
@@ -312,3 +357,196 @@ def test_worker_and_scheduler_units_limit_memory_and_tasks(
         "worker2": custom,
         "master1": (["80%"], ["4096"]),
     }
+
+
+def firewall_rules(path: Path) -> dict[int, set[str]]:
+    """{TCP port: source addresses} of the `ip saddr { ... } tcp dport N accept` lines."""
+    rules: dict[int, set[str]] = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"\s*ip saddr \{ (.+) \} tcp dport (\d+) accept$", line)
+        if match:
+            rules[int(match[2])] = {s.strip() for s in match[1].split(",")}
+    return rules
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_firewall_opens_each_port_to_the_groups_that_need_it(
+    rendered: dict[str, Path], sample: str
+) -> None:
+    base = "10.77.0" if sample == "gmt8" else "192.168.50"
+    app = {f"{base}.21", f"{base}.31", f"{base}.32"}
+    ssh = {"127.0.0.0/8"}  # firewall_control_networks of the sample inventories
+    expected = {
+        "db1": {22: ssh, 3306: app},
+        "broker1": {22: ssh, 6379: app},
+        "master1": {22: ssh, 8081: {"0.0.0.0/0"}, 5555: {"0.0.0.0/0"}},
+        "worker1": {22: ssh, 8793: {f"{base}.21"}},
+        "worker2": {22: ssh, 8793: {f"{base}.21"}},
+    }
+    for host, rules in expected.items():
+        path = rendered[sample] / host / "nftables-flowsched.nft"
+        assert firewall_rules(path) == rules, host
+        text = path.read_text()
+        assert "policy drop;" in text and "flush ruleset" not in text
+        # nft itself accepts the file (checked, not applied).
+        check = subprocess.run(
+            ["nft", "--check", "--file", str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert check.returncode == 0, check.stderr
+        unit = subprocess.run(
+            ["systemd-analyze", "verify", str(rendered[sample] / host / "flow-firewall.service")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert unit.returncode == 0 and unit.stderr.strip() == "", unit.stderr
+
+
+def test_units_are_sandboxed_to_the_ok_band(rendered: dict[str, Path]) -> None:
+    """`systemd-analyze security` of the rendered units: scheduler, webserver and Flower
+    in the OK band or better; the worker (running arbitrary tasks) is printed."""
+    levels = {}
+    for host, unit in [
+        ("master1", "flow-scheduler.service"),
+        ("master1", "flow-webserver.service"),
+        ("master1", "flow-flower.service"),
+        ("worker1", "flow-worker.service"),
+    ]:
+        result = subprocess.run(
+            [
+                "systemd-analyze",
+                "security",
+                "--offline=true",
+                "--no-pager",
+                str(rendered["gmt8"] / host / unit),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        match = re.search(r"Overall exposure level for \S+: ([0-9.]+) ([A-Z]+)", result.stdout)
+        assert match, result.stdout + result.stderr
+        levels[unit] = (float(match[1]), match[2])
+    print("systemd-analyze security exposure:", levels)
+    for unit in ("flow-scheduler.service", "flow-webserver.service", "flow-flower.service"):
+        assert levels[unit][1] in {"OK", "SAFE"}, levels
+    assert levels["flow-worker.service"][0] < 5.0, levels
+
+
+FIREWALL_HOSTS = {"db1": 11, "broker1": 12, "master1": 21, "worker1": 31, "outsider": 99}
+
+
+@pytest.fixture
+def firewalled_hosts(rendered: dict[str, Path]):
+    """The gmt8 sample's hosts as network namespaces on a bridge, each with its rendered
+    firewall loaded and its services' ports listening; `outsider` is in no group and has no
+    firewall. Yields a probe(from_host, to_host, port) -> 'open' | 'dropped' | 'refused'."""
+    tag = f"{os.getpid() % 100000}"
+    bridge = f"fsfw{tag}"
+    namespaces = {host: f"fsfw{tag}-{host}" for host in FIREWALL_HOSTS}
+    listeners: list[subprocess.Popen] = []
+
+    def sh(*args: str) -> None:
+        subprocess.run(args, check=True, capture_output=True, text=True, timeout=30)
+
+    try:
+        sh("ip", "link", "add", bridge, "type", "bridge")
+        sh("ip", "link", "set", bridge, "up")
+        for index, (host, ns) in enumerate(namespaces.items()):
+            sh("ip", "netns", "add", ns)
+            outer, inner = f"fsfw{tag}h{index}", f"fsfw{tag}n{index}"
+            sh("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+            sh("ip", "link", "set", outer, "master", bridge, "up")
+            sh("ip", "link", "set", inner, "netns", ns)
+            sh("ip", "-n", ns, "addr", "add", f"10.77.0.{FIREWALL_HOSTS[host]}/24", "dev", inner)
+            sh("ip", "-n", ns, "link", "set", inner, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            rules = rendered["gmt8"] / host / "nftables-flowsched.nft"
+            if rules.exists():
+                sh("ip", "netns", "exec", ns, "nft", "--file", str(rules))
+        for host, port in [("db1", 3306), ("broker1", 6379), ("worker1", 8793), ("master1", 8081)]:
+            listeners.append(
+                subprocess.Popen(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        namespaces[host],
+                        sys.executable,
+                        "-c",
+                        LISTENER,
+                        f"10.77.0.{FIREWALL_HOSTS[host]}",
+                        str(port),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        for listener in listeners:  # each prints once it listens
+            assert listener.stdout is not None and listener.stdout.readline().strip() == "listening"
+
+        def probe(source: str, target: str, port: int) -> str:
+            result = subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    namespaces[source],
+                    sys.executable,
+                    "-c",
+                    PROBE,
+                    f"10.77.0.{FIREWALL_HOSTS[target]}",
+                    str(port),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            return result.stdout.strip()
+
+        yield probe
+    finally:
+        for listener in listeners:
+            listener.kill()
+            listener.wait(timeout=10)
+        for ns in namespaces.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, timeout=30)
+
+
+LISTENER = """
+import socket, sys
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("listening", flush=True)
+while True:
+    server.accept()[0].close()
+"""
+
+PROBE = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
+    print("open")
+except TimeoutError:
+    print("dropped")
+except ConnectionRefusedError:
+    print("refused")
+"""
+
+
+def test_firewall_rules_hold_on_a_real_network(firewalled_hosts) -> None:
+    """The rendered rules loaded by nft in network namespaces: each port answers the groups
+    that need it and drops the rest (a drop times out; a closed port would refuse)."""
+    probe = firewalled_hosts
+    assert probe("worker1", "db1", 3306) == "open"
+    assert probe("worker1", "broker1", 6379) == "open"
+    assert probe("master1", "worker1", 8793) == "open"
+    assert probe("outsider", "master1", 8081) == "open"
+    # A host outside the cluster cannot reach Redis nor MariaDB.
+    assert probe("outsider", "broker1", 6379) == "dropped"
+    assert probe("outsider", "db1", 3306) == "dropped"
+    # Only webserver hosts fetch task logs; a worker cannot reach MariaDB's port on the broker.
+    assert probe("db1", "worker1", 8793) == "dropped"
+    assert probe("worker1", "broker1", 3306) == "dropped"
+    # Control: without a firewall a closed port refuses instead of dropping.
+    assert probe("worker1", "outsider", 3306) == "refused"

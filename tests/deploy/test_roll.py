@@ -23,6 +23,8 @@ def inventory(tmp_path: Path) -> Path:
                 "ansible_python_interpreter": "{{ ansible_playbook_python }}",
                 "flowsched_timezone": "Etc/GMT-8",
                 "flowsched_db_password": "db-secret-roll-5d1e8c2a",
+                "flowsched_db_migration_password": "db-migration-secret-roll-3c8e1f7a",
+                "firewall_control_networks": ["127.0.0.0/8"],
                 "flowsched_broker_password": "broker-secret-roll-9b3f7a1c",
                 "flowsched_secret_key": "roll-test-key-6f0c2b9e8d7a4153c1e2f3a4b5c6d7e8",
             },

@@ -107,7 +107,12 @@ def test_role_defaults_are_prefixed_documented_and_validated(role: str) -> None:
 def test_required_secrets_have_no_default() -> None:
     options = _spec_options("flowsched")
     defaults = yaml.safe_load((REPO / "roles" / "flowsched" / "defaults" / "main.yml").read_text())
-    for secret in ("flowsched_db_password", "flowsched_broker_password", "flowsched_secret_key"):
+    for secret in (
+        "flowsched_db_password",
+        "flowsched_db_migration_password",
+        "flowsched_broker_password",
+        "flowsched_secret_key",
+    ):
         assert options[secret]["required"] is True
         assert options[secret]["no_log"] is True
         assert secret not in defaults
@@ -115,12 +120,13 @@ def test_required_secrets_have_no_default() -> None:
 
 def test_secret_tasks_hide_their_output() -> None:
     """Every task that renders or applies a secret has no_log."""
-    checks = {
-        "roles/flowsched/tasks/config.yml": "Render flowsched.env (database and broker secrets)",
-        "roles/mariadb/tasks/database.yml": "Create or update the database and user",
-        "roles/redis/tasks/main.yml": "Configure Redis as the broker",
-    }
-    for path, name in checks.items():
+    checks = [
+        ("roles/flowsched/tasks/config.yml", "Render flowsched.env (database and broker secrets)"),
+        ("roles/flowsched/tasks/config.yml", "Render migrate.env (the migration database account)"),
+        ("roles/mariadb/tasks/database.yml", "Create or update the database and accounts"),
+        ("roles/redis/tasks/main.yml", "Configure Redis as the broker"),
+    ]
+    for path, name in checks:
         tasks = yaml.safe_load((REPO / path).read_text())
         task = next(t for t in tasks if t["name"] == name)
         assert task.get("no_log") is True, f"{path}: {name}"

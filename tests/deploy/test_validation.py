@@ -102,9 +102,31 @@ def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
             "master1 is in flowsched_flower, so flowsched_flower_basic_auth must be set",
         ),
         (
-            ["-e", "mariadb_user_host=10.20.0.%"],
-            "(127.0.0.1) runs flowsched but the database user's host pattern "
-            "mariadb_user_host='10.20.0.%'",
+            ["-e", '{"mariadb_user_hosts": ["10.20.0.%"]}'],
+            "(127.0.0.1) connects to the database as the runtime account, but none of its "
+            "host patterns mariadb_user_hosts=['10.20.0.%']",
+        ),
+        (
+            ["-e", '{"mariadb_migration_user_hosts": ["10.77.0.3_"]}'],
+            "connects to the database as the migration account, but none of its host "
+            "patterns mariadb_migration_user_hosts=['10.77.0.3_']",
+        ),
+        (["-e", "mariadb_user_host=%"], "mariadb_user_host is now mariadb_user_hosts"),
+        (
+            ["-e", '{"mariadb_user_privileges": ["SELECT", "CREATE"]}'],
+            "mariadb_user_privileges may hold only SELECT, INSERT, UPDATE, DELETE",
+        ),
+        (
+            ["-e", '{"firewall_control_networks": []}'],
+            "firewall_control_networks must list the networks Ansible connects from",
+        ),
+        (
+            ["-e", '{"firewall_web_sources": ["everyone"]}'],
+            "must be an IPv4 address or CIDR",
+        ),
+        (
+            ["-e", '{"firewall_metrics_rules": [{"name": "metrics", "group": "monitoring"}]}'],
+            "needs a name, a group, a TCP port",
         ),
         (
             ["-e", "flowsched_worker_roll_batch=all"],
@@ -132,7 +154,13 @@ def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
         "redis-eviction",
         "fernet-key",
         "flower-login",
-        "db-user-host",
+        "db-user-hosts",
+        "db-migration-user-hosts",
+        "db-user-host-renamed",
+        "db-runtime-ddl",
+        "firewall-control-networks",
+        "firewall-web-sources",
+        "firewall-row",
         "roll-batch",
         "health-timeout",
         "backup-keep",
@@ -343,6 +371,12 @@ def test_the_lab_inventory_generates_strong_secrets_that_pass_validation(
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     generated = {path.name: path.read_text().strip() for path in secrets_dir.iterdir()}
-    assert set(generated) >= {"db_password", "broker_password", "secret_key", "flower_password"}
+    assert set(generated) >= {
+        "db_password",
+        "db_migration_password",
+        "broker_password",
+        "secret_key",
+        "flower_password",
+    }
     assert len(generated["secret_key"]) >= 32
     assert len(set(generated.values())) == len(generated)  # each its own

@@ -39,7 +39,11 @@ def _start_refused(env: dict[str, str]) -> str:
 
 def test_flower_needs_a_password_and_shows_the_clusters_workers(cluster: Cluster) -> None:
     port = free_port()
-    env = {**cluster.cli_env(), "FLOWSCHED__FLOWER__PORT": str(port), "FLOWER_ADDRESS": "127.0.0.1"}
+    env = {
+        **cluster.cli_env(),
+        "FLOWSCHED__FLOWER__PORT": str(port),
+        "FLOWSCHED__FLOWER__HOST": "127.0.0.1",
+    }
     refused = _start_refused(env)
     assert "[flower] basic_auth must be set to user:password" in refused
 
@@ -68,6 +72,11 @@ def test_flower_needs_a_password_and_shows_the_clusters_workers(cluster: Cluster
                 return False
 
         wait_until(up, timeout=60, step=0.3)
+        # [flower] host: it listens on that address only, not 0.0.0.0.
+        listening = subprocess.run(
+            ["ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True, timeout=30
+        ).stdout.split()
+        assert f"127.0.0.1:{port}" in listening and f"0.0.0.0:{port}" not in listening, listening
         assert _get(f"{base}/")[0] == 401
         assert _get(f"{base}/", "admin:wrong")[0] == 401
         status, _ = _get(f"{base}/", "admin:flower-test-pass-8d2f")
