@@ -15,6 +15,7 @@ from flowsched.db.engine import session_scope
 from flowsched.db.models import TaskInstance
 from flowsched.providers import docker as docker_provider
 from flowsched.state import TaskState
+from flowsched.timezone import default_timezone
 from tests.harness import drive, parse, run_finished, run_state, tries
 
 HEADER = """
@@ -22,6 +23,11 @@ from datetime import datetime, timedelta
 from flowsched import DAG
 from flowsched.providers.docker import DockerOperator
 """
+
+
+def local_ds(run) -> str:
+    """``{{ ds }}`` of a run: its logical date in the cluster's zone (UTC+8 by default)."""
+    return run.logical_date.astimezone(default_timezone()).strftime("%Y-%m-%d")
 
 
 def log_of(home, dag_id: str, task_id: str, attempt: int = 1) -> str:
@@ -69,7 +75,7 @@ def test_success_streams_output_with_environment_mounts_and_limits(docker_home, 
     drive(run_finished("dock_ok"))
     log = log_of(docker_home, "dock_ok", "inside")
     assert run_state("dock_ok") == "success", log
-    ds = run.logical_date.strftime("%Y-%m-%d")
+    ds = local_ds(run)
     lines = log.splitlines()
     for expected in (
         f"hello {ds}",
@@ -246,7 +252,7 @@ def test_the_example_dag_runs(docker_home, podman):
     run = operations.trigger_dag("example_docker")
     drive(run_finished("example_docker"))
     assert run_state("example_docker") == "success"
-    line = f"checksum partition {run.logical_date.strftime('%Y-%m-%d')}"
+    line = f"checksum partition {local_ds(run)}"
     assert line in log_of(docker_home, "example_docker", "checksum").splitlines()
     assert line in log_of(docker_home, "example_docker", "done").splitlines()  # its XCom
 
