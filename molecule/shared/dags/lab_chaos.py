@@ -84,6 +84,7 @@ if __name__ != "__main__":
         tags=["lab"],
         description="Load of the chaos drill: tasks that keep a ledger of their executions.",
         max_active_runs=64,
+        max_active_tasks=256,  # the slots limit the load, not Airflow's default of 16
         default_args={"retries": 2, "retry_delay": timedelta(seconds=5)},
     ) as dag:
         for worker in (1, 2):

@@ -16,6 +16,7 @@ with DAG(
     tags=["lab"],
     description="Forty sleeping tasks on the default queue.",
     default_args={"retries": 0},
+    max_active_tasks=64,  # the workers' slots limit the load, not Airflow's default of 16
 ) as dag:
     for i in range(40):
         BashOperator(task_id=f"t_{i}", bash_command="sleep {{ conf.get('seconds', 60) }}")

@@ -28,6 +28,9 @@ with DAG(
     tags=["lab"],
     description="Ten tasks on each worker, waiting for a flag file.",
     default_args={"retries": 0},
+    # All twenty at once: Airflow's default of 16 would hold four back as
+    # 'scheduled' instead of queued on the workers.
+    max_active_tasks=32,
 ) as dag:
     for worker in (1, 2):
         for i in range(10):
