@@ -36,100 +36,26 @@ def queue_try(
 ) -> Workload | None:
     """scheduled/none -> queued with the next try number; None if someone else moved it.
 
-    A sensor that is ``up_for_reschedule`` goes back to queued in the same try: a
-    reschedule is a pause of the try, not a new one (its history row goes on).
+    A sensor that is ``up_for_reschedule`` (and due) goes back to queued in the same
+    try: a reschedule is a pause of the try, not a new one (its history row goes on).
     """
-    if ti.state == TaskState.UP_FOR_RESCHEDULE.value:
-        return _requeue_rescheduled(
-            session,
-            ti,
-            fingerprint=fingerprint,
-            dag_version_id=dag_version_id,
-            fileloc=fileloc,
-            queue=queue,
-            job_id=job_id,
-            now=now,
-            plugins=plugins,
+    rescheduled = ti.state == TaskState.UP_FOR_RESCHEDULE.value
+    if rescheduled:
+        try_number = ti.try_number
+        waiting = (TaskInstance.state == TaskState.UP_FOR_RESCHEDULE.value) & (
+            TaskInstance.next_retry_at <= now
         )
-    next_try = ti.try_number + 1
+        fresh: dict[str, Any] = {}
+    else:
+        try_number = ti.try_number + 1
+        waiting = TaskInstance.state.in_([TaskState.SCHEDULED.value, TaskState.NONE.value])
+        fresh = {"start_date": None, "duration": None}
     result = session.execute(
         update(TaskInstance)
-        .where(
-            TaskInstance.id == ti.id,
-            TaskInstance.try_number == ti.try_number,
-            TaskInstance.state.in_([TaskState.SCHEDULED.value, TaskState.NONE.value]),
-        )
+        .where(TaskInstance.id == ti.id, TaskInstance.try_number == ti.try_number, waiting)
         .values(
             state=TaskState.QUEUED.value,
-            try_number=next_try,
-            queued_at=now,
-            queue=queue,
-            fingerprint=fingerprint,
-            dag_version_id=dag_version_id,
-            queued_by_job_id=job_id,
-            hostname=None,
-            worker_nodename=None,
-            pid=None,
-            start_date=None,
-            end_date=None,
-            duration=None,
-            next_retry_at=None,
-            last_heartbeat=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        return None
-    session.add(
-        TaskTry(
-            task_instance_id=ti.id,
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            task_id=ti.task_id,
-            try_number=next_try,
-            state=TaskState.QUEUED.value,
-            fingerprint=fingerprint,
-            dag_version_id=dag_version_id,
-            queued_at=now,
-        )
-    )
-    return Workload(
-        ti_id=ti.id,
-        dag_id=ti.dag_id,
-        task_id=ti.task_id,
-        run_id=ti.run_id,
-        try_number=next_try,
-        fingerprint=fingerprint,
-        fileloc=fileloc,
-        queue=queue,
-        dag_version_id=dag_version_id,
-        plugins=dict(plugins or {}),
-    )
-
-
-def _requeue_rescheduled(
-    session: Session,
-    ti: TaskInstance,
-    *,
-    fingerprint: str,
-    dag_version_id: int | None,
-    fileloc: str,
-    queue: str,
-    job_id: int | None,
-    now: datetime,
-    plugins: dict[str, str] | None,
-) -> Workload | None:
-    """up_for_reschedule (due) -> queued, same try number; None if someone else moved it."""
-    result = session.execute(
-        update(TaskInstance)
-        .where(
-            TaskInstance.id == ti.id,
-            TaskInstance.try_number == ti.try_number,
-            TaskInstance.state == TaskState.UP_FOR_RESCHEDULE.value,
-            TaskInstance.next_retry_at <= now,
-        )
-        .values(
-            state=TaskState.QUEUED.value,
+            try_number=try_number,
             queued_at=now,
             queue=queue,
             fingerprint=fingerprint,
@@ -141,22 +67,38 @@ def _requeue_rescheduled(
             end_date=None,
             next_retry_at=None,
             last_heartbeat=None,
+            **fresh,
         )
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
         return None
-    session.execute(
-        update(TaskTry)
-        .where(TaskTry.task_instance_id == ti.id, TaskTry.try_number == ti.try_number)
-        .values(state=TaskState.QUEUED.value, queued_at=now, end_date=None)
-    )
+    if rescheduled:
+        session.execute(
+            update(TaskTry)
+            .where(TaskTry.task_instance_id == ti.id, TaskTry.try_number == try_number)
+            .values(state=TaskState.QUEUED.value, queued_at=now, end_date=None)
+        )
+    else:
+        session.add(
+            TaskTry(
+                task_instance_id=ti.id,
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                task_id=ti.task_id,
+                try_number=try_number,
+                state=TaskState.QUEUED.value,
+                fingerprint=fingerprint,
+                dag_version_id=dag_version_id,
+                queued_at=now,
+            )
+        )
     return Workload(
         ti_id=ti.id,
         dag_id=ti.dag_id,
         task_id=ti.task_id,
         run_id=ti.run_id,
-        try_number=ti.try_number,
+        try_number=try_number,
         fingerprint=fingerprint,
         fileloc=fileloc,
         queue=queue,

@@ -129,6 +129,17 @@ class ProcInfo:
         return self.state not in ("Z", "X")
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (it may belong to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def process_table() -> dict[int, ProcInfo]:
     """Every process visible in /proc, by pid."""
     table: dict[int, ProcInfo] = {}

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app, multi
 
 from flowsched.config import get_config
 from flowsched.exceptions import FlowschedError
+from flowsched.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +81,11 @@ def _check_port(host: str, port: int) -> None:
         ) from None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_dirs(parent: str) -> None:
     """Directories of earlier starts whose master died without cleaning (kill -9)."""
     for path in glob.glob(os.path.join(parent, DIR_PREFIX + "*")):
         pid_text = os.path.basename(path)[len(DIR_PREFIX) :].split("-", 1)[0]
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+        if pid_text.isdigit() and not pid_alive(int(pid_text)):
             shutil.rmtree(path, ignore_errors=True)
 
 

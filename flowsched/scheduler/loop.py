@@ -48,7 +48,7 @@ from flowsched.lifecycle import (
 )
 from flowsched.metrics.scheduler import SchedulerMetrics
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
-from flowsched.processes import spawn_flowsched
+from flowsched.processes import pid_alive, spawn_flowsched
 from flowsched.scheduler.concurrency import Concurrency
 from flowsched.scheduler.dataset_runs import create_dataset_triggered_runs
 from flowsched.scheduler.dependencies import Decision, evaluate
@@ -91,16 +91,6 @@ def skip_locked_supported() -> tuple[bool, str]:
 def _waiting(states: dict[str, str]) -> list[str]:
     """Tasks not yet scheduled in a run."""
     return [task_id for task_id, state in states.items() if state == TaskState.NONE.value]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Scheduler:
@@ -250,7 +240,7 @@ class Scheduler:
         ):
             if job.id == self.job_id:
                 continue
-            gone_here = job.hostname == here and job.pid is not None and not _pid_alive(job.pid)
+            gone_here = job.hostname == here and job.pid is not None and not pid_alive(job.pid)
             if job.latest_heartbeat <= alive_after or gone_here:
                 dead.append(job.id)
             else:
