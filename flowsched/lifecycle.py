@@ -4,22 +4,112 @@ Every transition names the state and try number it expects, so two processes
 that race (two schedulers, a duplicated Celery message, a zombie sweep and a
 late finishing task) cannot both win: the loser's UPDATE matches no row.
 This is what makes "never run twice at the same time" hold by construction.
+
+This module is the only writer of a try's state (tests/test_one_writer.py holds
+every other module to it): the scheduler's decisions and sweeps, a worker's claim
+and result, clear and mark by hand and the foreground ``tasks run`` all come here.
+The retry policy is looked up here as well, where it is applied, from the DAG
+version the try was queued with: no caller has to fetch it, none can pass a wrong one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from flowsched.dataset_events import record_outlet_events
-from flowsched.db.models import CallbackRequest, DagRun, TaskInstance, TaskReschedule, TaskTry
+from flowsched.db.models import (
+    CallbackRequest,
+    DagRun,
+    DagVersion,
+    TaskInstance,
+    TaskReschedule,
+    TaskTry,
+)
+from flowsched.serialization import TaskSpec
 from flowsched.state import RunState, TaskState
 from flowsched.timezone import utcnow
 from flowsched.workloads import Workload
+
+# States in which a try's history row is open: the try was queued and has not ended.
+OPEN_TRY_STATES = (TaskState.QUEUED, TaskState.RUNNING, TaskState.UP_FOR_RESCHEDULE)
+# Bulk decisions are written this many instances per statement (bound parameter limits).
+_CHUNK = 500
+
+
+def _guarded_update(
+    session: Session,
+    ti_id: int,
+    try_number: int,
+    expected: Iterable[str],
+    shared: Mapping[str, Any] | None = None,
+    *,
+    instance_only: Mapping[str, Any] | None = None,
+    record_only: Mapping[str, Any] | None = None,
+    guard: Iterable[ColumnElement[bool]] = (),
+) -> bool:
+    """The one way a try changes: a conditional UPDATE of its instance naming the try
+    number and the states it may be in; False (nothing written) if another writer
+    got there first.
+
+    Only when the instance row matched does the try's history row follow, with the
+    ``shared`` values (what both rows record alike) and ``record_only`` ones; a try
+    that lost the race never touches the history of the try that won.
+    """
+    shared = dict(shared or {})
+    result = session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.id == ti_id,
+            TaskInstance.try_number == try_number,
+            TaskInstance.state.in_([str(state) for state in expected]),
+            *guard,
+        )
+        .values({**shared, **(instance_only or {})})
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    record = {**shared, **(record_only or {})}
+    if record:
+        session.execute(
+            update(TaskTry)
+            .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
+            .values(**record)
+        )
+    return True
+
+
+def _locked_instance(session: Session, ti_id: int, try_number: int) -> TaskInstance | None:
+    """The instance if it is still at ``try_number``, locked where the database can."""
+    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
+    return ti if ti is not None and ti.try_number == try_number else None
+
+
+def _duration(ti: TaskInstance, now: datetime) -> float | None:
+    return (now - ti.start_date).total_seconds() if ti.start_date else None
+
+
+def retry_delay(session: Session, ti: TaskInstance) -> timedelta:
+    """The task's delay before its next try, by the DAG version its try was queued
+    with (the policy the try ran under, not a newer file's)."""
+    if ti.dag_version_id is None:
+        return timedelta(0)
+    version = session.get(DagVersion, ti.dag_version_id)
+    if version is None:
+        return timedelta(0)
+    for task in version.serialized["tasks"]:
+        if task["task_id"] == ti.task_id:
+            return TaskSpec.from_dict(task).retry_delay_for(ti.try_number)
+    return timedelta(0)
+
+
+# --- queue and claim -----------------------------------------------------------------
 
 
 def queue_try(
@@ -33,53 +123,56 @@ def queue_try(
     job_id: int | None,
     now: datetime,
     plugins: dict[str, str] | None = None,
+    by_hand: bool = False,
 ) -> Workload | None:
     """scheduled/none -> queued with the next try number; None if someone else moved it.
 
     A sensor that is ``up_for_reschedule`` (and due) goes back to queued in the same
     try: a reschedule is a pause of the try, not a new one (its history row goes on).
+    ``by_hand`` (the foreground ``tasks run``) starts a new try from whatever state
+    ``ti`` was read in, unless that try is queued or running: never twice at once.
     """
-    rescheduled = ti.state == TaskState.UP_FOR_RESCHEDULE.value
-    if rescheduled:
-        try_number = ti.try_number
-        waiting = (TaskInstance.state == TaskState.UP_FOR_RESCHEDULE.value) & (
-            TaskInstance.next_retry_at <= now
-        )
-        fresh: dict[str, Any] = {}
+    rescheduled = ti.state == TaskState.UP_FOR_RESCHEDULE.value and not by_hand
+    if by_hand:
+        if ti.state in (TaskState.QUEUED.value, TaskState.RUNNING.value):
+            return None
+        expected: tuple[str, ...] = (ti.state,)
+    elif rescheduled:
+        expected = (TaskState.UP_FOR_RESCHEDULE.value,)
     else:
-        try_number = ti.try_number + 1
-        waiting = TaskInstance.state.in_([TaskState.SCHEDULED.value, TaskState.NONE.value])
-        fresh = {"start_date": None, "duration": None}
-    result = session.execute(
-        update(TaskInstance)
-        .where(TaskInstance.id == ti.id, TaskInstance.try_number == ti.try_number, waiting)
-        .values(
-            state=TaskState.QUEUED.value,
-            try_number=try_number,
-            queued_at=now,
-            queue=queue,
-            fingerprint=fingerprint,
-            dag_version_id=dag_version_id,
-            queued_by_job_id=job_id,
-            hostname=None,
-            worker_nodename=None,
-            pid=None,
-            end_date=None,
-            next_retry_at=None,
-            last_heartbeat=None,
+        expected = (TaskState.SCHEDULED.value, TaskState.NONE.value)
+    try_number = ti.try_number if rescheduled else ti.try_number + 1
+    fresh = {} if rescheduled else {"start_date": None, "duration": None}
+    queued = _guarded_update(
+        session,
+        ti.id,
+        ti.try_number,
+        expected,
+        # A new try's history row is added below; a resumed one's is reopened.
+        {"state": TaskState.QUEUED.value, "queued_at": now, "end_date": None}
+        if rescheduled
+        else None,
+        instance_only={
+            "state": TaskState.QUEUED.value,
+            "try_number": try_number,
+            "queued_at": now,
+            "queue": queue,
+            "fingerprint": fingerprint,
+            "dag_version_id": dag_version_id,
+            "queued_by_job_id": job_id,
+            "hostname": None,
+            "worker_nodename": None,
+            "pid": None,
+            "end_date": None,
+            "next_retry_at": None,
+            "last_heartbeat": None,
             **fresh,
-        )
-        .execution_options(synchronize_session=False)
+        },
+        guard=[TaskInstance.next_retry_at <= now] if rescheduled else [],
     )
-    if result.rowcount != 1:
+    if not queued:
         return None
-    if rescheduled:
-        session.execute(
-            update(TaskTry)
-            .where(TaskTry.task_instance_id == ti.id, TaskTry.try_number == try_number)
-            .values(state=TaskState.QUEUED.value, queued_at=now, end_date=None)
-        )
-    else:
+    if not rescheduled:
         session.add(
             TaskTry(
                 task_instance_id=ti.id,
@@ -107,6 +200,37 @@ def queue_try(
     )
 
 
+def claim_try(
+    session: Session, workload: Workload, *, hostname: str, nodename: str, pid: int
+) -> bool:
+    """queued -> running for exactly this try; False means do not run it."""
+    now = utcnow()
+    return _guarded_update(
+        session,
+        workload.ti_id,
+        workload.try_number,
+        (TaskState.QUEUED,),
+        {
+            "state": TaskState.RUNNING.value,
+            "start_date": now,
+            "hostname": hostname,
+            "worker_nodename": nodename,
+            "pid": pid,
+        },
+        instance_only={"last_heartbeat": now},
+    )
+
+
+def heartbeat_try(session: Session, ti_id: int, try_number: int) -> bool:
+    """Refresh the heartbeat; False if the try is no longer running (cleared, marked...)."""
+    return _guarded_update(
+        session, ti_id, try_number, (TaskState.RUNNING,), instance_only={"last_heartbeat": utcnow()}
+    )
+
+
+# --- the end of a try ----------------------------------------------------------------
+
+
 def reschedule_try(
     session: Session,
     ti_id: int,
@@ -124,38 +248,31 @@ def reschedule_try(
     must not queue this instance, as for a retry. None if the try was not running.
     """
     now = utcnow()
-    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
-    if ti is None or ti.try_number != try_number or ti.state != TaskState.RUNNING.value:
+    ti = _locked_instance(session, ti_id, try_number)
+    if ti is None:
         return None
     started = ti.start_date or now
     duration = (now - started).total_seconds()
-    session.execute(
-        update(TaskInstance)
-        .where(
-            TaskInstance.id == ti_id,
-            TaskInstance.try_number == try_number,
-            TaskInstance.state == TaskState.RUNNING.value,
-        )
-        .values(
-            state=TaskState.UP_FOR_RESCHEDULE.value,
-            next_retry_at=reschedule_date,
+    record: dict[str, Any] = {}
+    if rendered_fields is not None:
+        record["rendered_fields"] = rendered_fields
+    if not _guarded_update(
+        session,
+        ti_id,
+        try_number,
+        (TaskState.RUNNING,),
+        {"state": TaskState.UP_FOR_RESCHEDULE.value, "end_date": now},
+        instance_only={
+            "next_retry_at": reschedule_date,
             # Ready again at its reschedule date: queued in turn with tasks that became
             # ready before it, not ahead of them by its first scheduling (no starvation).
-            scheduled_at=reschedule_date,
-            end_date=now,
-            duration=duration,
-            pid=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    values: dict[str, Any] = {"state": TaskState.UP_FOR_RESCHEDULE.value, "end_date": now}
-    if rendered_fields is not None:
-        values["rendered_fields"] = rendered_fields
-    session.execute(
-        update(TaskTry)
-        .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
-        .values(**values)
-    )
+            "scheduled_at": reschedule_date,
+            "duration": duration,
+            "pid": None,
+        },
+        record_only=record,
+    ):
+        return None
     session.add(
         TaskReschedule(
             task_instance_id=ti_id,
@@ -182,62 +299,6 @@ def poke_history(session: Session, ti_id: int, try_number: int) -> tuple[datetim
     return first, int(count or 0)
 
 
-def claim_try(
-    session: Session, workload: Workload, *, hostname: str, nodename: str, pid: int
-) -> bool:
-    """queued -> running for exactly this try; False means do not run it."""
-    now = utcnow()
-    result = session.execute(
-        update(TaskInstance)
-        .where(
-            TaskInstance.id == workload.ti_id,
-            TaskInstance.try_number == workload.try_number,
-            TaskInstance.state == TaskState.QUEUED.value,
-        )
-        .values(
-            state=TaskState.RUNNING.value,
-            start_date=now,
-            last_heartbeat=now,
-            hostname=hostname,
-            worker_nodename=nodename,
-            pid=pid,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        return False
-    session.execute(
-        update(TaskTry)
-        .where(
-            TaskTry.task_instance_id == workload.ti_id,
-            TaskTry.try_number == workload.try_number,
-        )
-        .values(
-            state=TaskState.RUNNING.value,
-            start_date=now,
-            hostname=hostname,
-            worker_nodename=nodename,
-            pid=pid,
-        )
-    )
-    return True
-
-
-def heartbeat_try(session: Session, ti_id: int, try_number: int) -> bool:
-    """Refresh the heartbeat; False if the try is no longer running (cleared, marked...)."""
-    result = session.execute(
-        update(TaskInstance)
-        .where(
-            TaskInstance.id == ti_id,
-            TaskInstance.try_number == try_number,
-            TaskInstance.state == TaskState.RUNNING.value,
-        )
-        .values(last_heartbeat=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
-
-
 def finish_try(
     session: Session,
     ti_id: int,
@@ -245,7 +306,6 @@ def finish_try(
     *,
     success: bool,
     error: str | None = None,
-    retry_delay: timedelta = timedelta(0),
     expected_states: tuple[TaskState, ...] = (TaskState.RUNNING,),
     interrupted: bool = False,
     rendered_fields: dict[str, Any] | None = None,
@@ -254,114 +314,57 @@ def finish_try(
 ) -> TaskState | None:
     """Record the end of a try and apply the retry policy.
 
-    A failed try becomes ``up_for_retry`` while tries remain, else ``failed``;
-    ``force_fail`` (AirflowFailException, a sensor's timeout) fails it outright.
-    An ``interrupted`` try (shutdown) is retried without using up a retry.
+    A failed try becomes ``up_for_retry`` while tries remain (due after the task's
+    ``retry_delay``), else ``failed``; ``force_fail`` (AirflowFailException, a
+    sensor's timeout) fails it outright. An ``interrupted`` try (shutdown) is
+    retried at once without using up a retry.
     With ``request_callbacks`` (a failure decided outside the try's process: a
     zombie, a killed process), the task's failure or retry callback is requested
     from the callback runner in this same transaction.
     Returns the new state, or None if the try was not in ``expected_states``.
     """
     now = utcnow()
-    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
-    if ti is None or ti.try_number != try_number:
+    ti = _locked_instance(session, ti_id, try_number)
+    if ti is None:
         return None
-    if ti.state not in {state.value for state in expected_states}:
-        return None
-    values: dict[str, Any] = {"end_date": now, "pid": None}
-    duration = (now - ti.start_date).total_seconds() if ti.start_date else None
-    values["duration"] = duration
+    instance: dict[str, Any] = {"pid": None}
     if success:
         new_state = TaskState.SUCCESS
     elif interrupted:
         new_state = TaskState.UP_FOR_RETRY
-        values["max_tries"] = ti.max_tries + 1
-        values["next_retry_at"] = now
+        instance["max_tries"] = ti.max_tries + 1
+        instance["next_retry_at"] = now
     elif try_number <= ti.max_tries and not force_fail:
         new_state = TaskState.UP_FOR_RETRY
-        values["next_retry_at"] = now + retry_delay
+        instance["next_retry_at"] = now + retry_delay(session, ti)
     else:
         new_state = TaskState.FAILED
-    values["state"] = new_state.value
-    session.execute(
-        update(TaskInstance)
-        .where(TaskInstance.id == ti_id, TaskInstance.try_number == try_number)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    instance["state"] = new_state.value
+    record: dict[str, Any] = {
+        "state": (TaskState.SUCCESS if success else TaskState.FAILED).value,
+        "error": error,
+    }
+    if rendered_fields is not None:
+        record["rendered_fields"] = rendered_fields
+    if not _guarded_update(
+        session,
+        ti_id,
+        try_number,
+        expected_states,
+        {"end_date": now, "duration": _duration(ti, now)},
+        instance_only=instance,
+        record_only=record,
+        # A max_tries read before another writer changed it must not decide the retry.
+        guard=[TaskInstance.max_tries == ti.max_tries],
+    ):
+        return None
     if success:
         # In the same transaction as the success: an update is never recorded twice or lost.
         record_outlet_events(session, ti.dag_id, ti.task_id, ti.run_id, try_number, now)
-    ended = TaskState.SUCCESS if success else TaskState.FAILED
-    _end_try_record(session, ti_id, try_number, ended, now, duration, error, rendered_fields)
     if request_callbacks and not success and not interrupted:
         kind = "task_failure" if new_state is TaskState.FAILED else "task_retry"
         _request_callback(session, kind, ti.dag_id, ti.run_id, ti.task_id, try_number, error)
     return new_state
-
-
-def _request_callback(
-    session: Session,
-    callback_type: str,
-    dag_id: str,
-    run_id: str,
-    task_id: str | None,
-    try_number: int | None,
-    reason: str | None,
-) -> None:
-    session.add(
-        CallbackRequest(
-            created_at=utcnow(),
-            callback_type=callback_type,
-            dag_id=dag_id,
-            run_id=run_id,
-            task_id=task_id,
-            try_number=try_number,
-            reason=reason,
-        )
-    )
-
-
-def finish_run(
-    session: Session, run: DagRun, state: RunState, *, reason: str, request_callback: bool
-) -> None:
-    """A run ends ``success`` or ``failed``; with ``request_callback`` (the DAG has a
-    callback for it, or the cluster has a fallback) its ``dag_success`` or
-    ``dag_failure`` callback is requested in the same transaction.
-
-    ``reason`` is Airflow's: ``success``, ``task_failure`` or ``timed_out``.
-    """
-    run.state = state.value
-    run.end_date = utcnow()
-    if request_callback:
-        kind = "dag_success" if state is RunState.SUCCESS else "dag_failure"
-        _request_callback(session, kind, run.dag_id, run.run_id, None, None, reason)
-
-
-def _end_try_record(
-    session: Session,
-    ti_id: int,
-    try_number: int,
-    state: TaskState,
-    now: datetime,
-    duration: float | None,
-    error: str | None,
-    rendered_fields: dict[str, Any] | None,
-) -> None:
-    """Close the try's history row with how it ended."""
-    values: dict[str, Any] = {
-        "state": state.value,
-        "end_date": now,
-        "duration": duration,
-        "error": error,
-    }
-    if rendered_fields is not None:
-        values["rendered_fields"] = rendered_fields
-    session.execute(
-        update(TaskTry)
-        .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
-        .values(**values)
-    )
 
 
 def requeue_lost_try(
@@ -372,7 +375,6 @@ def requeue_lost_try(
     reason: str,
     expected_states: tuple[TaskState, ...],
     max_lost: int,
-    retry_delay: timedelta = timedelta(0),
 ) -> TaskState | None:
     """A try lost through no fault of the task: its worker died, or its message never
     reached one. The task did not fail, so the try is retried without spending one of
@@ -382,10 +384,8 @@ def requeue_lost_try(
     The try's record keeps ``reason`` as its error. Returns the new state, or None
     if the try was not in ``expected_states`` (it moved on: someone else won).
     """
-    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
-    if ti is None or ti.try_number != try_number:
-        return None
-    if ti.state not in {state.value for state in expected_states}:
+    ti = _locked_instance(session, ti_id, try_number)
+    if ti is None or ti.state not in {state.value for state in expected_states}:
         return None
     if ti.lost_count >= max_lost:
         return finish_try(
@@ -397,44 +397,33 @@ def requeue_lost_try(
                 f"{reason}; lost {ti.lost_count} times already ([scheduler] max_lost_tries = "
                 f"{max_lost}): counted as a failure"
             ),
-            retry_delay=retry_delay,
             expected_states=expected_states,
             request_callbacks=True,
         )
     now = utcnow()
-    result = session.execute(
-        update(TaskInstance)
-        .where(
-            TaskInstance.id == ti_id,
-            TaskInstance.try_number == try_number,
-            TaskInstance.state.in_([state.value for state in expected_states]),
-            TaskInstance.lost_count == ti.lost_count,
-        )
-        .values(
-            state=TaskState.UP_FOR_RETRY.value,
-            max_tries=TaskInstance.max_tries + 1,
-            lost_count=TaskInstance.lost_count + 1,
-            next_retry_at=now,
-            end_date=now,
-            pid=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        return None
-    session.execute(
-        update(TaskTry)
-        .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
-        .values(
-            state=TaskState.FAILED.value,
-            end_date=now,
-            error=(
+    requeued = _guarded_update(
+        session,
+        ti_id,
+        try_number,
+        expected_states,
+        {"end_date": now},
+        instance_only={
+            "state": TaskState.UP_FOR_RETRY.value,
+            "max_tries": TaskInstance.max_tries + 1,
+            "lost_count": TaskInstance.lost_count + 1,
+            "next_retry_at": now,
+            "pid": None,
+        },
+        record_only={
+            "state": TaskState.FAILED.value,
+            "error": (
                 f"{reason}: re-queued without spending a retry "
                 f"(lost {ti.lost_count + 1} of {max_lost} allowed)"
             ),
-        )
+        },
+        guard=[TaskInstance.lost_count == ti.lost_count],
     )
-    return TaskState.UP_FOR_RETRY
+    return TaskState.UP_FOR_RETRY if requeued else None
 
 
 def skip_try(
@@ -450,24 +439,25 @@ def skip_try(
     Returns the new state, or None if this try was no longer running.
     """
     now = utcnow()
-    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
-    if ti is None or ti.try_number != try_number or ti.state != TaskState.RUNNING.value:
+    ti = _locked_instance(session, ti_id, try_number)
+    if ti is None:
         return None
-    duration = (now - ti.start_date).total_seconds() if ti.start_date else None
-    session.execute(
-        update(TaskInstance)
-        .where(
-            TaskInstance.id == ti_id,
-            TaskInstance.try_number == try_number,
-            TaskInstance.state == TaskState.RUNNING.value,
-        )
-        .values(state=TaskState.SKIPPED.value, end_date=now, duration=duration, pid=None)
-        .execution_options(synchronize_session=False)
+    record: dict[str, Any] = {"error": reason}
+    if rendered_fields is not None:
+        record["rendered_fields"] = rendered_fields
+    skipped = _guarded_update(
+        session,
+        ti_id,
+        try_number,
+        (TaskState.RUNNING,),
+        {"state": TaskState.SKIPPED.value, "end_date": now, "duration": _duration(ti, now)},
+        instance_only={"pid": None},
+        record_only=record,
     )
-    _end_try_record(
-        session, ti_id, try_number, TaskState.SKIPPED, now, duration, reason, rendered_fields
-    )
-    return TaskState.SKIPPED
+    return TaskState.SKIPPED if skipped else None
+
+
+# --- decisions on instances not running ----------------------------------------------
 
 
 def skip_tasks(session: Session, dag_id: str, run_id: str, task_ids: Iterable[str]) -> int:
@@ -494,6 +484,80 @@ def skip_tasks(session: Session, dag_id: str, run_id: str, task_ids: Iterable[st
     return result.rowcount
 
 
+def apply_decisions(
+    session: Session, decisions: Iterable[tuple[int, str, str]], now: datetime
+) -> int:
+    """Write the scheduler's trigger-rule decisions: (instance id, state it was decided
+    from, new state), as bulk UPDATEs guarded by the state each was decided from, so a
+    decision on a stale read (the try finished, was cleared or marked meanwhile) loses.
+
+    Scheduling stamps ``scheduled_at`` (the queue's order); any other decision ends the
+    instance. An open try (a task removed from the DAG while queued or running) has its
+    history row closed with it. Returns how many instances changed.
+    """
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for ti_id, old_state, new_state in decisions:
+        groups[(old_state, new_state)].append(ti_id)
+    changed = 0
+    for (old_state, new_state), ti_ids in groups.items():
+        stamp = "scheduled_at" if new_state == TaskState.SCHEDULED.value else "end_date"
+        if old_state in OPEN_TRY_STATES:
+            changed += _end_open_tries(
+                session, ti_ids, (old_state,), {"state": new_state, stamp: now}, None
+            )
+            continue
+        for start in range(0, len(ti_ids), _CHUNK):
+            changed += session.execute(
+                update(TaskInstance)
+                .where(
+                    TaskInstance.id.in_(ti_ids[start : start + _CHUNK]),
+                    TaskInstance.state == old_state,
+                )
+                .values(state=new_state, **{stamp: now})
+                .execution_options(synchronize_session=False)
+            ).rowcount
+    return changed
+
+
+def _end_open_tries(
+    session: Session,
+    ti_ids: Collection[int],
+    expected: Iterable[str],
+    shared: Mapping[str, Any],
+    error: str | None,
+) -> int:
+    """Guarded, one try at a time (each has its own try number): instances in
+    ``expected`` states take ``shared`` values, and so do their open history rows."""
+    expected = [str(state) for state in expected]
+    rows = session.execute(
+        select(TaskInstance.id, TaskInstance.try_number).where(
+            TaskInstance.id.in_(list(ti_ids)), TaskInstance.state.in_(expected)
+        )
+    ).all()
+    return sum(
+        _guarded_update(session, ti_id, try_number, expected, shared, record_only={"error": error})
+        for ti_id, try_number in rows
+    )
+
+
+def fail_unqueueable(session: Session, ti: TaskInstance, reason: str, now: datetime) -> bool:
+    """A task that can never be queued as it stands (its pool does not exist) fails
+    instead of waiting forever; False if it moved on since the scheduler read it.
+
+    A due sensor between pokes has an open try: its history row ends with ``reason``.
+    """
+    open_try = ti.state in OPEN_TRY_STATES
+    return _guarded_update(
+        session,
+        ti.id,
+        ti.try_number,
+        (ti.state,),
+        {"state": TaskState.FAILED.value, "end_date": now} if open_try else None,
+        instance_only={"state": TaskState.FAILED.value, "end_date": now},
+        record_only={"error": reason} if open_try else None,
+    )
+
+
 def time_out_run(session: Session, dag_run_id: int, reason: str) -> int:
     """Skip every unfinished task of a run past its ``dagrun_timeout``, as Airflow does.
 
@@ -501,36 +565,121 @@ def time_out_run(session: Session, dag_run_id: int, reason: str) -> int:
     stop themselves; their history rows end here, with the reason. Returns how many.
     """
     now = utcnow()
-    unfinished = [
-        TaskState.NONE.value,
-        TaskState.SCHEDULED.value,
-        TaskState.QUEUED.value,
-        TaskState.RUNNING.value,
-        TaskState.UP_FOR_RETRY.value,
-        TaskState.UP_FOR_RESCHEDULE.value,
-    ]
-    started = session.execute(
-        select(TaskInstance.id, TaskInstance.try_number).where(
-            TaskInstance.dag_run_id == dag_run_id,
-            TaskInstance.state.in_(
-                [
-                    TaskState.QUEUED.value,
-                    TaskState.RUNNING.value,
-                    TaskState.UP_FOR_RESCHEDULE.value,
-                ]
-            ),
-        )
+    in_run = session.scalars(
+        select(TaskInstance.id).where(TaskInstance.dag_run_id == dag_run_id)
     ).all()
+    skipped = {"state": TaskState.SKIPPED.value, "end_date": now}
+    ended = _end_open_tries(session, in_run, OPEN_TRY_STATES, skipped, reason)
+    not_started = [TaskState.NONE.value, TaskState.SCHEDULED.value, TaskState.UP_FOR_RETRY.value]
     result = session.execute(
         update(TaskInstance)
-        .where(TaskInstance.dag_run_id == dag_run_id, TaskInstance.state.in_(unfinished))
-        .values(state=TaskState.SKIPPED.value, end_date=now)
+        .where(TaskInstance.dag_run_id == dag_run_id, TaskInstance.state.in_(not_started))
+        .values(**skipped)
         .execution_options(synchronize_session=False)
     )
-    for ti_id, try_number in started:
-        session.execute(
-            update(TaskTry)
-            .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
-            .values(state=TaskState.SKIPPED.value, end_date=now, error=reason)
+    return ended + result.rowcount
+
+
+# --- by hand: clear and mark ---------------------------------------------------------
+
+
+def clear_tries(session: Session, cleared: Iterable[tuple[TaskInstance, int]]) -> list[str]:
+    """Reset instances so they run again: back to ``none`` with their full retry budget
+    (``retries`` each) from the try they are at; their try history is kept.
+
+    Each is guarded by the state and try it was read in; an instance queued or running
+    is never reset (its try would run twice). Returns the task ids that moved meanwhile
+    and were not cleared, for the caller to refuse the whole clear.
+    """
+    moved = []
+    for ti, retries in cleared:
+        if ti.state in (TaskState.QUEUED.value, TaskState.RUNNING.value) or not _guarded_update(
+            session,
+            ti.id,
+            ti.try_number,
+            (ti.state,),
+            instance_only={
+                "state": TaskState.NONE.value,
+                "max_tries": ti.try_number + retries,
+                "end_date": None,
+                "next_retry_at": None,
+            },
+        ):
+            moved.append(ti.task_id)
+    return moved
+
+
+def mark_try(session: Session, ti: TaskInstance, state: TaskState, now: datetime) -> bool:
+    """Mark an instance ``success`` or ``failed`` by hand, from the state it was read in.
+
+    A running try learns at its next heartbeat and stops itself, its late result
+    matching nothing; its history row (open if queued, running or between pokes)
+    ends here with the marked state. False if the instance moved on meanwhile.
+    """
+    if state not in (TaskState.SUCCESS, TaskState.FAILED):
+        raise ValueError(f"a task can only be marked success or failed, not '{state}'")
+    open_try = ti.state in OPEN_TRY_STATES
+    return _guarded_update(
+        session,
+        ti.id,
+        ti.try_number,
+        (ti.state,),
+        {"state": state.value, "end_date": now} if open_try else None,
+        instance_only={"state": state.value, "end_date": now},
+        record_only={"error": f"marked {state.value} by hand while {ti.state}"}
+        if open_try
+        else None,
+    )
+
+
+# --- runs ----------------------------------------------------------------------------
+
+
+def start_run(run: DagRun, now: datetime) -> None:
+    """queued -> running: the scheduler found room for it under ``max_active_runs``."""
+    run.state = RunState.RUNNING.value
+    run.start_date = now
+
+
+def reopen_run(run: DagRun) -> None:
+    """A run with tasks cleared or marked runs again, to settle its state anew."""
+    run.state = RunState.RUNNING.value
+    run.end_date = None
+
+
+def finish_run(
+    session: Session, run: DagRun, state: RunState, *, reason: str, request_callback: bool
+) -> None:
+    """A run ends ``success`` or ``failed``; with ``request_callback`` (the DAG has a
+    callback for it, or the cluster has a fallback) its ``dag_success`` or
+    ``dag_failure`` callback is requested in the same transaction.
+
+    ``reason`` is Airflow's: ``success``, ``task_failure`` or ``timed_out``.
+    """
+    run.state = state.value
+    run.end_date = utcnow()
+    if request_callback:
+        kind = "dag_success" if state is RunState.SUCCESS else "dag_failure"
+        _request_callback(session, kind, run.dag_id, run.run_id, None, None, reason)
+
+
+def _request_callback(
+    session: Session,
+    callback_type: str,
+    dag_id: str,
+    run_id: str,
+    task_id: str | None,
+    try_number: int | None,
+    reason: str | None,
+) -> None:
+    session.add(
+        CallbackRequest(
+            created_at=utcnow(),
+            callback_type=callback_type,
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id=task_id,
+            try_number=try_number,
+            reason=reason,
         )
-    return result.rowcount
+    )

@@ -30,6 +30,7 @@ from flowsched.db.models import (
 )
 from flowsched.exceptions import DagNotFound, DagRunNotFound, FlowschedError
 from flowsched.ids import validate_run_id
+from flowsched.lifecycle import clear_tries, mark_try, reopen_run
 from flowsched.params import validate_run_params
 from flowsched.run_conf import check_conf_size
 from flowsched.scheduler.concurrency import Concurrency, slots_reader
@@ -234,16 +235,20 @@ def clear_tasks(
                 continue
             ids = [tis[t].id for t in targets]
             session.execute(delete(XCom).where(XCom.task_instance_id.in_(ids)))
-            for task_id in targets:
-                ti = tis[task_id]
-                spec = dag.tasks.get(task_id)
-                ti.state = TaskState.NONE.value
-                ti.max_tries = ti.try_number + (spec.retries if spec else 0)
-                ti.end_date = None
-                ti.next_retry_at = None
+            moved = clear_tries(
+                session,
+                [
+                    (tis[t], spec.retries if (spec := dag.tasks.get(t)) else 0)
+                    for t in sorted(targets)
+                ],
+            )
+            if moved:
+                raise FlowschedError(
+                    f"run '{run.run_id}': {', '.join(moved)} changed state while being "
+                    "cleared; nothing was cleared, try again"
+                )
             if reset_dag_runs:
-                run.state = RunState.RUNNING.value
-                run.end_date = None
+                reopen_run(run)
         if dry_run:
             session.rollback()
             return result
@@ -359,11 +364,13 @@ def mark_tasks(
                 changed.append((run.run_id, ti.task_id))
                 if dry_run:
                     continue
-                ti.state = state.value
-                ti.end_date = now
+                if not mark_try(session, ti, state, now):
+                    raise FlowschedError(
+                        f"run '{run.run_id}': {ti.task_id} changed state while being "
+                        f"marked {state.value}; nothing was marked, try again"
+                    )
                 if run.state in (RunState.SUCCESS.value, RunState.FAILED.value):
-                    run.state = RunState.RUNNING.value
-                    run.end_date = None
+                    reopen_run(run)
         if dry_run:
             session.rollback()
             return changed

@@ -63,7 +63,7 @@ from flowsched.processes import (
     set_parent_death_signal,
 )
 from flowsched.releases import dag_file_for, releases_of
-from flowsched.serialization import SerializedDAG, TaskSpec
+from flowsched.serialization import SerializedDAG
 from flowsched.state import TaskState
 from flowsched.task_env import scrub_task_environment
 from flowsched.task_logs import open_for_append, relative_log_path
@@ -161,19 +161,6 @@ _stop_requested = False
 def _note_stop(*_: object) -> None:
     global _stop_requested
     _stop_requested = True
-
-
-def retry_delay_for(session: Any, workload: Workload) -> timedelta:
-    """The task's delay before its next try, from the DAG version the try was queued with."""
-    if workload.dag_version_id is None:
-        return timedelta(0)
-    version = session.get(DagVersion, workload.dag_version_id)
-    if version is None:
-        return timedelta(0)
-    for task in version.serialized["tasks"]:
-        if task["task_id"] == workload.task_id:
-            return TaskSpec.from_dict(task).retry_delay_for(workload.try_number)
-    return timedelta(0)
 
 
 class _Macros:
@@ -545,8 +532,7 @@ def finish_through_outage(
     request_callbacks: bool = False,
     force_fail: bool = False,
 ) -> TaskState | None:
-    """:func:`~flowsched.lifecycle.finish_try` with the retry policy of the try's DAG
-    version, retried through a database outage.
+    """:func:`~flowsched.lifecycle.finish_try`, retried through a database outage.
 
     The tasks a branch or short-circuit chose to skip (``skips``) are written in
     the same transaction as its success, never before it.
@@ -566,7 +552,6 @@ def finish_through_outage(
                 workload.try_number,
                 success=success,
                 error=error,
-                retry_delay=timedelta(0) if success else retry_delay_for(session, workload),
                 expected_states=expected_states,
                 interrupted=interrupted,
                 rendered_fields=rendered_fields,
@@ -737,8 +722,6 @@ def foreground_workload(dag_id: str, task_id: str, run_id: str) -> Workload:
             from flowsched.scheduler.runs import latest_version
 
             _, version = latest_version(session, dag_id)
-        ti.state = "scheduled"
-        session.flush()
         spec = SerializedDAG(version.serialized).tasks.get(task_id)
         workload = queue_try(
             session,
@@ -750,6 +733,7 @@ def foreground_workload(dag_id: str, task_id: str, run_id: str) -> Workload:
             job_id=None,
             now=utcnow(),
             plugins=dict(spec.plugin_files) if spec else {},
+            by_hand=True,
         )
         if workload is None:
             raise RunnerError(f"{dag_id}.{task_id} changed state meanwhile; try again")

@@ -7,15 +7,15 @@ so the "loser matches no row" promise is checked transition by transition.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
-from flowsched import lifecycle
+from flowsched import DAG, BashOperator, lifecycle
 from flowsched.db.engine import session_scope
-from flowsched.db.models import DagRun, TaskInstance, TaskTry
-from flowsched.state import TaskState
+from flowsched.db.models import DagRun, DagVersion, TaskInstance, TaskTry
+from flowsched.state import RunState, TaskState
 from flowsched.timezone import utcnow
 
 
@@ -55,18 +55,44 @@ def make_run(task_ids: list[str], run_id: str = "r1", max_tries: int = 1) -> dic
         return {task_id: ti.id for task_id, ti in instances.items()}
 
 
-def queue(ti_id: int, seen: TaskInstance | None = None) -> lifecycle.Workload | None:
+def make_version(number: int = 1, **task_args) -> int:
+    """A parsed version of DAG "d" whose task "t" has ``task_args`` (its retry policy)."""
+    with DAG("d", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        BashOperator(task_id="t", bash_command="true", **task_args)
+    with session_scope() as session:
+        version = DagVersion(
+            dag_id="d",
+            version_number=number,
+            fingerprint=str(number) * 64,
+            fileloc="d.py",
+            source="",
+            serialized=dag.to_dict(),
+            created_at=utcnow(),
+        )
+        session.add(version)
+        session.flush()
+        return version.id
+
+
+def queue(
+    ti_id: int,
+    seen: TaskInstance | None = None,
+    *,
+    dag_version_id: int | None = None,
+    by_hand: bool = False,
+) -> lifecycle.Workload | None:
     """Queue as a scheduler does, from the row as it read it (``seen``: an older read)."""
     with session_scope() as session:
         return lifecycle.queue_try(
             session,
             seen or session.get(TaskInstance, ti_id),
             fingerprint="f" * 64,
-            dag_version_id=None,
+            dag_version_id=dag_version_id,
             fileloc="d.py",
             queue="default",
             job_id=None,
             now=utcnow(),
+            by_hand=by_hand,
         )
 
 
@@ -97,8 +123,8 @@ def try_rows(ti_id: int) -> list[TaskTry]:
         return list(rows)
 
 
-def running(ti_id: int) -> lifecycle.Workload:
-    workload = queue(ti_id)
+def running(ti_id: int, dag_version_id: int | None = None) -> lifecycle.Workload:
+    workload = queue(ti_id, dag_version_id=dag_version_id)
     assert workload is not None and claim(workload)
     return workload
 
@@ -191,13 +217,17 @@ def test_success_closes_the_instance_and_its_try_record(ti_id):
 
 
 def test_failure_with_retries_left_waits_the_retry_delay(ti_id):
-    running(ti_id)
+    queued_with = make_version(1, retries=1, retry_delay=timedelta(minutes=5))
+    make_version(2, retries=1, retry_delay=timedelta(hours=1))  # the file changed since
+    running(ti_id, dag_version_id=queued_with)
     before = utcnow()
-    state = finish(ti_id, 1, success=False, error="boom", retry_delay=timedelta(minutes=5))
+    state = finish(ti_id, 1, success=False, error="boom")
+    after = utcnow()
     assert state == TaskState.UP_FOR_RETRY
     ti = row(ti_id)
     assert ti.state == "up_for_retry"
-    assert ti.next_retry_at >= before + timedelta(minutes=5)
+    # The policy the try ran under: its own version's, looked up by finish_try itself.
+    assert before + timedelta(minutes=5) <= ti.next_retry_at <= after + timedelta(minutes=5)
     (record,) = try_rows(ti_id)
     assert (record.state, record.error) == ("failed", "boom")
 
@@ -282,6 +312,16 @@ def test_lost_past_max_lost_tries_is_a_plain_failure(sqlite_home):
     assert "counted as a failure" in try_rows(ti_id)[0].error
 
 
+def test_a_lost_try_counted_as_a_failure_waits_the_retry_delay(ti_id):
+    # The worker's own recovery and the scheduler's sweeps pass no policy: none is needed.
+    version = make_version(retries=1, retry_delay=timedelta(minutes=5))
+    running(ti_id, dag_version_id=version)
+    with session_scope() as session:
+        session.get(TaskInstance, ti_id).lost_count = 2
+    assert requeue(ti_id, 1, max_lost=2) == TaskState.UP_FOR_RETRY
+    assert row(ti_id).next_retry_at >= utcnow() + timedelta(minutes=4)
+
+
 def test_a_lost_try_that_finished_meanwhile_is_not_requeued(ti_id):
     running(ti_id)
     assert finish(ti_id, 1, success=True) == TaskState.SUCCESS
@@ -332,3 +372,226 @@ def test_a_run_timeout_skips_what_is_unfinished_and_closes_started_tries(sqlite_
     with session_scope() as session:
         # The running try notices at its next heartbeat.
         assert not lifecycle.heartbeat_try(session, ids["running"], 1)
+
+
+def test_a_run_timeout_leaves_a_try_that_finished_before_it_alone(sqlite_home):
+    ids = make_run(["late", "sensor"])
+    running(ids["late"])
+    workload = running(ids["sensor"])
+    with session_scope() as session:
+        lifecycle.reschedule_try(
+            session, ids["sensor"], workload.try_number, reschedule_date=utcnow()
+        )
+    assert finish(ids["late"], 1, success=True) == TaskState.SUCCESS
+    with session_scope() as session:
+        run_id = session.get(TaskInstance, ids["late"]).dag_run_id
+        assert lifecycle.time_out_run(session, run_id, "timed out") == 1
+    assert [try_rows(ids[t])[0].state for t in ids] == ["success", "skipped"]
+    assert try_rows(ids["sensor"])[0].error == "timed out"
+
+
+# --- scheduling decisions ------------------------------------------------------------
+
+
+def decide(*decisions: tuple[int, str, str]) -> int:
+    with session_scope() as session:
+        return lifecycle.apply_decisions(session, decisions, utcnow())
+
+
+def set_state(ti_id: int, state: str) -> None:
+    """Another writer moved the instance (what the lifecycle guards against)."""
+    with session_scope() as session:
+        session.get(TaskInstance, ti_id).state = state
+
+
+def test_decisions_schedule_waiting_tasks_and_end_the_others(sqlite_home):
+    ids = make_run(["ready", "doomed", "retry"])
+    set_state(ids["retry"], "up_for_retry")
+    changed = decide(
+        (ids["ready"], "none", "scheduled"),
+        (ids["doomed"], "none", "upstream_failed"),
+        (ids["retry"], "up_for_retry", "scheduled"),
+    )
+    assert changed == 3
+    ready, doomed, retry = (row(ids[t]) for t in ("ready", "doomed", "retry"))
+    assert (ready.state, ready.scheduled_at is not None, ready.end_date) == (
+        "scheduled",
+        True,
+        None,
+    )
+    assert (doomed.state, doomed.end_date is not None) == ("upstream_failed", True)
+    assert retry.state == "scheduled"
+
+
+def test_a_decision_on_a_stale_read_loses(sqlite_home):
+    ids = make_run(["marked", "cleared"])
+    set_state(ids["cleared"], "up_for_retry")
+    # The scheduler read both; then a user marked one and cleared the other.
+    set_state(ids["marked"], "success")
+    set_state(ids["cleared"], "none")
+    assert (
+        decide(
+            (ids["marked"], "none", "upstream_failed"),
+            (ids["cleared"], "up_for_retry", "scheduled"),
+        )
+        == 0
+    )
+    assert [row(ids[t]).state for t in ("marked", "cleared")] == ["success", "none"]
+
+
+def test_a_task_removed_from_the_dag_while_running_ends_its_try(ti_id):
+    running(ti_id)
+    assert decide((ti_id, "running", "skipped")) == 1
+    assert row(ti_id).state == "skipped"
+    assert try_rows(ti_id)[0].state == "skipped"
+    assert finish(ti_id, 1, success=True) is None  # its late result changes nothing
+
+
+def test_fail_unqueueable_fails_a_scheduled_task_and_loses_to_a_scheduler(sqlite_home):
+    ids = make_run(["lone", "raced"])
+    for ti_id in ids.values():
+        set_state(ti_id, "scheduled")
+    with session_scope() as session:
+        assert lifecycle.fail_unqueueable(
+            session, session.get(TaskInstance, ids["lone"]), "no pool", utcnow()
+        )
+    assert row(ids["lone"]).state == "failed"
+    assert try_rows(ids["lone"]) == []  # no try was opened
+    seen = row(ids["raced"])
+    assert queue(ids["raced"]) is not None  # another scheduler queued it first
+    with session_scope() as session:
+        assert not lifecycle.fail_unqueueable(session, seen, "no pool", utcnow())
+    assert row(ids["raced"]).state == "queued"
+
+
+def test_fail_unqueueable_ends_a_due_sensors_open_try(ti_id):
+    workload = running(ti_id)
+    with session_scope() as session:
+        lifecycle.reschedule_try(session, ti_id, workload.try_number, reschedule_date=utcnow())
+        assert lifecycle.fail_unqueueable(
+            session, session.get(TaskInstance, ti_id), "no pool", utcnow()
+        )
+    (record,) = try_rows(ti_id)
+    assert (record.state, record.error) == ("failed", "no pool")
+
+
+# --- by hand: clear, mark, tasks run -------------------------------------------------
+
+
+def clear(*seen: TaskInstance, retries: int = 1) -> list[str]:
+    with session_scope() as session:
+        return lifecycle.clear_tries(session, [(ti, retries) for ti in seen])
+
+
+def test_clear_resets_an_ended_instance_with_a_fresh_retry_budget(sqlite_home):
+    ti_id = make_run(["t"], max_tries=0)["t"]
+    running(ti_id)
+    assert finish(ti_id, 1, success=False, error="boom") == TaskState.FAILED
+    assert clear(row(ti_id), retries=2) == []
+    ti = row(ti_id)
+    assert (ti.state, ti.try_number, ti.max_tries, ti.end_date) == ("none", 1, 3, None)
+    assert [r.state for r in try_rows(ti_id)] == ["failed"]  # history kept
+    assert queue(ti_id).try_number == 2
+
+
+def test_clear_never_resets_a_queued_or_running_try(ti_id):
+    running(ti_id)
+    assert clear(row(ti_id)) == ["t"]
+    assert row(ti_id).state == "running"
+
+
+def test_a_clear_on_a_stale_read_loses(ti_id):
+    running(ti_id)
+    assert finish(ti_id, 1, success=True) == TaskState.SUCCESS
+    seen = row(ti_id)
+    assert clear(seen) == []
+    assert queue(ti_id) is not None  # the scheduler queued try 2 meanwhile
+    assert clear(seen) == ["t"]
+    assert (row(ti_id).state, row(ti_id).try_number) == ("queued", 2)
+
+
+def mark(seen: TaskInstance, state: TaskState) -> bool:
+    with session_scope() as session:
+        return lifecycle.mark_try(session, seen, state, utcnow())
+
+
+def test_marking_a_running_try_ends_it_and_its_result_is_dropped(ti_id):
+    running(ti_id)
+    assert mark(row(ti_id), TaskState.SUCCESS)
+    assert row(ti_id).state == "success"
+    (record,) = try_rows(ti_id)
+    assert (record.state, record.error) == ("success", "marked success by hand while running")
+    with session_scope() as session:
+        assert not lifecycle.heartbeat_try(session, ti_id, 1)  # the try stops itself
+    assert finish(ti_id, 1, success=False, error="late") is None
+    assert try_rows(ti_id)[0].state == "success"
+
+
+def test_marking_a_finished_instance_leaves_its_history_alone(ti_id):
+    running(ti_id)
+    assert finish(ti_id, 1, success=True) == TaskState.SUCCESS
+    assert mark(row(ti_id), TaskState.FAILED)
+    assert row(ti_id).state == "failed"
+    assert (try_rows(ti_id)[0].state, try_rows(ti_id)[0].error) == ("success", None)
+
+
+def test_a_mark_on_a_stale_read_loses(ti_id):
+    running(ti_id)
+    seen = row(ti_id)
+    assert finish(ti_id, 1, success=False, error="boom") == TaskState.UP_FOR_RETRY
+    assert not mark(seen, TaskState.SUCCESS)
+    assert row(ti_id).state == "up_for_retry"
+    assert try_rows(ti_id)[0].state == "failed"
+
+
+def test_only_success_or_failed_can_be_marked(ti_id):
+    with pytest.raises(ValueError, match="only be marked success or failed, not 'skipped'"):
+        mark(row(ti_id), TaskState.SKIPPED)
+
+
+def test_tasks_run_by_hand_starts_a_new_try_from_an_ended_instance(ti_id):
+    running(ti_id)
+    assert finish(ti_id, 1, success=True) == TaskState.SUCCESS
+    workload = queue(ti_id, by_hand=True)
+    assert workload is not None and workload.try_number == 2
+    assert (row(ti_id).state, [r.state for r in try_rows(ti_id)]) == (
+        "queued",
+        ["success", "queued"],
+    )
+
+
+def test_tasks_run_by_hand_never_starts_a_try_twice(ti_id):
+    running(ti_id)
+    assert queue(ti_id, by_hand=True) is None
+    seen = row(ti_id)
+    assert finish(ti_id, 1, success=True) == TaskState.SUCCESS
+    assert queue(ti_id, seen, by_hand=True) is None  # read while running: refused
+    stale = row(ti_id)
+    assert queue(ti_id, by_hand=True) is not None
+    assert queue(ti_id, stale, by_hand=True) is None  # a second `tasks run` raced it
+    assert row(ti_id).try_number == 2
+
+
+def test_a_reschedule_after_the_try_was_marked_is_dropped(ti_id):
+    running(ti_id)
+    assert mark(row(ti_id), TaskState.FAILED)
+    with session_scope() as session:
+        assert lifecycle.reschedule_try(session, ti_id, 1, reschedule_date=utcnow()) is None
+        assert lifecycle.poke_history(session, ti_id, 1) == (None, 0)
+    assert row(ti_id).state == "failed"
+
+
+# --- runs ----------------------------------------------------------------------------
+
+
+def test_runs_start_and_reopen(ti_id):
+    now = utcnow()
+    with session_scope() as session:
+        run = session.get(DagRun, session.get(TaskInstance, ti_id).dag_run_id)
+        run.state, run.end_date = "queued", None
+        lifecycle.start_run(run, now)
+        assert (run.state, run.start_date) == ("running", now)
+        lifecycle.finish_run(session, run, RunState.FAILED, reason="x", request_callback=False)
+        assert (run.state, run.end_date is not None) == ("failed", True)
+        lifecycle.reopen_run(run)
+        assert (run.state, run.end_date) == ("running", None)

@@ -39,11 +39,14 @@ from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import (
+    apply_decisions,
+    fail_unqueueable,
     finish_run,
     finish_try,
     poke_history,
     queue_try,
     requeue_lost_try,
+    start_run,
     time_out_run,
 )
 from flowsched.metrics.scheduler import SchedulerMetrics
@@ -420,8 +423,7 @@ class Scheduler:
                     continue
                 if active.get(run.dag_id, 0) >= limits.get(run.dag_id, 16):
                     continue
-                run.state = RunState.RUNNING.value
-                run.start_date = now
+                start_run(run, now)
                 active[run.dag_id] = active.get(run.dag_id, 0) + 1
                 started += 1
         return started
@@ -449,7 +451,7 @@ class Scheduler:
                 return []
             versions = self._latest_versions(session, {run.dag_id for run in runs})
             rows = self._ti_rows(session, [run.id for run in runs])
-            changes: dict[str, list[int]] = defaultdict(list)
+            changes: list[tuple[int, str, str]] = []
             for run in runs:
                 run.last_scheduling_decision = now
                 version = versions.get(run.dag_id)
@@ -467,9 +469,9 @@ class Scheduler:
                 retry_at = {task_id: row[2] for task_id, row in run_rows.items()}
                 held = past_blockers(session, run, dag, _waiting(states))
                 for task_id, new_state in self._decide(dag, states, retry_at, now, held).items():
-                    changes[new_state].append(run_rows[task_id][0])
+                    changes.append((run_rows[task_id][0], run_rows[task_id][1], new_state))
                 self._maybe_finish_run(session, run, dag, states)
-            self._write_decisions(session, changes, now)
+            apply_decisions(session, changes, now)
             return self._queue_scheduled(session, runs, versions, now)
 
     @staticmethod
@@ -550,33 +552,6 @@ class Scheduler:
                 decided[task_id] = states[task_id] = TaskState.SKIPPED.value
         return decided
 
-    @staticmethod
-    def _write_decisions(session: Session, changes: dict[str, list[int]], now: datetime) -> None:
-        undecided = [
-            TaskState.NONE.value,
-            TaskState.UP_FOR_RETRY.value,
-            TaskState.UP_FOR_RESCHEDULE.value,
-            TaskState.SCHEDULED.value,
-            TaskState.QUEUED.value,
-            TaskState.RUNNING.value,
-        ]
-        for new_state, ti_ids in changes.items():
-            stamp = (
-                {"scheduled_at": now}
-                if new_state == TaskState.SCHEDULED.value
-                else {"end_date": now}
-            )
-            for start in range(0, len(ti_ids), 500):
-                session.execute(
-                    update(TaskInstance)
-                    .where(
-                        TaskInstance.id.in_(ti_ids[start : start + 500]),
-                        TaskInstance.state.in_(undecided),
-                    )
-                    .values(state=new_state, **stamp)
-                    .execution_options(synchronize_session=False)
-                )
-
     def _maybe_finish_run(
         self, session: Session, run: DagRun, dag: SerializedDAG, states: dict[str, str]
     ) -> None:
@@ -649,9 +624,9 @@ class Scheduler:
             if version is None or dag is None or spec is None:
                 continue
             if spec.pool not in limits.pool_slots:
-                ti.state = TaskState.FAILED.value
-                ti.end_date = now
-                log.error("%s.%s: pool '%s' does not exist", ti.dag_id, ti.task_id, spec.pool)
+                reason = f"pool '{spec.pool}' does not exist"
+                if fail_unqueueable(session, ti, reason, now):
+                    log.error("%s.%s: %s", ti.dag_id, ti.task_id, reason)
                 continue
             if limits.blocker(dag, spec, ti.dag_run_id) is not None:
                 continue  # stays scheduled; `tasks failed-deps` shows why
@@ -693,13 +668,6 @@ class Scheduler:
         )
 
     # -- failures -----------------------------------------------------------
-    def _retry_delay(self, session: Session, ti: TaskInstance) -> timedelta:
-        if ti.dag_version_id is None:
-            return timedelta(0)
-        dag = self._dag(session, ti.dag_version_id)
-        spec = dag.tasks.get(ti.task_id)
-        return spec.retry_delay_for(ti.try_number) if spec else timedelta(0)
-
     def _fail(
         self,
         session: Session,
@@ -713,7 +681,6 @@ class Scheduler:
             ti.try_number,
             success=False,
             error=error,
-            retry_delay=self._retry_delay(session, ti),
             expected_states=expected,
             request_callbacks=True,  # its process died: the callback runner runs them
         )
@@ -765,7 +732,6 @@ class Scheduler:
             reason=reason,
             expected_states=expected,
             max_lost=self.conf.scheduler.max_lost_tries,
-            retry_delay=self._retry_delay(session, ti),
         )
         if state is not None:
             log.warning(
