@@ -91,6 +91,14 @@ def _locked_instance(session: Session, ti_id: int, try_number: int) -> TaskInsta
     return ti if ti is not None and ti.try_number == try_number else None
 
 
+def _history(rendered_fields: dict[str, Any] | None, **values: Any) -> dict[str, Any]:
+    """What only a try's history row records: ``values``, and the fields the try
+    rendered when it got as far as rendering them (never blanked by a try that did not)."""
+    if rendered_fields is not None:
+        values["rendered_fields"] = rendered_fields
+    return values
+
+
 def _duration(ti: TaskInstance, now: datetime) -> float | None:
     return (now - ti.start_date).total_seconds() if ti.start_date else None
 
@@ -253,9 +261,6 @@ def reschedule_try(
         return None
     started = ti.start_date or now
     duration = (now - started).total_seconds()
-    record: dict[str, Any] = {}
-    if rendered_fields is not None:
-        record["rendered_fields"] = rendered_fields
     if not _guarded_update(
         session,
         ti_id,
@@ -270,7 +275,7 @@ def reschedule_try(
             "duration": duration,
             "pid": None,
         },
-        record_only=record,
+        record_only=_history(rendered_fields),
     ):
         return None
     session.add(
@@ -340,12 +345,7 @@ def finish_try(
     else:
         new_state = TaskState.FAILED
     instance["state"] = new_state.value
-    record: dict[str, Any] = {
-        "state": (TaskState.SUCCESS if success else TaskState.FAILED).value,
-        "error": error,
-    }
-    if rendered_fields is not None:
-        record["rendered_fields"] = rendered_fields
+    ended = TaskState.SUCCESS if success else TaskState.FAILED
     if not _guarded_update(
         session,
         ti_id,
@@ -353,7 +353,7 @@ def finish_try(
         expected_states,
         {"end_date": now, "duration": _duration(ti, now)},
         instance_only=instance,
-        record_only=record,
+        record_only=_history(rendered_fields, state=ended.value, error=error),
         # A max_tries read before another writer changed it must not decide the retry.
         guard=[TaskInstance.max_tries == ti.max_tries],
     ):
@@ -442,9 +442,6 @@ def skip_try(
     ti = _locked_instance(session, ti_id, try_number)
     if ti is None:
         return None
-    record: dict[str, Any] = {"error": reason}
-    if rendered_fields is not None:
-        record["rendered_fields"] = rendered_fields
     skipped = _guarded_update(
         session,
         ti_id,
@@ -452,7 +449,7 @@ def skip_try(
         (TaskState.RUNNING,),
         {"state": TaskState.SKIPPED.value, "end_date": now, "duration": _duration(ti, now)},
         instance_only={"pid": None},
-        record_only=record,
+        record_only=_history(rendered_fields, error=reason),
     )
     return TaskState.SKIPPED if skipped else None
 
@@ -546,15 +543,24 @@ def fail_unqueueable(session: Session, ti: TaskInstance, reason: str, now: datet
 
     A due sensor between pokes has an open try: its history row ends with ``reason``.
     """
+    return _end_as_read(session, ti, TaskState.FAILED, now, reason)
+
+
+def _end_as_read(
+    session: Session, ti: TaskInstance, state: TaskState, now: datetime, why: str
+) -> bool:
+    """End an instance in ``state``, guarded by the state and try it was read in; an
+    open try (queued, running, between pokes) has its history row end alike, with ``why``."""
+    ended = {"state": state.value, "end_date": now}
     open_try = ti.state in OPEN_TRY_STATES
     return _guarded_update(
         session,
         ti.id,
         ti.try_number,
         (ti.state,),
-        {"state": TaskState.FAILED.value, "end_date": now} if open_try else None,
-        instance_only={"state": TaskState.FAILED.value, "end_date": now},
-        record_only={"error": reason} if open_try else None,
+        ended if open_try else None,
+        instance_only=ended,
+        record_only={"error": why} if open_try else None,
     )
 
 
@@ -618,18 +624,7 @@ def mark_try(session: Session, ti: TaskInstance, state: TaskState, now: datetime
     """
     if state not in (TaskState.SUCCESS, TaskState.FAILED):
         raise ValueError(f"a task can only be marked success or failed, not '{state}'")
-    open_try = ti.state in OPEN_TRY_STATES
-    return _guarded_update(
-        session,
-        ti.id,
-        ti.try_number,
-        (ti.state,),
-        {"state": state.value, "end_date": now} if open_try else None,
-        instance_only={"state": state.value, "end_date": now},
-        record_only={"error": f"marked {state.value} by hand while {ti.state}"}
-        if open_try
-        else None,
-    )
+    return _end_as_read(session, ti, state, now, f"marked {state.value} by hand while {ti.state}")
 
 
 # --- runs ----------------------------------------------------------------------------
