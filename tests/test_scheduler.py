@@ -280,3 +280,22 @@ with DAG("wide", start_date=datetime(2026, 1, 1)) as dag:
 
     drive(finished, parallelism=4)
     assert max(peak) == 2
+
+
+def test_a_task_in_a_pool_that_does_not_exist_fails_and_its_run_ends(home):
+    home.write_dag(
+        "poolless.py",
+        """
+from datetime import datetime
+from flowsched import DAG, BashOperator
+with DAG("poolless", start_date=datetime(2026, 1, 1)) as dag:
+    BashOperator(task_id="ok", bash_command="true")
+    BashOperator(task_id="lost", bash_command="true", pool="nowhere")
+""",
+    )
+    parse()
+    operations.trigger_dag("poolless")
+    drive(run_finished("poolless"))
+    assert run_state("poolless") == "failed"
+    assert ti_states("poolless") == {"ok": ("success", 1), "lost": ("failed", 0)}
+    assert tries("poolless", "lost") == []  # never queued: no try was opened
