@@ -66,7 +66,7 @@ from flowsched.releases import dag_file_for, releases_of
 from flowsched.serialization import SerializedDAG, TaskSpec
 from flowsched.state import TaskState
 from flowsched.task_env import scrub_task_environment
-from flowsched.task_logs import open_for_append, relative_log_path
+from flowsched.task_logs.files import open_for_append, relative_log_path
 from flowsched.template_accessors import template_accessors
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import display, utcnow
@@ -375,7 +375,7 @@ def fail_try(
     """Record a failed try with ``error`` as its reason, applying its retry policy.
 
     For failures outside the task's code: a try that could not be set up (here),
-    or a task process that died (:func:`flowsched.worker.task.record_crash`).
+    or a task process that died (:func:`flowsched.celery.task.record_crash`).
     """
     return finish_through_outage(
         workload, success=False, error=error, expected_states=expected, request_callbacks=True

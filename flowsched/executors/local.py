@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def _pool_process(tasks: Any, results: Any, parent: int, nodename: str) -> None:
+    from flowsched.celery.task import record_crash
     from flowsched.processes import set_parent_death_signal
     from flowsched.runner import TryNotStarted, fork_and_run
-    from flowsched.worker.task import record_crash
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The scheduler died (even kill -9): SIGTERM, which interrupts the running try
