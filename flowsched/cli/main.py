@@ -415,7 +415,8 @@ def tasks_clear(
 def tasks_run(dag_id: str, task_id: str, run_id: str) -> None:
     """Run one task of a run in the foreground, for debugging."""
     from flowsched.hostname import get_hostname
-    from flowsched.runner import foreground_workload, run_try
+    from flowsched.supervisor import run_try
+    from flowsched.task_runner import foreground_workload
 
     workload = foreground_workload(dag_id, task_id, run_id)
     run_try(workload, nodename=f"cli@{get_hostname()}", foreground=True)
