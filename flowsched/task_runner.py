@@ -224,7 +224,7 @@ def execute(
         # Stored with the try for the record: anything not JSON is kept as its repr.
         rendered = json.loads(json.dumps(task.render_template_fields(context), default=repr))
         rendered = secrets_masker.redact(rendered)  # shown on the task page: no secrets
-        task_callbacks.onexecute()
+        task_callbacks.on_execute()
         with time_limit(task.execution_timeout), current_context(context):
             result = task.execute(context)
         _push_result(workload, task, result)
