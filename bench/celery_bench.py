@@ -132,11 +132,11 @@ def flowsched_runs(
     broker_url: str, db_url: str, tmp: Path, concurrency: int, n_chain: int, n_fan: int
 ) -> dict:
     from bench.core_bench import CHAIN, FAN, run_dag
+    from flowsched.celery.executor import CeleryExecutor
     from flowsched.config import load_config, set_config
     from flowsched.dag_processor import process_folder
     from flowsched.db import migrate
     from flowsched.db.engine import reset_engine
-    from flowsched.executors.celery_executor import CeleryExecutor
 
     home = tmp / "home"
     dags = home / "dags"

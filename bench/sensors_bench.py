@@ -139,11 +139,11 @@ def run_chain(scheduler: Any, n: int, label: str) -> tuple[list[float], float]:
 
 def bench(tmp: Path, broker_url: str, db_url: str, args: argparse.Namespace) -> dict[str, Any]:
     from flowsched import operations
+    from flowsched.celery.executor import CeleryExecutor
     from flowsched.config import load_config, set_config
     from flowsched.dag_processor import process_folder
     from flowsched.db import migrate
     from flowsched.db.engine import reset_engine
-    from flowsched.executors.celery_executor import CeleryExecutor
     from flowsched.scheduler.loop import Scheduler
 
     home = tmp / "home"

@@ -205,7 +205,7 @@ def _instance_for(session: Any, request: dict[str, Any]) -> TaskInstance | None:
 
 def _context(dag: Any, run: DagRun, ti: TaskInstance | None, request: dict[str, Any]) -> Any:
     from flowsched.context import date_context, run_for_templates
-    from flowsched.runner import build_context
+    from flowsched.task_runner import build_context
     from flowsched.workloads import Workload
 
     task = dag.tasks.get(ti.task_id) if ti is not None else None

@@ -181,7 +181,7 @@ def wait_listening(host: str, port: int, component: Component, timeout: float) -
 
 
 def run_standalone() -> None:
-    from flowsched.cli.main import setup_logging
+    from flowsched.cli.output import setup_logging
     from flowsched.config import get_config
     from flowsched.dag_processor import process_folder
     from flowsched.executors.local import LocalExecutor

@@ -15,7 +15,7 @@ from flowsched import operations
 from flowsched.callback_runner import run_pending_callbacks
 from flowsched.db.engine import session_scope
 from flowsched.db.models import CallbackRequest, DagRun, TaskInstance
-from flowsched.task_logs import relative_log_path
+from flowsched.task_logs.files import relative_log_path
 from flowsched.timezone import utcnow
 from tests.harness import drive, parse, run_finished, run_state, ti_states
 

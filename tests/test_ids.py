@@ -12,10 +12,10 @@ from flowsched.db.engine import session_scope
 from flowsched.db.models import DagRun, TaskTry
 from flowsched.exceptions import DagDefinitionError
 from flowsched.ids import ID_MAX_LENGTH, InvalidId, id_problem
-from flowsched.log_client import fetch_task_log_tail
 from flowsched.operations import backfill, trigger_dag
 from flowsched.scheduler.runs import create_run
 from flowsched.state import RunType
+from flowsched.task_logs.client import fetch_task_log_tail
 from flowsched.timezone import parse_datetime, utcnow
 from tests.harness import drive, parse, run_finished
 from tests.test_cli import flowsched

@@ -47,7 +47,7 @@ ALLOWED = {
     # A callback's or template's context "ti" is a snapshot for user code, never a row.
     ("callback_runner.py", "context['ti'].state"),
     ("task_callbacks.py", "context['ti'].state"),
-    ("runner.py", "ti.try_number"),
+    ("task_runner.py", "ti.try_number"),
 }
 
 

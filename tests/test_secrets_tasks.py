@@ -5,7 +5,7 @@ from __future__ import annotations
 from flowsched import Connection, Variable, operations
 from flowsched.crypto import generate_key
 from flowsched.secrets.metastore import add_connection
-from flowsched.task_logs import log_path
+from flowsched.task_logs.files import log_path
 from tests.harness import drive, parse, run_finished, ti_states, tries
 
 LOG_LIMIT = 1 << 20

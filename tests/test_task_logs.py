@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from flowsched.task_logs import (
+from flowsched.task_logs.files import (
     LogRefused,
     checked_path,
     iter_chunks,

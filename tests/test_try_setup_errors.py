@@ -15,7 +15,7 @@ from sqlalchemy import insert, select
 from flowsched.db.engine import session_scope
 from flowsched.db.models import DagRun, DagVersion, TaskInstance
 from flowsched.operations import trigger_dag
-from flowsched.task_logs import relative_log_path
+from flowsched.task_logs.files import relative_log_path
 from flowsched.timezone import utcnow
 from flowsched.web.app import create_app
 from flowsched.web.users import create_token, create_user

@@ -7,7 +7,6 @@ and exit code 1, instead of a traceback.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from datetime import datetime
 from typing import Any
@@ -16,16 +15,13 @@ import click
 from sqlalchemy import func, select
 
 from flowsched import __version__
+from flowsched.celery.commands import register as register_celery_commands
+from flowsched.cli.output import setup_logging, table
+from flowsched.cli.secret_commands import register as register_secret_commands
+from flowsched.cli.web_commands import register as register_web_commands
 from flowsched.config import get_config, render_defaults
 from flowsched.exceptions import FlowschedError
 from flowsched.timezone import display, parse_datetime
-
-
-def setup_logging() -> None:
-    level = get_config().logging.level
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
 
 
 class FlowschedGroup(click.Group):
@@ -35,15 +31,6 @@ class FlowschedGroup(click.Group):
         except FlowschedError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
-
-
-def _table(rows: list[list[Any]], headers: list[str]) -> None:
-    cells = [headers, *[[("-" if c is None else str(c)) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for index, row in enumerate(cells):
-        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
-        if index == 0:
-            click.echo("  ".join("-" * width for width in widths))
 
 
 def _parse_date(value: str | None) -> datetime | None:
@@ -171,7 +158,7 @@ def plugins() -> None:
         ]
         for loaded in registry.plugins
     ]
-    _table(rows, ["name", "source", "sha256", "operators", "macros", "hooks", "views"])
+    table(rows, ["name", "source", "sha256", "operators", "macros", "hooks", "views"])
     for source, error in registry.errors.items():
         click.echo(f"\nfailed to load {source}:\n{error}", err=True)
     if registry.errors:
@@ -189,7 +176,7 @@ def pools_list() -> None:
     """Every pool with its slots and how many are in use."""
     from flowsched.operations import list_pools
 
-    _table([list(row) for row in list_pools()], ["pool", "slots", "in use", "description"])
+    table([list(row) for row in list_pools()], ["pool", "slots", "in use", "description"])
 
 
 @pools.command("set")
@@ -247,7 +234,7 @@ def dags_list() -> None:
                 ]
             )
         errors = session.scalar(select(func.count()).select_from(_import_error_model()))
-    _table(rows, ["dag_id", "schedule", "paused", "active", "next run at", "last run", "file"])
+    table(rows, ["dag_id", "schedule", "paused", "active", "next run at", "last run", "file"])
     if errors:
         click.echo(f"\n{errors} file(s) failed to import: see `flowsched dags errors`", err=True)
 
@@ -365,8 +352,8 @@ def dags_delete(dag_id: str, yes: bool, force: bool) -> None:
         click.confirm(f"Delete DAG '{dag_id}' and all its runs, tasks, logs rows?", abort=True)
     result = delete_dag(dag_id, force=force, actor="cli")
     click.echo(f"deleted DAG {dag_id}:")
-    for table, count in result.counts.items():
-        click.echo(f"  {table}: {count}")
+    for table_name, count in result.counts.items():
+        click.echo(f"  {table_name}: {count}")
 
 
 # -- tasks ----------------------------------------------------------------
@@ -428,7 +415,8 @@ def tasks_clear(
 def tasks_run(dag_id: str, task_id: str, run_id: str) -> None:
     """Run one task of a run in the foreground, for debugging."""
     from flowsched.hostname import get_hostname
-    from flowsched.runner import foreground_workload, run_try
+    from flowsched.supervisor import run_try
+    from flowsched.task_runner import foreground_workload
 
     workload = foreground_workload(dag_id, task_id, run_id)
     run_try(workload, nodename=f"cli@{get_hostname()}", foreground=True)
@@ -510,7 +498,7 @@ def tasks_states(dag_id: str, run_id: str) -> None:
         *("task_id", "state", "try", "nodename", "hostname", "started", "duration", "error"),
         "waiting for",
     ]
-    _table(rows, headers)
+    table(rows, headers)
 
 
 @tasks.command("failed-deps")
@@ -530,17 +518,9 @@ def tasks_failed_deps(dag_id: str, task_id: str, run_id: str) -> None:
         click.echo(f"{dep.name}: {dep.reason}")
 
 
-from flowsched.cli.worker_commands import register as register_worker  # noqa: E402
-
-register_worker(cli)
-
-from flowsched.cli.web_commands import register  # noqa: E402
-
-register(cli)
-
-from flowsched.cli.secret_commands import register as register_secrets  # noqa: E402
-
-register_secrets(cli)
+register_celery_commands(cli)
+register_web_commands(cli)
+register_secret_commands(cli)
 
 
 def main() -> None:

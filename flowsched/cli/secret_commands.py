@@ -17,6 +17,7 @@ from typing import Any
 import click
 import yaml
 
+from flowsched.cli.output import table
 from flowsched.exceptions import FlowschedError
 
 ACTOR = "cli"
@@ -24,12 +25,6 @@ ACTOR = "cli"
 
 class ImportFileError(FlowschedError):
     """An import file cannot be read or is malformed; the message names the file."""
-
-
-def _table(rows: list[list[Any]], headers: list[str]) -> None:
-    from flowsched.cli.main import _table as table
-
-    table(rows, headers)
 
 
 def _read_mapping(path: str) -> dict[str, Any]:
@@ -86,7 +81,7 @@ def connections_list(output: str) -> None:
         )
         return
     rows = [[c.conn_id, c.conn_type, c.host, c.port, c.login, c.schema] for c in found]
-    _table(rows, ["conn_id", "conn_type", "host", "port", "login", "schema"])
+    table(rows, ["conn_id", "conn_type", "host", "port", "login", "schema"])
 
 
 @connections.command("get")
@@ -110,7 +105,7 @@ def connections_get(conn_id: str, output: str) -> None:
     if output == "json":
         click.echo(json.dumps({"conn_id": conn_id, "source": source, **fields}, indent=2))
         return
-    _table(
+    table(
         [[key, value] for key, value in {"conn_id": conn_id, **fields, "source": source}.items()],
         ["field", "value"],
     )
@@ -243,7 +238,7 @@ def variables_list() -> None:
     """Variable keys stored in the database, with descriptions (no values)."""
     from flowsched.secrets.metastore import list_variables
 
-    _table([[v.key, v.description] for v in list_variables()], ["key", "description"])
+    table([[v.key, v.description] for v in list_variables()], ["key", "description"])
 
 
 @variables.command("get")

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from flowsched.cli.output import setup_logging, table
 from flowsched.timezone import display
 
 
@@ -24,7 +25,6 @@ def _read_password(password: str | None, from_stdin: bool) -> str:
 @click.option("--debug", is_flag=True, help="Flask's development server, with tracebacks.")
 def webserver(bind: str | None, workers: int | None, debug: bool) -> None:
     """Serve the web UI and REST API (gunicorn) in the foreground; SIGTERM stops it."""
-    from flowsched.cli.main import setup_logging
     from flowsched.db import migrate
     from flowsched.exceptions import DatabaseUnavailable, FlowschedError
     from flowsched.web.server import serve
@@ -69,14 +69,13 @@ def users_create(username: str, role: str, password: str | None, password_stdin:
 @users.command("list")
 def users_list() -> None:
     """Every user with role, creation and last login."""
-    from flowsched.cli.main import _table
     from flowsched.web.users import list_users
 
     rows = [
         [u.username, u.role, display(u.created_at), display(u.last_login_at), u.tokens]
         for u in list_users()
     ]
-    _table(rows, ["username", "role", "created", "last login", "api tokens"])
+    table(rows, ["username", "role", "created", "last login", "api tokens"])
 
 
 @users.command("delete")
@@ -134,7 +133,6 @@ def users_token(
 @click.argument("username", required=False)
 def users_tokens(username: str | None) -> None:
     """List API tokens (of USERNAME, or everyone's): id, use and expiry, never the token."""
-    from flowsched.cli.main import _table
     from flowsched.web.users import list_tokens
 
     rows = [
@@ -150,7 +148,7 @@ def users_tokens(username: str | None) -> None:
         ]
         for t in list_tokens(username)
     ]
-    _table(rows, ["id", "user", "description", "created", "last used", "expires"])
+    table(rows, ["id", "user", "description", "created", "last used", "expires"])
 
 
 @users.command("revoke-token")

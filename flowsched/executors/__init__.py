@@ -13,7 +13,7 @@ def get_executor(name: str | None = None) -> BaseExecutor:
 
         return LocalExecutor()
     if name == "celery":
-        from flowsched.executors.celery_executor import CeleryExecutor
+        from flowsched.celery.executor import CeleryExecutor
 
         return CeleryExecutor()
     raise ValueError(f"unknown executor {name!r}")

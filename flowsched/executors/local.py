@@ -1,7 +1,7 @@
 """LocalExecutor: a pool of ``parallelism`` processes on this machine.
 
 The pool processes are forked once when the scheduler starts; each try is
-then forked again from a pool process (see :func:`flowsched.runner.fork_and_run`),
+then forked again from a pool process (see :func:`flowsched.supervisor.fork_and_run`),
 so every try gets a fresh process at the cost of a fork, not of a Python start.
 Pool processes and their tries die with the scheduler (parent-death signals).
 """
@@ -28,8 +28,7 @@ log = logging.getLogger(__name__)
 
 def _pool_process(tasks: Any, results: Any, parent: int, nodename: str) -> None:
     from flowsched.processes import set_parent_death_signal
-    from flowsched.runner import TryNotStarted, fork_and_run
-    from flowsched.worker.task import record_crash
+    from flowsched.supervisor import TryNotStarted, fork_and_run, record_crash
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The scheduler died (even kill -9): SIGTERM, which interrupts the running try

@@ -15,8 +15,8 @@ from flask import Response
 from flowsched.config import get_config
 from flowsched.db.models import TaskTry
 from flowsched.exceptions import TaskNotFound
-from flowsched.log_client import fetch_task_log_tail, open_task_log
-from flowsched.task_logs import LogTail
+from flowsched.task_logs.client import fetch_task_log_tail, open_task_log
+from flowsched.task_logs.files import LogTail
 
 
 def chosen_try(

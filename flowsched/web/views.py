@@ -17,7 +17,7 @@ from flowsched.exceptions import DagNotFound, FlowschedError
 from flowsched.scheduler.ti_deps import failed_dependencies
 from flowsched.serialization import SerializedDAG
 from flowsched.state import ACTIVE_TASK_STATES, RunState, TaskState
-from flowsched.task_logs import LogTail
+from flowsched.task_logs.files import LogTail
 from flowsched.timezone import parse_datetime
 from flowsched.web import graph, logs, queries
 from flowsched.web.auth import require

@@ -1,7 +1,7 @@
 """The workers page's data: live Celery nodes when the cluster runs Celery.
 
 The inspection itself belongs to the distributed-execution code
-(``flowsched.worker.inspect.list_workers``); this module only decides whether
+(``flowsched.celery.inspect.list_workers``); this module only decides whether
 to ask, and turns every way of failing into a sentence for the page.
 """
 
@@ -45,7 +45,7 @@ def workers_view() -> WorkersView:
         )
         return view
     try:
-        from flowsched.worker.inspect import list_workers
+        from flowsched.celery.inspect import list_workers
     except ImportError as exc:
         view.message = f"Worker inspection is not available in this installation ({exc})."
         return view

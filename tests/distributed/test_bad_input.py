@@ -6,7 +6,7 @@ import pickle
 
 from kombu import Exchange
 
-from flowsched.executors.celery_app import TASK_NAME, make_app
+from flowsched.celery.app import TASK_NAME, make_app
 from tests.conftest import wait_until
 from tests.distributed.conftest import Cluster
 

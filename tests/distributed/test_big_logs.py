@@ -9,7 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from flowsched.task_logs import relative_log_path
+from flowsched.task_logs.files import relative_log_path
 from flowsched.web.app import create_app
 from flowsched.web.users import create_token, create_user
 from tests.distributed.conftest import Cluster

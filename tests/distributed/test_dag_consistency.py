@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from flowsched.celery.app import make_app
 from flowsched.discovery import fingerprint_bytes
-from flowsched.executors.celery_app import make_app
 from tests.distributed.conftest import Cluster
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from flowsched.celery.app import TASK_NAME, make_app
+from flowsched.celery.executor import CeleryExecutor, message_id
 from flowsched.config import get_config
-from flowsched.executors.celery_app import TASK_NAME, make_app
-from flowsched.executors.celery_executor import CeleryExecutor, message_id
 from flowsched.lifecycle import Workload
 from tests.conftest import Home, wait_until
 from tests.distributed.conftest import SECRET
@@ -95,7 +95,7 @@ def test_an_unreachable_broker_holds_workloads_and_sends_them_when_it_comes_back
     celery_home.configure(celery={"broker_url": server.url})
     executor = _start(CeleryExecutor())
     try:
-        with caplog.at_level(logging.ERROR, logger="flowsched.executors.celery_executor"):
+        with caplog.at_level(logging.ERROR, logger="flowsched.celery.executor"):
             capacity = executor.slots_available()
             executor.queue(WORKLOAD)  # must not raise: the scheduler loop goes on
             assert executor.slots_available() == capacity - 1

@@ -92,7 +92,7 @@ def test_flower_needs_a_password_and_shows_the_clusters_workers(cluster: Cluster
         # The password is not on the command line, where `ps` would show it.
         cmdline = Path(f"/proc/{flower.pid}/cmdline").read_bytes()
         assert b"flower-test-pass-8d2f" not in cmdline
-        assert b"flowsched.executors.celery_app" in cmdline
+        assert b"flowsched.celery.app" in cmdline
     finally:
         flower.terminate()
         flower.wait(30)

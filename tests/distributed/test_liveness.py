@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from flowsched.executors.celery_app import make_app
+from flowsched.celery.app import make_app
 from tests.distributed.conftest import Cluster
 
 

@@ -14,15 +14,15 @@ from urllib.parse import quote
 import pytest
 from itsdangerous import TimestampSigner
 
-from flowsched.log_client import (
+from flowsched.task_logs.client import (
     LogUnavailable,
     fetch_task_log_tail,
     follow_task_log,
     open_task_log,
 )
-from flowsched.task_logs import relative_log_path
-from flowsched.worker.log_server import LogServer, start_log_server
-from flowsched.worker.log_tokens import TOKEN_TTL, sign
+from flowsched.task_logs.files import relative_log_path
+from flowsched.task_logs.server import LogServer, start_log_server
+from flowsched.task_logs.tokens import TOKEN_TTL, sign
 from tests.conftest import Home
 from tests.servers import free_port
 

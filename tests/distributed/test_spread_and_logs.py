@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from flowsched.log_client import fetch_task_log_tail
-from flowsched.worker.inspect import list_workers
+from flowsched.celery.inspect import list_workers
+from flowsched.task_logs.client import fetch_task_log_tail
 from tests.distributed.conftest import Cluster
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import textwrap
 
-from flowsched.log_client import fetch_task_log_tail
+from flowsched.task_logs.client import fetch_task_log_tail
 from tests.distributed.conftest import SECRET, Cluster
 
 

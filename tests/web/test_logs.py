@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import expect
 
 from flowsched.operations import trigger_dag
-from flowsched.task_logs import relative_log_path
+from flowsched.task_logs.files import relative_log_path
 from flowsched.web.users import create_token, create_user
 from tests.harness import drive, parse, run_finished
 from tests.servers import free_port, wait_for_port

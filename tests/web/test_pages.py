@@ -10,7 +10,7 @@ from sqlalchemy import insert, select
 from flowsched.dag_processor import process_folder
 from flowsched.db.engine import session_scope
 from flowsched.db.models import AuditLog, Dag, DagRun, TaskInstance
-from flowsched.task_logs import log_path
+from flowsched.task_logs.files import log_path
 from flowsched.timezone import utcnow
 from tests.harness import drive, run_finished
 from tests.web.conftest import post

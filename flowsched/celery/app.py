@@ -1,8 +1,8 @@
 """The Celery application that flowsched's scheduler, workers and Flower share.
 
-Importable as ``flowsched.executors.celery_app`` so Celery's own tools work
+Importable as ``flowsched.celery.app`` so Celery's own tools work
 against a flowsched cluster, e.g. the rolling upgrade's
-``celery -A flowsched.executors.celery_app inspect ping -d NODENAME``. The
+``celery -A flowsched.celery.app inspect ping -d NODENAME``. The
 module attribute ``app`` is built on first access from the flowsched config,
 so importing this module never reads a config file by itself.
 
@@ -65,8 +65,8 @@ def celery_settings(conf: Config) -> dict[str, Any]:
 
 def make_app(conf: Config | None = None) -> Celery:
     """A Celery app for this config, with flowsched's one task and remote commands."""
-    from flowsched.worker import control  # registers flowsched_info for `workers`
-    from flowsched.worker.task import run_workload
+    from flowsched.celery import control  # registers flowsched_info for `workers`
+    from flowsched.celery.task import run_workload
 
     del control
     app = Celery("flowsched", set_as_current=False)
@@ -79,7 +79,7 @@ _app: Celery | None = None
 
 
 def __getattr__(name: str) -> Any:
-    """``app`` is created on first use, for ``celery -A flowsched.executors.celery_app``."""
+    """``app`` is created on first use, for ``celery -A flowsched.celery.app``."""
     global _app
     if name == "app":
         if _app is None:

@@ -4,7 +4,7 @@ Celery's built-in commands give the nodename, queues and active tasks in
 three broadcasts; ``flowsched_info`` adds what only flowsched knows (the
 hostname recorded on task instances, i.e. where logs are fetched from, and
 the flowsched version) and returns it all at once. Registered on import,
-which :func:`flowsched.executors.celery_app.make_app` does.
+which :func:`flowsched.celery.app.make_app` does.
 """
 
 from __future__ import annotations

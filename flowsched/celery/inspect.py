@@ -15,7 +15,7 @@ def list_workers(app: Celery | None = None, timeout: float = 1.0) -> list[dict[s
     ``concurrency``. An unreachable broker raises kombu's ``OperationalError``.
     """
     if app is None:
-        from flowsched.executors.celery_app import make_app
+        from flowsched.celery.app import make_app
 
         app = make_app()
     replies = app.control.broadcast("flowsched_info", reply=True, timeout=timeout) or []

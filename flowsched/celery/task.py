@@ -16,8 +16,6 @@ from typing import Any
 
 from flowsched.db.engine import db_outage, session_scope, with_db_retry
 from flowsched.db.models import TaskInstance
-from flowsched.outage import EXIT_RESULT_NOT_RECORDED
-from flowsched.processes import describe_exit, limit_hint
 from flowsched.state import TaskState
 from flowsched.workloads import Workload
 
@@ -56,39 +54,9 @@ def refusal(workload: Workload) -> str | None:
     return None
 
 
-def record_crash(
-    workload: Workload, nodename: str, exit_code: int, reason: str | None = None
-) -> None:
-    """The try's process died (or could not start) without recording a result:
-    record it for it, with what happened, and retry.
-
-    Written through a database outage (with backoff), like the try's own result.
-    A try process that ended but could not record its result before giving up
-    on the database (:data:`EXIT_RESULT_NOT_RECORDED`) did not crash: its
-    outcome is unknown here, so the try is left to the zombie sweep, which
-    re-queues it as lost rather than failing a task that may have succeeded.
-    """
-    from flowsched.runner import fail_try
-
-    if exit_code == EXIT_RESULT_NOT_RECORDED:
-        log.error(
-            "%s: its result could not be recorded (metadata database unreachable); "
-            "left to the scheduler's zombie sweep",
-            workload.describe(),
-        )
-        return
-    error = reason or (
-        f"task process {describe_exit(exit_code)} on worker {nodename} before recording a "
-        f"result{limit_hint(exit_code)}"
-    )
-    state = fail_try(workload, error, (TaskState.RUNNING, TaskState.QUEUED))
-    if state is not None:
-        log.error("%s: %s -> %s", workload.describe(), error, state)
-
-
 def run_workload(task: Any, body: Any = None) -> None:
     """The Celery task: one message, one try, one forked process."""
-    from flowsched.runner import TryNotStarted, fork_and_run
+    from flowsched.supervisor import TryNotStarted, fork_and_run, record_crash
 
     workload = parse_workload(body)
     if workload is None:

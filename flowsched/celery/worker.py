@@ -62,7 +62,7 @@ def _die_with_worker(main_pid: int) -> Any:
     it forwards it to its running try, which records itself as interrupted."""
 
     def adopt(**_: Any) -> None:
-        from flowsched.worker import task
+        from flowsched.celery import task
 
         task.worker_main_pid = main_pid
         set_parent_death_signal(signal.SIGTERM, parent=main_pid)
@@ -106,15 +106,15 @@ class _GraceTimer:
 
 def _recover_in_background(nodename: str, hostname: str) -> None:
     """Re-queue the tries a previous life of this worker left running (see
-    :mod:`flowsched.worker.recovery`), without holding up the start, and waiting
+    :mod:`flowsched.celery.recovery`), without holding up the start, and waiting
     out a database that is not reachable yet.
 
     Started once the pool processes exist (``worker_ready``): a thread that
     holds a lock while the pool forks would leave that lock held, forever, in
     the child, and the pool process would hang on its first task.
     """
+    from flowsched.celery.recovery import requeue_tries_of_dead_self
     from flowsched.db.engine import db_outage, with_db_retry
-    from flowsched.worker.recovery import requeue_tries_of_dead_self
 
     def recover() -> None:
         try:
@@ -143,9 +143,9 @@ def run_worker(
     allow_root: bool = False,
 ) -> int:
     """Start the worker in the foreground; returns its exit code."""
-    from flowsched.executors.celery_app import make_app
-    from flowsched.metrics.worker import serve_worker_metrics
-    from flowsched.worker.log_server import start_log_server
+    from flowsched.celery.app import make_app
+    from flowsched.celery.metrics import serve_worker_metrics
+    from flowsched.task_logs.server import start_log_server
 
     check_not_root(allow_root)
     conf = get_config()

@@ -33,9 +33,9 @@ from typing import Any
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
+from flowsched.celery.app import TASK_NAME, make_app
 from flowsched.config import get_config
 from flowsched.executors.base import BaseExecutor
-from flowsched.executors.celery_app import TASK_NAME, make_app
 from flowsched.workloads import Workload
 
 log = logging.getLogger(__name__)

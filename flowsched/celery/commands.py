@@ -14,6 +14,7 @@ import time
 import click
 from sqlalchemy import select
 
+from flowsched.cli.output import table
 from flowsched.config import get_config
 from flowsched.exceptions import FlowschedError
 from flowsched.processes import python_command
@@ -36,7 +37,7 @@ def worker(
     nodename: str | None, concurrency: int | None, queues: str | None, allow_root: bool
 ) -> None:
     """Run a Celery worker and its log server in the foreground (SIGTERM: warm shutdown)."""
-    from flowsched.worker.start import run_worker
+    from flowsched.celery.worker import run_worker
 
     code = run_worker(
         nodename=nodename,
@@ -53,8 +54,7 @@ def workers(timeout: float) -> None:
     """Live workers: nodename, hostname, version, queues, running tries."""
     from kombu.exceptions import OperationalError
 
-    from flowsched.cli.main import _table
-    from flowsched.worker.inspect import list_workers
+    from flowsched.celery.inspect import list_workers
 
     try:
         found = list_workers(timeout=timeout)
@@ -67,7 +67,7 @@ def workers(timeout: float) -> None:
         [w["nodename"], w["hostname"], w["version"], ",".join(w["queues"]), w["active"]]
         for w in found
     ]
-    _table(rows, ["nodename", "hostname", "version", "queues", "active"])
+    table(rows, ["nodename", "hostname", "version", "queues", "active"])
 
 
 @click.command()
@@ -86,7 +86,7 @@ def flower() -> None:
     argv = [
         *python_command("-m", "celery"),  # -P: a ./flowsched folder must not shadow the package
         "-A",
-        "flowsched.executors.celery_app",
+        "flowsched.celery.app",
         "flower",
         f"--address={conf.flower.host}",
         f"--port={conf.flower.port}",
@@ -139,7 +139,7 @@ def _try_finished(dag_id: str, task_id: str, run_id: str, number: int) -> bool:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the try ends.")
 def tasks_log(dag_id: str, task_id: str, run_id: str, try_number: int | None, follow: bool) -> None:
     """Print a try's log, fetched from the host that ran it (streamed, any size)."""
-    from flowsched.log_client import follow_task_log, open_task_log
+    from flowsched.task_logs.client import follow_task_log, open_task_log
 
     number, hostname = _try_row(dag_id, task_id, run_id, try_number)
     if not follow:

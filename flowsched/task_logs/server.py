@@ -2,10 +2,10 @@
 
 It runs as a thread of ``flowsched worker`` so it lives and dies with the
 worker, and it only reads files: every request needs a token from
-:mod:`flowsched.worker.log_tokens` (``Authorization: Bearer …``), and a path
+:mod:`flowsched.task_logs.tokens` (``Authorization: Bearer …``), and a path
 that resolves outside ``logging.base_log_folder`` (``..``, a symlink out,
 an absolute path, a symlink, anything but a regular file) is refused even
-with a valid token: files are opened through :mod:`flowsched.task_logs`.
+with a valid token: files are opened through :mod:`flowsched.task_logs.files`.
 
 ``?offset=N`` answers the file from byte N (``&length=M``: at most M bytes),
 which is how ``flowsched tasks log --follow`` tails; ``?tail=M`` answers the
@@ -23,8 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from flowsched.task_logs import LogRefused, file_size, iter_chunks, open_log, tail_start
-from flowsched.worker.log_tokens import TokenRefused, verify
+from flowsched.task_logs.files import LogRefused, file_size, iter_chunks, open_log, tail_start
+from flowsched.task_logs.tokens import TokenRefused, verify
 
 log = logging.getLogger("flowsched.log_server")
 

@@ -1,7 +1,7 @@
 """Reading a try's log for the CLI and the webserver, wherever the try ran.
 
 A log present on this machine (this is the worker that ran it, or the log
-folder is shared) is read from disk through :mod:`flowsched.task_logs`.
+folder is shared) is read from disk through :mod:`flowsched.task_logs.files`.
 Otherwise it is fetched from the log server of the host recorded on the try,
 ``http://{hostname}:{log_server_port}``, with a token signed by
 ``core.secret_key`` for that one file. Any failure becomes
@@ -28,7 +28,7 @@ from urllib.parse import quote, urlencode
 from flowsched.config import get_config
 from flowsched.exceptions import FlowschedError
 from flowsched.hostname import get_hostname
-from flowsched.task_logs import (
+from flowsched.task_logs.files import (
     CHUNK_SIZE,
     LogRefused,
     LogTail,
@@ -40,7 +40,7 @@ from flowsched.task_logs import (
     read_tail,
     relative_log_path,
 )
-from flowsched.worker.log_tokens import sign
+from flowsched.task_logs.tokens import sign
 
 FETCH_TIMEOUT = 10.0
 FOLLOW_CHUNK = 1024 * 1024  # the most one --follow poll reads

@@ -1,11 +1,11 @@
-"""Running one try of one task: the code every executor ends up calling.
+"""The task side of one try: what runs inside the process the supervisor made.
 
-A try runs in its own process (forked by :func:`fork_and_run`), in its own
-session so terminal signals aimed at the scheduler or worker do not reach it.
-The runner claims the try atomically, checks the DAG file's fingerprint
-against the one the scheduler queued, heartbeats, enforces the timeout,
-records the result and applies the retry policy. Whatever happens, the try's
-outcome is written by the only process that knows it.
+Loads the DAG file (checked against the fingerprint the scheduler queued, from
+the newest kept release that has it), builds the template context, renders
+the templated fields, executes the task, pushes its return value as XCom and
+records the outcome with its retry policy and callbacks, through a database
+outage if need be. The process around it (fork, process group, heartbeat,
+timeout, log file, signals) is :mod:`flowsched.supervisor`'s.
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import signal
-import sys
-import threading
-import traceback
-from collections.abc import Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,11 +26,10 @@ from sqlalchemy import select
 from flowsched import secrets_masker, task_callbacks
 from flowsched.config import get_config
 from flowsched.context import current_context, date_context, run_for_templates
-from flowsched.db.engine import db_outage, is_db_outage, session_scope, with_db_retry
+from flowsched.db.engine import db_outage, session_scope, with_db_retry
 from flowsched.db.models import DagRun, DagVersion, TaskInstance
 from flowsched.discovery import exec_dag_file
 from flowsched.exceptions import (
-    AirflowFailException,
     AirflowRescheduleException,
     DagFileMismatch,
     FlowschedError,
@@ -41,11 +37,8 @@ from flowsched.exceptions import (
     TaskTerminated,
     TaskTimeout,
 )
-from flowsched.hostname import get_hostname
 from flowsched.lifecycle import (
-    claim_try,
     finish_try,
-    heartbeat_try,
     reschedule_try,
     skip_tasks,
     skip_try,
@@ -54,19 +47,9 @@ from flowsched.operators.skip import SkipMixin
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, OutageTooLong, result_retry_cap
 from flowsched.params import run_params
 from flowsched.plugins import check_plugin_files, load_plugins
-from flowsched.processes import (
-    DEFAULT_DEADLINE,
-    become_subreaper,
-    children_of,
-    end_tree,
-    fork_failure_hint,
-    set_parent_death_signal,
-)
 from flowsched.releases import dag_file_for, releases_of
 from flowsched.serialization import SerializedDAG
 from flowsched.state import TaskState
-from flowsched.task_env import scrub_task_environment
-from flowsched.task_logs import open_for_append, relative_log_path
 from flowsched.template_accessors import template_accessors
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import display, utcnow
@@ -76,91 +59,6 @@ from flowsched.xcom import TaskInstanceContext, push_xcom
 log = logging.getLogger("flowsched.task")
 
 
-class _LogFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        from datetime import UTC, datetime
-
-        return display(datetime.fromtimestamp(record.created, UTC), seconds=True)
-
-
-def _configure_logging(stream: Any) -> None:
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(_LogFormatter("[%(asctime)s] %(levelname)s - %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(get_config().logging.level)
-
-
-def _redirect_output(fd: int) -> None:
-    """Send this process's stdout/stderr (and its children's) to the try's log file
-    (``fd``), through the masker that replaces secrets (:mod:`flowsched.secrets_masker`)."""
-    secrets_masker.redirect_output(fd)
-
-
-class _Heartbeat(threading.Thread):
-    """Keeps the try alive in the DB; if the try was cleared or marked, stops the task."""
-
-    def __init__(self, workload: Workload, interval: float) -> None:
-        super().__init__(daemon=True, name="heartbeat")
-        self.workload = workload
-        self.interval = interval
-        self.halt = threading.Event()
-        self.lost = False
-
-    def run(self) -> None:
-        # The try runs on through a database outage: heartbeats resume when it is back.
-        outage = db_outage(log)
-        while not self.halt.wait(self.interval):
-            try:
-                with session_scope() as session:
-                    alive = heartbeat_try(session, self.workload.ti_id, self.workload.try_number)
-            except Exception as exc:
-                if not is_db_outage(exc):
-                    log.warning("heartbeat failed; retrying", exc_info=True)
-                elif not outage.down:
-                    outage.failed(exc)  # logged once; the task keeps running meanwhile
-                continue
-            outage.recovered()
-            if not alive:
-                self.lost = True
-                log.warning("this try is no longer running in the database; stopping the task")
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-
-
-@contextlib.contextmanager
-def _timeout(limit: timedelta | None) -> Iterator[None]:
-    if limit is None:
-        yield
-        return
-
-    def expire(*_: object) -> None:
-        raise TaskTimeout(f"execution_timeout of {limit} exceeded")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, limit.total_seconds())
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _terminate(*_: object) -> None:
-    raise TaskTerminated("the task was stopped (SIGTERM)")
-
-
-# A forked try notes a SIGTERM that comes before its task code runs (while it
-# sets up its log and claims its row) or after it (while it records its
-# result), instead of dying of it: a stop asked for by its supervisor (the
-# worker's warm shutdown, or the scheduler's death) is then recorded as an
-# interruption, retried without spending a retry, never as a crash.
-_stop_requested = False
-
-
-def _note_stop(*_: object) -> None:
-    global _stop_requested
-    _stop_requested = True
 
 
 class _Macros:
@@ -206,7 +104,7 @@ def build_context(workload: Workload, task: Any, dag: Any, run: DagRun) -> dict[
     }
 
 
-class _Skipped(Exception):
+class TrySkipped(Exception):
     """The try ends skipped (SkipTask), keeping what it rendered for the record."""
 
     def __init__(self, reason: str, rendered: dict[str, Any] | None) -> None:
@@ -214,7 +112,7 @@ class _Skipped(Exception):
         self.rendered = rendered
 
 
-class _Rescheduled(Exception):
+class TryRescheduled(Exception):
     """A sensor in mode="reschedule" asked to poke again later (same try)."""
 
     def __init__(self, reschedule_date: Any, rendered: dict[str, Any] | None) -> None:
@@ -248,10 +146,16 @@ def _push_result(workload: Workload, task: Any, result: Any) -> None:
 NOTHING: frozenset[str] = frozenset()
 
 
-def _execute(
-    workload: Workload, nodename: str
+def execute(
+    workload: Workload,
+    nodename: str,
+    time_limit: Callable[[timedelta | None], AbstractContextManager[None]],
 ) -> tuple[bool, str | None, dict[str, Any] | None, frozenset[str]]:
     """Load, check and execute the task; (success, error, rendered fields, tasks to skip).
+
+    ``time_limit`` enforces the task's ``execution_timeout`` around ``execute``
+    only (not the file load nor the rendering): it is the process's business,
+    given by the supervisor.
 
     The tasks to skip are what a branch or short-circuit chose; they are written
     with the try's success, never before it.
@@ -310,50 +214,19 @@ def _execute(
         rendered = json.loads(json.dumps(task.render_template_fields(context), default=repr))
         rendered = secrets_masker.redact(rendered)  # shown on the task page: no secrets
         task_callbacks.on_execute()
-        with _timeout(task.execution_timeout), current_context(context):
+        with time_limit(task.execution_timeout), current_context(context):
             result = task.execute(context)
         _push_result(workload, task, result)
         skips = frozenset(task.tasks_to_skip) if isinstance(task, SkipMixin) else NOTHING
         return True, None, rendered, skips
     except SkipTask as exc:
-        raise _Skipped(str(exc), rendered) from None
+        raise TrySkipped(str(exc), rendered) from None
     except AirflowRescheduleException as exc:
-        raise _Rescheduled(exc.reschedule_date, rendered) from None
+        raise TryRescheduled(exc.reschedule_date, rendered) from None
     except (TaskTerminated, TaskTimeout):
         with contextlib.suppress(Exception):
             task.on_kill()
         raise
-
-
-def _set_up_log(workload: Workload, nodename: str, *, foreground: bool) -> str | None:
-    """Send output and logging to the try's log; the reason as text if that failed.
-
-    A try whose log cannot be written (folder not writable, a symlink or a
-    non-file in its place, a name too long for the file system) must still
-    end with that reason on its row, where people look, rather than as a bare
-    exit code: the caller claims the try and records this text as its error.
-    """
-    relative = relative_log_path(
-        workload.dag_id, workload.run_id, workload.task_id, workload.try_number
-    )
-    try:
-        fd = open_for_append(relative)
-        if foreground:
-            _configure_logging(sys.stdout)
-            handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1, encoding="utf-8"))
-            handler.setFormatter(logging.getLogger().handlers[0].formatter)
-            logging.getLogger().addHandler(handler)
-            for each in logging.getLogger().handlers:
-                each.addFilter(secrets_masker.MaskingFilter())
-        else:
-            _redirect_output(fd)
-            _configure_logging(sys.stderr)
-    except Exception as exc:
-        _configure_logging(sys.stderr)
-        error = f"cannot write the log of this try on {nodename}: {type(exc).__name__}: {exc}"
-        log.error("%s: %s", workload.describe(), error)
-        return error
-    return None
 
 
 def fail_try(
@@ -362,85 +235,14 @@ def fail_try(
     """Record a failed try with ``error`` as its reason, applying its retry policy.
 
     For failures outside the task's code: a try that could not be set up (here),
-    or a task process that died (:func:`flowsched.worker.task.record_crash`).
+    or a task process that died (:func:`flowsched.supervisor.record_crash`).
     """
     return finish_through_outage(
         workload, success=False, error=error, expected_states=expected, request_callbacks=True
     )
 
 
-def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> int:
-    """Run one try in this process. Returns 0 when the outcome was recorded."""
-    conf = get_config()
-    setup_error = _set_up_log(workload, nodename, foreground=foreground)
-    hostname = get_hostname()
-    with session_scope() as session:
-        claimed = claim_try(
-            session, workload, hostname=hostname, nodename=nodename, pid=os.getpid()
-        )
-    if not claimed:
-        log.info(
-            "%s was not claimable (already taken, cleared or timed out); not running it",
-            workload.describe(),
-        )
-        return 0
-    if setup_error is not None:
-        state = fail_try(workload, setup_error)
-        log.error("%s failed before running: %s -> %s", workload.describe(), setup_error, state)
-        return 0
-    log.info("running %s on %s (%s), pid %s", workload.describe(), nodename, hostname, os.getpid())
-    previous_term = signal.signal(signal.SIGTERM, _terminate)
-    heartbeat = _Heartbeat(workload, conf.scheduler.task_heartbeat_interval)
-    heartbeat.start()
-    success, error, rendered, interrupted = False, None, None, False
-    skipped, skips, exception, force_fail = False, NOTHING, None, False
-    try:
-        if _stop_requested:
-            raise TaskTerminated("the task was stopped (SIGTERM) before it started")
-        scrub_task_environment()  # no cluster secrets for task code (flowsched.task_env)
-        success, error, rendered, skips = _execute(workload, nodename)
-        if error:
-            log.error("%s", error)
-    except _Skipped as exc:
-        skipped, error, rendered = True, str(exc), exc.rendered
-        log.info("task skipped: %s", error)
-    except _Rescheduled as exc:
-        heartbeat.halt.set()
-        signal.signal(signal.SIGTERM, previous_term)
-        return _record_reschedule(workload, exc.reschedule_date, exc.rendered)
-    except TaskTerminated as exc:
-        exception = exc
-        interrupted = not heartbeat.lost
-        error = f"{exc}: will be retried" if interrupted else f"{exc}: stopped from outside"
-        log.error("%s", error)
-    except TaskTimeout as exc:
-        exception, error = exc, str(exc)
-        log.error("%s", error)
-    except FlowschedError as exc:
-        # An operator's own, explained failure (exit code, image, XCom...): no traceback.
-        exception, error = exc, str(exc)
-        force_fail = isinstance(exc, AirflowFailException)  # no retry (sensor timeout...)
-        log.error("task failed%s: %s", " (no retry)" if force_fail else "", error)
-    except BaseException as exc:
-        exception, error = exc, "".join(traceback.format_exception(exc))
-        log.error("task failed:\n%s", error)
-    finally:
-        heartbeat.halt.set()
-        signal.signal(signal.SIGTERM, previous_term)
-    return _record_result(
-        workload,
-        success,
-        error,
-        rendered,
-        interrupted,
-        skipped,
-        skips,
-        exception=exception,
-        force_fail=force_fail,
-    )
-
-
-def _record_reschedule(workload: Workload, when: Any, rendered: dict[str, Any] | None) -> int:
+def record_reschedule(workload: Workload, when: Any, rendered: dict[str, Any] | None) -> int:
     """Write up_for_reschedule (waiting out a database outage) and end the process."""
 
     def record() -> TaskState | None:
@@ -464,7 +266,7 @@ def _record_reschedule(workload: Workload, when: Any, rendered: dict[str, Any] |
     return 0
 
 
-def _record_result(
+def record_result(
     workload: Workload,
     success: bool,
     error: str | None,
@@ -582,7 +384,8 @@ _preloaded: dict[tuple[str, str], list[Any]] = {}
 PRELOAD_LIMIT = 32
 
 
-def _preload(workload: Workload) -> None:
+def preload(workload: Workload) -> None:
+    """Import the try's DAG file in this long-lived process, before it forks the try."""
     key = (workload.fileloc, workload.fingerprint)
     if key in _preloaded or workload.plugins:
         return  # tasks from plugins import fresh each try: the plugin may change alone
@@ -608,91 +411,6 @@ def _preload(workload: Workload) -> None:
     if len(_preloaded) >= PRELOAD_LIMIT:
         _preloaded.pop(next(iter(_preloaded)))
     _preloaded[key] = dags
-
-
-class TryNotStarted(FlowschedError):
-    """The try's process could not be forked (a process or memory limit)."""
-
-
-def fork_and_run(workload: Workload, *, nodename: str) -> int:
-    """Run a try in a child process and wait; forward SIGTERM to it. Returns its exit code.
-
-    The try runs in its own session (a terminal's signals aimed at us do not reach
-    it) and dies with this process (parent-death signal SIGTERM: it records itself
-    as interrupted). Whatever ends the try, even ``kill -9``, everything it started
-    is killed before this returns, hence before a crash can be recorded and the
-    try retried: its process group, and (this process being a subreaper) whatever
-    it left in other sessions, such as a BashOperator's shell.
-    """
-    supervisor = os.getpid()
-    spare = children_of(supervisor)  # before the preload: what a DAG file forks goes too
-    _preload(workload)
-    become_subreaper()
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        raise TryNotStarted(
-            f"cannot start a process for {workload.describe()}: {fork_failure_hint(exc)}"
-        ) from exc
-    if pid == 0:
-        _run_forked_try(workload, nodename, supervisor)
-
-    forwarded = False
-
-    def forward(signum: int, _frame: object) -> None:
-        # Once: a parent-death signal comes again for each thread of the dead parent,
-        # and a second SIGTERM would kill the try while it records its interruption.
-        nonlocal forwarded
-        if not forwarded:
-            forwarded = True
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-    previous = signal.signal(signal.SIGTERM, forward)
-    try:
-        while True:
-            try:
-                # WNOWAIT: the try stays a zombie, so its pid (its group's id) cannot
-                # be reused before its group is killed.
-                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-                break
-            except InterruptedError:
-                continue
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    survivors = end_tree(pid, pgid=pid, spare=spare)
-    if survivors:
-        log.error(
-            "%s: processes %s of the try survived SIGKILL for %g s (uninterruptible?)",
-            workload.describe(),
-            survivors,
-            DEFAULT_DEADLINE,
-        )
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
-def _run_forked_try(workload: Workload, nodename: str, supervisor: int) -> None:
-    """The child side of :func:`fork_and_run`; never returns."""
-    code = 1
-    try:
-        os.setsid()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, _note_stop)
-        set_parent_death_signal(signal.SIGTERM, parent=supervisor)
-        code = run_try(workload, nodename=nodename)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            traceback.print_exc()
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-            secrets_masker.finish_output()
-        if os.getppid() != supervisor:
-            # Orphaned: nobody will clear our group after us. Doing it kills us too.
-            os.killpg(0, signal.SIGKILL)
-        os._exit(code)
 
 
 class RunnerError(FlowschedError):
