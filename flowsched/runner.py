@@ -50,6 +50,7 @@ from flowsched.lifecycle import (
     skip_tasks,
     skip_try,
 )
+from flowsched.mapped_operator import check_pushed_for_mapping, is_mapped
 from flowsched.operators.skip import SkipMixin
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, OutageTooLong, result_retry_cap
 from flowsched.params import run_params
@@ -71,7 +72,7 @@ from flowsched.template_accessors import template_accessors
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import display, utcnow
 from flowsched.workloads import Workload
-from flowsched.xcom import TaskInstanceContext, push_xcom
+from flowsched.xcom import TaskInstanceContext, pull_xcom, push_xcom
 
 log = logging.getLogger("flowsched.task")
 
@@ -192,9 +193,10 @@ def macros_namespace() -> _Macros:
 
 
 def build_context(workload: Workload, task: Any, dag: Any, run: DagRun) -> dict[str, Any]:
-    ti = TaskInstanceContext(workload.dag_id, workload.run_id, workload.task_id, workload.ti_id)
+    ti = TaskInstanceContext(
+        workload.dag_id, workload.run_id, workload.task_id, workload.ti_id, workload.map_index
+    )
     ti.try_number = workload.try_number  # type: ignore[attr-defined]
-    ti.map_index = -1  # type: ignore[attr-defined]
     return {
         "dag": dag,
         "task": task,
@@ -261,6 +263,16 @@ def _push_result(workload: Workload, task: Any, result: Any) -> None:
 NOTHING: frozenset[str] = frozenset()
 
 
+def _puller(workload: Workload) -> Any:
+    """Reads the run's XComs for a mapped task's copy: (task_id, key) -> value."""
+
+    def pull(task_id: str, key: str) -> Any:
+        with session_scope(read_only=True) as session:
+            return pull_xcom(session, workload.dag_id, workload.run_id, task_id, key)
+
+    return pull
+
+
 def _execute(
     workload: Workload, nodename: str
 ) -> tuple[bool, str | None, dict[str, Any] | None, frozenset[str]]:
@@ -310,6 +322,9 @@ def _execute(
     task = dag.tasks.get(workload.task_id)
     if task is None:
         return False, f"DAG '{workload.dag_id}' has no task '{workload.task_id}'", None, NOTHING
+    if is_mapped(task):
+        # This copy's operator, from the run's XComs (see flowsched.mapped_operator).
+        task = task.unmap(workload.map_index, _puller(workload))
     with session_scope(read_only=True) as session:
         run = session.scalar(
             select(DagRun).where(DagRun.dag_id == workload.dag_id, DagRun.run_id == workload.run_id)
@@ -325,6 +340,7 @@ def _execute(
         task_callbacks.on_execute()
         with _timeout(task.execution_timeout), current_context(context):
             result = task.execute(context)
+        check_pushed_for_mapping(task, result)
         _push_result(workload, task, result)
         skips = frozenset(task.tasks_to_skip) if isinstance(task, SkipMixin) else NOTHING
         return True, None, rendered, skips
@@ -347,7 +363,7 @@ def _set_up_log(workload: Workload, nodename: str, *, foreground: bool) -> str |
     exit code: the caller claims the try and records this text as its error.
     """
     relative = relative_log_path(
-        workload.dag_id, workload.run_id, workload.task_id, workload.try_number
+        workload.dag_id, workload.run_id, workload.task_id, workload.try_number, workload.map_index
     )
     try:
         fd = open_for_append(relative)
