@@ -730,8 +730,9 @@ class RunnerError(FlowschedError):
     pass
 
 
-def foreground_workload(dag_id: str, task_id: str, run_id: str) -> Workload:
-    """Queue one task of an existing run for ``flowsched tasks run`` (debugging)."""
+def foreground_workload(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> Workload:
+    """Queue one task (one copy of a mapped task) of an existing run for
+    ``flowsched tasks run`` (debugging)."""
     from flowsched.lifecycle import queue_try
 
     with session_scope() as session:
@@ -740,10 +741,15 @@ def foreground_workload(dag_id: str, task_id: str, run_id: str) -> Workload:
                 TaskInstance.dag_id == dag_id,
                 TaskInstance.run_id == run_id,
                 TaskInstance.task_id == task_id,
+                TaskInstance.map_index == map_index,
             )
         )
         if ti is None:
-            raise RunnerError(f"no task '{task_id}' in run '{run_id}' of DAG '{dag_id}'")
+            where = f" map_index {map_index}" if map_index >= 0 else ""
+            raise RunnerError(
+                f"no task '{task_id}'{where} in run '{run_id}' of DAG '{dag_id}'"
+                + (" (a mapped task: give --map-index)" if map_index < 0 else "")
+            )
         if ti.state in ("queued", "running"):
             raise RunnerError(
                 f"{dag_id}.{task_id} in {run_id} is {ti.state}; not starting it twice"

@@ -81,7 +81,11 @@ def test_taskflow_expand_over_xcom_and_reduce_in_order(home):
     drive(run_finished("taskflow_map"))
     assert run_state("taskflow_map") == "success"
     assert copies("taskflow_map", "make") == [(-1, "success", 1)]
-    assert copies("taskflow_map", "add") == [(0, "success", 1), (1, "success", 1), (2, "success", 1)]
+    assert copies("taskflow_map", "add") == [
+        (0, "success", 1),
+        (1, "success", 1),
+        (2, "success", 1),
+    ]
     assert xcoms("taskflow_map", "add") == [(0, 11), (1, 12), (2, 13)]
     assert xcoms("taskflow_map", "total") == [(-1, {"values": [11, 12, 13], "sum": 36})]
 
@@ -90,3 +94,198 @@ def _debug(dag_id):
     with session_scope() as session:
         for t in session.scalars(select(TaskTry).where(TaskTry.dag_id == dag_id)):
             print(t.task_id, t.map_index, t.state, t.error)
+
+
+OPERATORS = """
+from datetime import datetime
+from flowsched import DAG, BashOperator, task
+
+with DAG("operator_map", start_date=datetime(2026, 1, 1)) as dag:
+    echo = BashOperator.partial(task_id="echo", retries=0).expand(
+        bash_command=["echo one", "echo two"]
+    )
+    templated = BashOperator.partial(
+        task_id="templated", bash_command="echo index=$N/{{ ti.map_index }}"
+    ).expand(env=[{"N": "a"}, {"N": "b"}, {"N": "c"}])
+    kwargs = BashOperator.partial(task_id="kwargs").expand_kwargs(
+        [{"bash_command": "echo k1"}, {"bash_command": "echo $V", "env": {"V": "k2"}}]
+    )
+
+    @task
+    def pair(x, y):
+        return f"{x}{y}"
+
+    @task
+    def kv(item):
+        key, value = item
+        return f"{key}={value}"
+
+    @task
+    def make_dict():
+        return {"b": 2, "a": 1}
+
+    @task
+    def nothing():
+        return []
+
+    @task
+    def never(x):
+        return x
+
+    @task(trigger_rule="all_done")
+    def after_nothing(values):
+        return "ran"
+
+    crossed = pair.expand(x=[1, 2], y=["a", "b", "c"])
+    kvs = kv.expand(item=make_dict())
+    empty = never.expand(x=nothing())
+    blocked = never.override(task_id="blocked")(empty)
+"""
+
+
+def test_operators_literals_cross_product_dicts_kwargs_and_zero_length(home):
+    home.write_dag("operator_map.py", OPERATORS)
+    parse()
+    operations.trigger_dag("operator_map")
+    drive(run_finished("operator_map"))
+    assert xcoms("operator_map", "echo") == [(0, "one"), (1, "two")]
+    # {{ ti.map_index }} renders per copy; mapped env reaches each copy.
+    assert xcoms("operator_map", "templated") == [
+        (0, "index=a/0"),
+        (1, "index=b/1"),
+        (2, "index=c/2"),
+    ]
+    assert xcoms("operator_map", "kwargs") == [(0, "k1"), (1, "k2")]
+    # Cross product, the last argument varying fastest (Airflow's order).
+    assert [v for _, v in xcoms("operator_map", "pair")] == ["1a", "1b", "1c", "2a", "2b", "2c"]
+    # A dict maps as (key, value) pairs, in the order of its stored JSON (keys sorted).
+    assert [v for _, v in xcoms("operator_map", "kv")] == ["a=1", "b=2"]
+    # Mapping over an empty list skips the task (map_index stays -1), and the skip flows.
+    assert copies("operator_map", "never") == [(-1, "skipped", 1)]
+    assert errors("operator_map", "never") == ["mapped over nothing: 0 items"]
+    assert copies("operator_map", "blocked") == [(-1, "skipped", 0)]
+    assert run_state("operator_map") == "success"
+
+
+def test_authoring_errors_name_the_task_and_argument(sqlite_home):
+    from flowsched import DAG, BashOperator
+    from flowsched.exceptions import DagDefinitionError
+
+    with DAG("bad_map"):
+        with pytest.raises(DagDefinitionError, match="'m1'.*unexpected type 'int'.*'bash_command'"):
+            BashOperator.partial(task_id="m1").expand(bash_command=3)
+        with pytest.raises(DagDefinitionError, match="'m2': no arguments to expand against"):
+            BashOperator.partial(task_id="m2").expand()
+        with pytest.raises(DagDefinitionError, match="'m3': cannot map over 'retries'"):
+            BashOperator.partial(task_id="m3", bash_command="true").expand(retries=[1, 2])
+        with pytest.raises(DagDefinitionError, match="'m4': 'env' given to both"):
+            BashOperator.partial(task_id="m4", env={}).expand(env=[{}])
+        with pytest.raises(DagDefinitionError, match="item 1 is a str"):
+            BashOperator.partial(task_id="m5").expand_kwargs([{"bash_command": "x"}, "y"])
+        with pytest.raises(DagDefinitionError, match="needs task_id"):
+            BashOperator.partial(bash_command="true")
+
+
+LIMITS = """
+from datetime import datetime
+from flowsched import DAG, task
+
+with DAG("map_limits", start_date=datetime(2026, 1, 1)) as dag:
+    @task
+    def too_many():
+        return [1, 2, 3, 4, 5]
+
+    @task
+    def scalar():
+        return 7
+
+    @task
+    def use(x):
+        return x
+
+    use.override(task_id="long")(x=1)
+    use.override(task_id="over_long").expand(x=too_many())
+    use.override(task_id="over_scalar").expand(x=scalar())
+"""
+
+
+def test_max_map_length_and_unmappable_values_fail_the_upstream(home):
+    home.configure(core={"max_map_length": "3"})
+    home.write_dag("map_limits.py", LIMITS)
+    parse()
+    operations.trigger_dag("map_limits")
+    drive(run_finished("map_limits"))
+    assert copies("map_limits", "too_many") == [(-1, "failed", 1)]
+    [error] = errors("map_limits", "too_many")
+    assert "unmappable return value length: 5 > 3 ([core] max_map_length" in error
+    [error] = errors("map_limits", "scalar")
+    assert "unmappable return type 'int'" in error and "'over_scalar'" in error
+    assert copies("map_limits", "over_long") == [(-1, "upstream_failed", 0)]
+    assert run_state("map_limits") == "failed"
+
+
+def test_literal_longer_than_max_map_length_is_an_import_error(sqlite_home):
+    from flowsched.dag_processor import process_folder
+
+    sqlite_home.configure(core={"max_map_length": "2"})
+    sqlite_home.write_dag(
+        "too_long.py",
+        "from datetime import datetime\n"
+        "from flowsched import DAG, BashOperator\n"
+        "with DAG('too_long', start_date=datetime(2026, 1, 1)):\n"
+        "    BashOperator.partial(task_id='wide').expand(bash_command=['a', 'b', 'c'])\n",
+    )
+    report = process_folder()
+    [error] = report.errors
+    assert "task 'wide': unmappable length 3 > 2 ([core] max_map_length)" in error
+
+
+RETRIES = """
+from datetime import datetime
+from pathlib import Path
+from flowsched import DAG, task
+
+MARKER = Path({marker!r})
+
+with DAG("map_retries", start_date=datetime(2026, 1, 1)) as dag:
+    @task(retries=1, retry_delay=0)
+    def flaky(x):
+        if x == 2 and not MARKER.exists():
+            MARKER.write_text("failed once")
+            raise RuntimeError("first try of copy 1 fails")
+        return x * 10
+
+    @task
+    def gather(values):
+        return list(values)
+
+    gather(flaky.expand(x=[1, 2, 3]))
+"""
+
+
+def test_retry_and_clear_one_index(home):
+    home.write_dag("map_retries.py", RETRIES.format(marker=str(home.root / "marker")))
+    parse()
+    run = operations.trigger_dag("map_retries")
+    drive(run_finished("map_retries"))
+    assert run_state("map_retries") == "success"
+    # Only the failing copy spent a retry.
+    assert copies("map_retries", "flaky") == [
+        (0, "success", 1),
+        (1, "success", 2),
+        (2, "success", 1),
+    ]
+    assert xcoms("map_retries", "gather") == [(-1, [10, 20, 30])]
+    # Clear one copy: it alone runs again, and the reduce step after it (downstream).
+    cleared = operations.clear_tasks(
+        "map_retries", task_regex="^flaky$", run_id=run.run_id, map_indexes=[2], downstream=True
+    )
+    assert cleared.cleared == [(run.run_id, "flaky"), (run.run_id, "gather")]
+    drive(run_finished("map_retries"))
+    assert copies("map_retries", "flaky") == [
+        (0, "success", 1),
+        (1, "success", 2),
+        (2, "success", 2),
+    ]
+    assert copies("map_retries", "gather") == [(-1, "success", 2)]
+    assert xcoms("map_retries", "gather") == [(-1, [10, 20, 30])]
