@@ -287,19 +287,40 @@ class TaskDetail:
     tries: list[TaskTry] = field(default_factory=list)
 
 
-def task_detail(session: Session, dag_id: str, run_id: str, task_id: str) -> TaskDetail:
+def task_detail(
+    session: Session, dag_id: str, run_id: str, task_id: str, map_index: int | None = None
+) -> TaskDetail:
+    """One task instance and its tries; without ``map_index``, an unmapped task's
+    instance or a mapped task's first copy."""
     run = get_run(session, dag_id, run_id)
-    ti = session.scalar(
-        select(TaskInstance).where(
-            TaskInstance.dag_run_id == run.id, TaskInstance.task_id == task_id
-        )
+    query = select(TaskInstance).where(
+        TaskInstance.dag_run_id == run.id, TaskInstance.task_id == task_id
     )
+    if map_index is not None:
+        query = query.where(TaskInstance.map_index == map_index)
+    ti = session.scalar(query.order_by(TaskInstance.map_index).limit(1))
     if ti is None:
-        raise TaskNotFound(f"run '{run_id}' of DAG '{dag_id}' has no task '{task_id}'")
+        where = f" with map_index {map_index}" if map_index is not None else ""
+        raise TaskNotFound(f"run '{run_id}' of DAG '{dag_id}' has no task '{task_id}'{where}")
     tries = session.scalars(
         select(TaskTry).where(TaskTry.task_instance_id == ti.id).order_by(TaskTry.try_number)
     ).all()
     return TaskDetail(run, ti, list(tries))
+
+
+def mapped_copies(session: Session, dag_id: str, run_id: str, task_id: str) -> list[TaskInstance]:
+    """Every instance of a task in map_index order (one, at -1, for an unmapped task)."""
+    run = get_run(session, dag_id, run_id)
+    tis = list(
+        session.scalars(
+            select(TaskInstance)
+            .where(TaskInstance.dag_run_id == run.id, TaskInstance.task_id == task_id)
+            .order_by(TaskInstance.map_index)
+        )
+    )
+    if not tis:
+        raise TaskNotFound(f"run '{run_id}' of DAG '{dag_id}' has no task '{task_id}'")
+    return tis
 
 
 def dag_versions(session: Session, dag_id: str) -> list[DagVersion]:
