@@ -289,3 +289,73 @@ def test_retry_and_clear_one_index(home):
     ]
     assert copies("map_retries", "gather") == [(-1, "success", 2)]
     assert xcoms("map_retries", "gather") == [(-1, [10, 20, 30])]
+
+
+def test_map_index_in_cli_and_api(sqlite_home):
+    from tests.test_cli import flowsched
+    from tests.web.conftest import make_web
+    from tests.web.openapi_check import check
+
+    home = sqlite_home
+    home.write_dag("map_retries.py", RETRIES.format(marker=str(home.root / "marker")))
+    home.root.joinpath("marker").write_text("no failure this time")
+    parse()
+    run = operations.trigger_dag("map_retries", run_id="r1")
+    drive(run_finished("map_retries"))
+
+    states = flowsched(home, "tasks", "states", "map_retries", "r1").stdout
+    assert "map_index" in states and states.count("flaky") == 3
+    out = flowsched(home, "tasks", "run", "map_retries", "flaky", "r1", "--map-index", "1")
+    assert "flaky[1] try 2: success" in out.stdout
+    missing = flowsched(home, "tasks", "run", "map_retries", "flaky", "r1", check=False)
+    assert missing.returncode != 0 and "a mapped task: give --map-index" in missing.stderr
+    cleared = flowsched(
+        home,
+        "tasks",
+        "clear",
+        "map_retries",
+        "--task",
+        "^flaky$",
+        "--run",
+        "r1",
+        "--map-index",
+        "0",
+        "--dry-run",
+    ).stdout
+    assert "would clear 1 task instance(s)" in cleared
+    assert copies("map_retries", "flaky") == [
+        (0, "success", 1),
+        (1, "success", 2),
+        (2, "success", 1),
+    ]
+
+    web = make_web(home)
+    client = web.client()
+    op = web.api("op")
+    base = f"/api/v1/dags/map_retries/runs/{run.run_id}/tasks"
+    listed = check(client.get(f"{base}/flaky/listMapped", headers=op))
+    assert [ti["map_index"] for ti in listed["task_instances"]] == [0, 1, 2]
+    assert listed["total_entries"] == 3
+    one = check(client.get(f"{base}/flaky/1", headers=op))
+    assert (one["map_index"], one["try_number"], len(one["tries"])) == (1, 2, 2)
+    assert client.get(f"{base}/flaky/7", headers=op).status_code == 404
+    every = check(client.get(base, headers=op))["task_instances"]
+    assert sorted((ti["task_id"], ti["map_index"]) for ti in every) == [
+        ("flaky", 0),
+        ("flaky", 1),
+        ("flaky", 2),
+        ("gather", -1),
+    ]
+    done = check(
+        client.post(
+            "/api/v1/dags/map_retries/clear",
+            json={"dag_run_id": "r1", "task_ids": [["flaky", 2]]},
+            headers=op,
+        )
+    )
+    assert done["cleared"] == [{"run_id": "r1", "task_id": "flaky"}]
+    assert copies("map_retries", "flaky") == [(0, "success", 1), (1, "success", 2), (2, "none", 1)]
+    bad = client.post(
+        "/api/v1/dags/map_retries/clear", json={"task_ids": [["flaky", "x"]]}, headers=op
+    )
+    assert bad.status_code == 400 and "[task_id, map_index] pairs" in check(bad)["detail"]
