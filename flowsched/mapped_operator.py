@@ -250,8 +250,8 @@ def is_mapped(task: Any) -> bool:
 
 def _mapped_consumers(task: BaseOperator) -> list[tuple[str, dict[str, Any]]]:
     """(downstream task id, XCom reference) for each mapped task that maps over ``task``."""
-    if task.dag is None:
-        return []
+    if task.dag is None or isinstance(task.dag.tasks.get(task.task_id), MappedOperator):
+        return []  # a copy pushes one item: the downstream maps over all the copies' values
     found = []
     for task_id in sorted(task.downstream_task_ids):
         downstream = task.dag.tasks.get(task_id)

@@ -359,3 +359,23 @@ def test_map_index_in_cli_and_api(sqlite_home):
         "/api/v1/dags/map_retries/clear", json={"task_ids": [["flaky", "x"]]}, headers=op
     )
     assert bad.status_code == 400 and "[task_id, map_index] pairs" in check(bad)["detail"]
+
+
+def test_example_dynamic_task_mapping_dag_runs(sqlite_home):
+    import shutil
+    from pathlib import Path
+
+    import flowsched
+
+    example = Path(flowsched.__file__).parent / "example_dags" / "example_dynamic_task_mapping.py"
+    shutil.copy(example, sqlite_home.dags / example.name)
+    parse()
+    operations.trigger_dag("example_dynamic_task_mapping")
+    drive(run_finished("example_dynamic_task_mapping"))
+    assert run_state("example_dynamic_task_mapping") == "success"
+    assert xcoms("example_dynamic_task_mapping", "double") == [(0, 4), (1, 6), (2, 8)]
+    assert xcoms("example_dynamic_task_mapping", "total") == [(-1, 18)]
+    assert xcoms("example_dynamic_task_mapping", "echo") == [
+        (0, "copy 0: alpha"),
+        (1, "copy 1: beta"),
+    ]
