@@ -15,6 +15,9 @@ from flowsched import operations
 from flowsched.db.engine import session_scope
 from flowsched.db.models import TaskInstance, TaskTry, XCom
 from tests.harness import drive, parse, run_finished, run_state
+from tests.web import test_e2e
+
+browser = test_e2e.browser  # the module-scoped Chromium fixture, shared
 
 
 def copies(dag_id: str, task_id: str) -> list[tuple[int, str, int]]:
@@ -172,7 +175,7 @@ def test_authoring_errors_name_the_task_and_argument(sqlite_home):
     from flowsched.exceptions import DagDefinitionError
 
     with DAG("bad_map"):
-        with pytest.raises(DagDefinitionError, match="'m1'.*unexpected type 'int'.*'bash_command'"):
+        with pytest.raises(DagDefinitionError, match=r"'m1'.*unexpected type 'int'.*'bash_command'"):
             BashOperator.partial(task_id="m1").expand(bash_command=3)
         with pytest.raises(DagDefinitionError, match="'m2': no arguments to expand against"):
             BashOperator.partial(task_id="m2").expand()
@@ -291,17 +294,81 @@ def test_retry_and_clear_one_index(home):
     assert xcoms("map_retries", "gather") == [(-1, [10, 20, 30])]
 
 
+def _ran_retries_dag(home):
+    home.write_dag("map_retries.py", RETRIES.format(marker=str(home.root / "marker")))
+    home.root.joinpath("marker").write_text("no failure this time")
+    parse()
+    operations.trigger_dag("map_retries", run_id="r1")
+    drive(run_finished("map_retries"))
+
+
+def test_grid_and_task_page_show_mapped_tasks_and_clear_one(sqlite_home):
+    import re
+
+    from tests.web.conftest import csrf_of, make_web
+
+    _ran_retries_dag(sqlite_home)
+    web = make_web(sqlite_home)
+    client = web.client("op")
+    grid = client.get("/dags/map_retries").text
+    # One square per mapped task and run, its copies counted; the row marked mapped.
+    assert re.search(r'class="cell s-success"[^>]*data-mapped="3"[^>]*3 mapped tasks', grid)
+    assert re.search(r'flaky <span class="muted small mapped-mark">\[ \]</span>', grid)
+    page = client.get("/dags/map_retries/runs/r1/tasks/flaky?map_index=1").text
+    assert '<span class="mono" id="map-index">[1]</span>' in page
+    assert "1 of 3 mapped tasks" in page
+    links = re.findall(r"/dags/map_retries/runs/r1/tasks/flaky\?map_index=(\d)", page)
+    assert sorted(set(links)) == ["0", "1", "2"]
+    assert "/tasks/flaky/log?try=1&amp;map_index=1" in page  # this copy's log
+    cleared = client.post(
+        "/dags/map_retries/clear",
+        data={
+            "run_id": "r1",
+            "task_id": "flaky",
+            "map_index": "1",
+            "csrf_token": csrf_of(client),
+            "next": "/dags/map_retries",
+        },
+    )
+    assert cleared.status_code == 302
+    assert copies("map_retries", "flaky") == [(0, "success", 1), (1, "none", 1), (2, "success", 1)]
+    unmapped = client.get("/dags/map_retries/runs/r1/tasks/gather").text
+    assert 'id="map-index"' not in unmapped and "mapped-tasks" not in unmapped
+
+
+def test_browser_grid_square_leads_to_a_mapped_copy(sqlite_home, browser):
+    from playwright.sync_api import expect
+
+    from flowsched.web.users import create_user
+    from tests.web.test_e2e import PASSWORD, Stack, log_in, new_page
+
+    _ran_retries_dag(sqlite_home)
+    create_user("mia", PASSWORD, "viewer")
+    stack = Stack(sqlite_home)
+    try:
+        base = stack.webserver()
+        page = new_page(browser)
+        log_in(page, base, "mia")
+        page.goto(f"{base}/dags/map_retries")
+        square = page.locator('tr[data-task-id="flaky"] a.cell')
+        expect(square).to_have_attribute("data-mapped", "3")
+        square.click()
+        expect(page.locator("#map-index")).to_have_text("[0]")
+        page.locator("#mapped-tasks a", has_text="2").click()
+        expect(page.locator("#map-index")).to_have_text("[2]")
+        expect(page.locator("#mapped-tasks tr.current td").first).to_have_text("2")
+        page.close()
+    finally:
+        stack.stop()
+
+
 def test_map_index_in_cli_and_api(sqlite_home):
     from tests.test_cli import flowsched
     from tests.web.conftest import make_web
     from tests.web.openapi_check import check
 
     home = sqlite_home
-    home.write_dag("map_retries.py", RETRIES.format(marker=str(home.root / "marker")))
-    home.root.joinpath("marker").write_text("no failure this time")
-    parse()
-    run = operations.trigger_dag("map_retries", run_id="r1")
-    drive(run_finished("map_retries"))
+    _ran_retries_dag(home)
 
     states = flowsched(home, "tasks", "states", "map_retries", "r1").stdout
     assert "map_index" in states and states.count("flaky") == 3
@@ -332,7 +399,7 @@ def test_map_index_in_cli_and_api(sqlite_home):
     web = make_web(home)
     client = web.client()
     op = web.api("op")
-    base = f"/api/v1/dags/map_retries/runs/{run.run_id}/tasks"
+    base = "/api/v1/dags/map_retries/runs/r1/tasks"
     listed = check(client.get(f"{base}/flaky/listMapped", headers=op))
     assert [ti["map_index"] for ti in listed["task_instances"]] == [0, 1, 2]
     assert listed["total_entries"] == 3

@@ -8,7 +8,7 @@ the DAGs page is four queries whatever the page size, a DAG's grid three.
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ from flowsched.db.models import Dag, DagRun, DagVersion, ImportError_, Job, Task
 from flowsched.exceptions import DagNotFound, TaskNotFound
 from flowsched.operations import get_dag, get_run
 from flowsched.serialization import SerializedDAG
+from flowsched.web.group_view import summary_state
 
 RECENT_RUNS = 25
 MAX_PAGE_SIZE = 100
@@ -189,6 +190,8 @@ def dag_detail(session: Session, dag_id: str) -> DagDetail:
 class Cell:
     state: str
     try_number: int
+    # A mapped task's copies in this run (0: not mapped, or not expanded yet).
+    mapped: int = 0
 
 
 @dataclass
@@ -224,13 +227,24 @@ def dag_grid(
             select(
                 TaskInstance.dag_run_id,
                 TaskInstance.task_id,
+                TaskInstance.map_index,
                 TaskInstance.state,
                 TaskInstance.try_number,
             ).where(TaskInstance.dag_run_id.in_(list(by_pk)))
         ).all()
+        copies: dict[tuple[str, str], list[Any]] = defaultdict(list)
         for ti in ti_rows:
-            cells[(by_pk[ti.dag_run_id], ti.task_id)] = Cell(ti.state, ti.try_number)
+            key = (by_pk[ti.dag_run_id], ti.task_id)
+            if ti.map_index < 0:
+                cells[key] = Cell(ti.state, ti.try_number)
+            else:
+                copies[key].append(ti)
             seen_tasks.add(ti.task_id)
+        for key, tis in copies.items():
+            # One square per mapped task and run, in the state that matters most
+            # among its copies (as a group's square); the count in its tooltip.
+            state = summary_state(ti.state for ti in tis)
+            cells[key] = Cell(state, max(ti.try_number for ti in tis), len(tis))
     order = detail.serialized.topological_order()
     removed = sorted(seen_tasks - set(order))  # tasks of older versions, shown last
     return Grid([_run_summary(r) for r in rows], order + removed, cells, has_older)
