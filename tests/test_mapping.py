@@ -175,7 +175,8 @@ def test_authoring_errors_name_the_task_and_argument(sqlite_home):
     from flowsched.exceptions import DagDefinitionError
 
     with DAG("bad_map"):
-        with pytest.raises(DagDefinitionError, match=r"'m1'.*unexpected type 'int'.*'bash_command'"):
+        wrong_type = r"'m1'.*unexpected type 'int'.*'bash_command'"
+        with pytest.raises(DagDefinitionError, match=wrong_type):
             BashOperator.partial(task_id="m1").expand(bash_command=3)
         with pytest.raises(DagDefinitionError, match="'m2': no arguments to expand against"):
             BashOperator.partial(task_id="m2").expand()
