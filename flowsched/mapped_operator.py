@@ -230,7 +230,9 @@ class MappedOperator(BaseOperator):
         settled = {name: getattr(self, name) for name in TASK_DEFAULTS}
         settled["params"] = self.params
         base = {k: v for k, v in self.base_kwargs.items() if k not in ("dag", "task_group")}
-        operator = self.operator_class(self.task_id, dag=None, **{**base, **settled, **kwargs})
+        operator = self.operator_class(
+            task_id=self.task_id, dag=None, **{**base, **settled, **kwargs}
+        )
         operator.task_id = self.task_id
         operator.dag = self.dag
         operator.task_group = self.task_group
