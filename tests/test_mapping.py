@@ -73,7 +73,13 @@ with DAG("taskflow_map", start_date=datetime(2026, 1, 1)) as dag:
     def total(values):
         return {"values": list(values), "sum": sum(values)}
 
-    total(add.partial(y=10).expand(x=make()))
+    @task
+    def negate(x):
+        return -x
+
+    added = add.partial(y=10).expand(x=make())
+    total(added)
+    negate.expand(x=added)  # second order: mapped over a mapped task's results
 """
 
 
@@ -91,6 +97,7 @@ def test_taskflow_expand_over_xcom_and_reduce_in_order(home):
     ]
     assert xcoms("taskflow_map", "add") == [(0, 11), (1, 12), (2, 13)]
     assert xcoms("taskflow_map", "total") == [(-1, {"values": [11, 12, 13], "sum": 36})]
+    assert xcoms("taskflow_map", "negate") == [(0, -11), (1, -12), (2, -13)]
 
 
 def _debug(dag_id):
@@ -333,6 +340,9 @@ def test_grid_and_task_page_show_mapped_tasks_and_clear_one(sqlite_home):
     )
     assert cleared.status_code == 302
     assert copies("map_retries", "flaky") == [(0, "success", 1), (1, "none", 1), (2, "success", 1)]
+    graph = client.get("/dags/map_retries/graph?run_id=r1").text
+    assert re.search(r'<g class="node s-[a-z_]+ mapped" data-task-id="flaky">', graph)
+    assert "flaky [ ]</text>" in graph
     unmapped = client.get("/dags/map_retries/runs/r1/tasks/gather").text
     assert 'id="map-index"' not in unmapped and "mapped-tasks" not in unmapped
 
@@ -375,6 +385,8 @@ def test_map_index_in_cli_and_api(sqlite_home):
     assert "map_index" in states and states.count("flaky") == 3
     out = flowsched(home, "tasks", "run", "map_retries", "flaky", "r1", "--map-index", "1")
     assert "flaky[1] try 2: success" in out.stdout
+    log = flowsched(home, "tasks", "log", "map_retries", "flaky", "r1", "--map-index", "1")
+    assert "map_index=1" in log.stdout and "try=2" in log.stdout
     missing = flowsched(home, "tasks", "run", "map_retries", "flaky", "r1", check=False)
     assert missing.returncode != 0 and "a mapped task: give --map-index" in missing.stderr
     cleared = flowsched(

@@ -6,6 +6,7 @@ transaction and renders after it ends, so no lock is held while HTML is built.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
@@ -22,7 +23,7 @@ from flowsched.timezone import parse_datetime
 from flowsched.web import graph, logs, queries
 from flowsched.web.auth import require
 from flowsched.web.datasets_view import dataset_summaries
-from flowsched.web.group_view import GroupView, grid_rows
+from flowsched.web.group_view import GroupView, grid_rows, summary_state
 from flowsched.web.openapi import spec
 from flowsched.web.users import Role
 from flowsched.web.workers import active_count, workers_view
@@ -112,13 +113,15 @@ def dag_graph(dag_id: str) -> Any:
         states: dict[str, str] = {}
         serialized = detail.serialized
         if run is not None:
-            states = dict(
-                session.execute(
-                    select(TaskInstance.task_id, TaskInstance.state).where(
-                        TaskInstance.dag_run_id == run.id
-                    )
-                ).all()
-            )
+            by_task: dict[str, list[str]] = defaultdict(list)
+            for task_id, state in session.execute(
+                select(TaskInstance.task_id, TaskInstance.state).where(
+                    TaskInstance.dag_run_id == run.id
+                )
+            ):
+                by_task[task_id].append(state)
+            # A mapped task's copies drawn as one box in the state that matters most.
+            states = {task_id: summary_state(found) for task_id, found in by_task.items()}
             if run.dag_version_id and run.dag_version_id != detail.version.id:
                 version = session.get(DagVersion, run.dag_version_id)
                 if version is not None:
