@@ -16,7 +16,6 @@ tuples; ``expand_kwargs`` takes a list of keyword dicts, one task instance each.
 from __future__ import annotations
 
 import inspect
-import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -216,8 +215,13 @@ class MappedOperator(BaseOperator):
                 )
             return dict(chosen)
         columns = {name: resolved(value) for name, value in self.mapped.items()}
-        combination = list(itertools.product(*columns.values()))[map_index]
-        return dict(zip(columns, combination, strict=True))
+        # The cross product's map_index-th item, the last argument varying fastest.
+        chosen: dict[str, Any] = {}
+        remainder = map_index
+        for name in reversed(list(columns)):
+            remainder, position = divmod(remainder, len(columns[name]))
+            chosen[name] = columns[name][position]
+        return {name: chosen[name] for name in columns}
 
     def unmap(self, map_index: int, pull: Puller) -> BaseOperator:
         """The real operator for one copy, with this task's id, DAG and settings."""
