@@ -343,6 +343,10 @@ def test_grid_and_task_page_show_mapped_tasks_and_clear_one(sqlite_home):
     graph = client.get("/dags/map_retries/graph?run_id=r1").text
     assert re.search(r'<g class="node s-[a-z_]+ mapped" data-task-id="flaky">', graph)
     assert "flaky [ ]</text>" in graph
+    run_page = client.get("/dags/map_retries/runs/r1").text
+    rows = re.findall(r'<tr data-task-id="(\w+)"(?: data-map-index="(\d)")?>', run_page)
+    assert rows == [("flaky", "0"), ("flaky", "1"), ("flaky", "2"), ("gather", "")]
+    assert "/tasks/flaky?map_index=2" in run_page
     unmapped = client.get("/dags/map_retries/runs/r1/tasks/gather").text
     assert 'id="map-index"' not in unmapped and "mapped-tasks" not in unmapped
 

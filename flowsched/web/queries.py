@@ -288,9 +288,9 @@ def run_detail(session: Session, dag_id: str, run_id: str) -> RunDetail:
     serialized = SerializedDAG(version.serialized) if version else None
     if serialized is not None:
         rank = {task_id: n for n, task_id in enumerate(serialized.topological_order())}
-        tis.sort(key=lambda ti: (rank.get(ti.task_id, len(rank)), ti.task_id))
+        tis.sort(key=lambda ti: (rank.get(ti.task_id, len(rank)), ti.task_id, ti.map_index))
     else:
-        tis.sort(key=lambda ti: ti.task_id)
+        tis.sort(key=lambda ti: (ti.task_id, ti.map_index))
     return RunDetail(run, tis, version, serialized)
 
 
