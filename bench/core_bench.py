@@ -99,6 +99,8 @@ def configure(root: Path, url: str, parallelism: int) -> Path:
         dags_folder = {dags}
         parallelism = {parallelism}
         max_map_length = 100000
+        # A new DAG starts paused by default (as in Airflow): its runs would never start.
+        dags_are_paused_at_creation = false
         [database]
         sql_alchemy_conn = {url}
         [logging]
