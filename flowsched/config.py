@@ -178,6 +178,12 @@ OPTIONS: dict[str, dict[str, Option]] = {
             True,
         ),
         "max_xcom_size": Option(_positive(int), "65536", "Largest XCom value in bytes (JSON)."),
+        "max_map_length": Option(
+            _positive(int),
+            "1024",
+            "Most task instances one mapped task may expand into (Airflow's default: 1024); "
+            "a longer list or dict to map over fails with the lengths in the error.",
+        ),
         "outage_tolerance": Option(
             _positive(float),
             "900",

@@ -271,7 +271,9 @@ class DAG:
             "tasks": [
                 {
                     "task_id": task.task_id,
-                    "operator": type(task).__name__,
+                    "operator": getattr(task, "operator_name", type(task).__name__),
+                    # Dynamic task mapping: lengths and XCom references, never values.
+                    "mapped": task.mapping_spec() if hasattr(task, "mapping_spec") else None,
                     "upstream": sorted(task.upstream_task_ids),
                     "retries": task.retries,
                     "retry_delay": seconds(task.retry_delay),

@@ -45,19 +45,25 @@ class _TaskFactory:
         self.options = options
         self.operator_class = operator_class
 
-    def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
+    def _placed(self, how: str) -> tuple[DAG, str, dict[str, Any]]:
+        """(DAG, task_id, operator options) of the task this call adds; ``how`` it was
+        used (called, mapped) for the error when there is no DAG to add it to."""
         dag = self.options.get("dag") or DagContext.current()
         if dag is None:
             raise DagDefinitionError(
-                f"@task '{self.func.__name__}' was called outside a DAG: "
-                "call it inside `with DAG(...):` or a @dag function"
+                f"@task '{self.func.__name__}' was {how} outside a DAG: "
+                "use it inside `with DAG(...):` or a @dag function"
             )
         options = {key: value for key, value in self.options.items() if key != "dag"}
         group = task_group_for(dag, options.get("task_group"))
         task_id = options.pop("task_id", None) or unique_task_label(dag, group, self.func.__name__)
-        options.setdefault("multiple_outputs", _returns_dict(self.func))
         if self.func.__doc__ and "doc_md" not in options:
             options["doc_md"] = inspect.cleandoc(self.func.__doc__)
+        return dag, task_id, options
+
+    def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
+        dag, task_id, options = self._placed("called")
+        options.setdefault("multiple_outputs", _returns_dict(self.func))
         operator = self.operator_class(
             task_id,
             python_callable=self.func,
@@ -70,8 +76,43 @@ class _TaskFactory:
             reference.operator.set_downstream(operator)
         return XComArg(operator)
 
+    def partial(self, **kwargs: Any) -> _TaskPartial:
+        """Arguments of the function shared by every copy of a mapped task."""
+        return _TaskPartial(self, kwargs)
+
+    def expand(self, **mapped: Any) -> XComArg:
+        return self.partial().expand(**mapped)
+
+    def expand_kwargs(self, kwargs: Any) -> XComArg:
+        return self.partial().expand_kwargs(kwargs)
+
+    def _mapped(self, partial: dict[str, Any], **how: Any) -> XComArg:
+        """Add the mapped task; its XComArg pulls every copy's result in map_index order."""
+        from flowsched.mapped_operator import MappedOperator
+
+        dag, task_id, options = self._placed("mapped")
+        kwargs = {"task_id": task_id, "python_callable": self.func, "op_kwargs": partial}
+        operator = MappedOperator.build(
+            self.operator_class, {**options, **kwargs, "dag": dag}, into="op_kwargs", **how
+        )
+        return XComArg(operator)
+
     def override(self, **options: Any) -> _TaskFactory:
         return _TaskFactory(self.func, {**self.options, **options}, self.operator_class)
+
+
+class _TaskPartial:
+    """``my_task.partial(y=1)``: waits for ``.expand(x=[...])`` or ``.expand_kwargs(...)``."""
+
+    def __init__(self, factory: _TaskFactory, kwargs: dict[str, Any]) -> None:
+        self.factory = factory
+        self.kwargs = kwargs
+
+    def expand(self, **mapped: Any) -> XComArg:
+        return self.factory._mapped(self.kwargs, mapped=mapped)
+
+    def expand_kwargs(self, kwargs: Any) -> XComArg:
+        return self.factory._mapped(self.kwargs, mapped_kwargs=kwargs)
 
 
 def _decorator(operator_class: type) -> Callable[..., Any]:

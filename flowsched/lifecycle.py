@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from flowsched.dataset_events import record_outlet_events
@@ -187,6 +187,7 @@ def queue_try(
                 dag_id=ti.dag_id,
                 run_id=ti.run_id,
                 task_id=ti.task_id,
+                map_index=ti.map_index,
                 try_number=try_number,
                 state=TaskState.QUEUED.value,
                 fingerprint=fingerprint,
@@ -205,6 +206,7 @@ def queue_try(
         queue=queue,
         dag_version_id=dag_version_id,
         plugins=dict(plugins or {}),
+        map_index=ti.map_index,
     )
 
 
@@ -678,3 +680,77 @@ def _request_callback(
             reason=reason,
         )
     )
+
+
+def expand_mapped(session: Session, ti_id: int, count: int, now: datetime) -> int:
+    """none -> scheduled as ``count`` copies of a mapped task, map_index 0..count-1.
+
+    As in Airflow the unexpanded instance (map_index -1) becomes copy 0 and the
+    others are added beside it, all scheduled at once: their upstreams are done.
+    Returns how many copies now exist (0 if someone else expanded it first).
+    """
+    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
+    if ti is None or ti.map_index != -1 or ti.state != TaskState.NONE.value or count < 1:
+        return 0
+    ti.map_index = 0
+    ti.state = TaskState.SCHEDULED.value
+    ti.scheduled_at = now
+    session.flush()
+    copies = [
+        {
+            "dag_run_id": ti.dag_run_id,
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "task_id": ti.task_id,
+            "map_index": index,
+            "state": TaskState.SCHEDULED.value,
+            "scheduled_at": now,
+            "try_number": 0,
+            "max_tries": ti.max_tries,
+            "operator": ti.operator,
+            "queue": ti.queue,
+            "pool": ti.pool,
+            "priority_weight": ti.priority_weight,
+            "lost_count": 0,
+        }
+        for index in range(1, count)
+    ]
+    for start in range(0, len(copies), 500):
+        session.execute(insert(TaskInstance), copies[start : start + 500])
+    return count
+
+
+def end_unexpanded(
+    session: Session, ti_id: int, state: TaskState, reason: str, now: datetime
+) -> TaskState | None:
+    """none -> skipped (nothing to map over) or failed (unmappable) for a mapped task
+    that cannot expand; the reason is kept as a try's error where the task page shows it.
+    """
+    result = session.execute(
+        update(TaskInstance)
+        .where(
+            TaskInstance.id == ti_id,
+            TaskInstance.map_index == -1,
+            TaskInstance.state == TaskState.NONE.value,
+        )
+        .values(state=state.value, start_date=now, end_date=now, try_number=1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    ti = session.get(TaskInstance, ti_id)
+    assert ti is not None
+    session.add(
+        TaskTry(
+            task_instance_id=ti_id,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            try_number=1,
+            state=state.value,
+            start_date=now,
+            end_date=now,
+            error=reason,
+        )
+    )
+    return state

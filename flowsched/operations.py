@@ -7,6 +7,8 @@ same wherever it is taken from, and each writes an audit row.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -181,6 +183,7 @@ def clear_tasks(
     dry_run: bool = False,
     reset_dag_runs: bool = True,
     actor: str | None = None,
+    map_indexes: Collection[int] | None = None,
 ) -> ClearResult:
     """Reset matching task instances so they run again; successes elsewhere stay.
 
@@ -189,6 +192,8 @@ def clear_tasks(
     Airflow's clear does. A cleared instance keeps its try history and gets its
     full retry budget again; its run goes back to running (unless not
     ``reset_dag_runs``). ``dry_run`` only reports what would be cleared.
+    ``map_indexes`` clears only those copies of the selected mapped tasks (Airflow's
+    per-index clear); their relatives are cleared whole.
     """
     try:
         pattern = re.compile(task_regex) if task_regex else None
@@ -202,28 +207,26 @@ def clear_tasks(
         if pattern is not None and not selected:
             raise FlowschedError(f"no task of DAG '{dag_id}' matches {task_regex!r}")
         for run in _runs_around(session, dag_id, run_id, past=past, future=future):
-            tis = {
-                ti.task_id: ti
-                for ti in session.scalars(
-                    select(TaskInstance).where(TaskInstance.dag_run_id == run.id)
-                )
-            }
-            targets = {
-                task_id
-                for task_id in selected
-                if task_id in tis
-                and (
-                    not only_failed
-                    or tis[task_id].state
-                    in (TaskState.FAILED.value, TaskState.UPSTREAM_FAILED.value)
-                )
-            }
-            targets |= _relatives(dag, targets, upstream=upstream, downstream=downstream)
-            targets = {t for t in targets if t in tis}
-            if any(
-                tis[t].state in (TaskState.RUNNING.value, TaskState.QUEUED.value) for t in targets
+            tis: dict[str, list[TaskInstance]] = defaultdict(list)
+            for ti in session.scalars(
+                select(TaskInstance)
+                .where(TaskInstance.dag_run_id == run.id)
+                .order_by(TaskInstance.map_index)
             ):
-                busy = sorted(t for t in targets if tis[t].state in ("running", "queued"))
+                if map_indexes is None or ti.task_id not in selected or ti.map_index in map_indexes:
+                    tis[ti.task_id].append(ti)
+            failed = (TaskState.FAILED.value, TaskState.UPSTREAM_FAILED.value)
+            if only_failed:
+                # A mapped task's copies are cleared one by one: only the failed ones.
+                for task_id in selected:
+                    tis[task_id] = [ti for ti in tis.get(task_id, []) if ti.state in failed]
+            targets = {task_id for task_id in selected if tis.get(task_id)}
+            targets |= _relatives(dag, targets, upstream=upstream, downstream=downstream)
+            targets = {t for t in targets if tis.get(t)}
+            busy = sorted(
+                {t for t in targets for ti in tis[t] if ti.state in ("running", "queued")}
+            )
+            if busy:
                 raise FlowschedError(
                     f"run '{run.run_id}': {', '.join(busy)} still queued or running; "
                     "wait for them or mark them first"
@@ -233,13 +236,14 @@ def clear_tasks(
             result.cleared.extend((run.run_id, task_id) for task_id in sorted(targets))
             if dry_run:
                 continue
-            ids = [tis[t].id for t in targets]
+            ids = [ti.id for t in targets for ti in tis[t]]
             session.execute(delete(XCom).where(XCom.task_instance_id.in_(ids)))
             moved = clear_tries(
                 session,
                 [
-                    (tis[t], spec.retries if (spec := dag.tasks.get(t)) else 0)
+                    (ti, spec.retries if (spec := dag.tasks.get(t)) else 0)
                     for t in sorted(targets)
+                    for ti in tis[t]
                 ],
             )
             if moved:
@@ -266,6 +270,7 @@ def clear_tasks(
                 "past": past,
                 "future": future,
                 "count": len(result.cleared),
+                "map_indexes": sorted(map_indexes) if map_indexes is not None else None,
             },
         )
     return result
@@ -444,7 +449,9 @@ def task_states(dag_id: str, run_id: str) -> list[TaskInstance]:
     with session_scope(read_only=True) as session:
         run = get_run(session, dag_id, run_id)
         tis = session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_run_id == run.id).order_by(TaskInstance.id)
+            select(TaskInstance)
+            .where(TaskInstance.dag_run_id == run.id)
+            .order_by(TaskInstance.id, TaskInstance.map_index)
         ).all()
         for ti in tis:
             session.expunge(ti)
@@ -484,12 +491,12 @@ def waiting_reasons(dag_id: str, run_id: str) -> dict[str, str]:
     }
 
 
-def try_errors(dag_id: str, run_id: str) -> dict[str, str]:
-    """The error of each task's current try in a run, for tasks whose try has one."""
+def try_errors(dag_id: str, run_id: str) -> dict[tuple[str, int], str]:
+    """The error of each task instance's current try in a run, by (task_id, map_index)."""
     with session_scope(read_only=True) as session:
         run = get_run(session, dag_id, run_id)
         rows = session.execute(
-            select(TaskTry.task_id, TaskTry.error)
+            select(TaskTry.task_id, TaskInstance.map_index, TaskTry.error)
             .join(TaskInstance, TaskInstance.id == TaskTry.task_instance_id)
             .where(
                 TaskInstance.dag_run_id == run.id,
@@ -497,7 +504,7 @@ def try_errors(dag_id: str, run_id: str) -> dict[str, str]:
                 TaskTry.error.is_not(None),
             )
         ).all()
-    return {task_id: error for task_id, error in rows}
+    return {(task_id, map_index): error for task_id, map_index, error in rows}
 
 
 def run_is_finished(dag_id: str, run_id: str) -> bool:

@@ -45,6 +45,8 @@ class TaskSpec:
     wait_for_downstream: bool = False
     max_active_tis_per_dag: int | None = None
     max_active_tis_per_dagrun: int | None = None
+    # A mapped task: {"kind": "expand"|"expand_kwargs", "args": [{"name", "length"|"xcom"}]}.
+    mapped: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
@@ -71,6 +73,7 @@ class TaskSpec:
             wait_for_downstream=data.get("wait_for_downstream", False),
             max_active_tis_per_dag=data.get("max_active_tis_per_dag"),
             max_active_tis_per_dagrun=data.get("max_active_tis_per_dagrun"),
+            mapped=data.get("mapped"),
         )
 
     def retry_delay_for(self, try_number: int) -> timedelta:

@@ -151,7 +151,7 @@ def _set_up_log(workload: Workload, nodename: str, *, foreground: bool) -> str |
     exit code: the caller claims the try and records this text as its error.
     """
     relative = relative_log_path(
-        workload.dag_id, workload.run_id, workload.task_id, workload.try_number
+        workload.dag_id, workload.run_id, workload.task_id, workload.try_number, workload.map_index
     )
     try:
         fd = open_for_append(relative)

@@ -43,6 +43,7 @@ from flowsched.lifecycle import (
     skip_tasks,
     skip_try,
 )
+from flowsched.mapped_operator import check_pushed_for_mapping, is_mapped
 from flowsched.operators.skip import SkipMixin
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, OutageTooLong, result_retry_cap
 from flowsched.params import run_params
@@ -54,11 +55,9 @@ from flowsched.template_accessors import template_accessors
 from flowsched.templating import BUILTIN_MACROS
 from flowsched.timezone import display, utcnow
 from flowsched.workloads import Workload
-from flowsched.xcom import TaskInstanceContext, push_xcom
+from flowsched.xcom import TaskInstanceContext, pull_xcom, push_xcom
 
 log = logging.getLogger("flowsched.task")
-
-
 
 
 class _Macros:
@@ -77,9 +76,10 @@ def macros_namespace() -> _Macros:
 
 
 def build_context(workload: Workload, task: Any, dag: Any, run: DagRun) -> dict[str, Any]:
-    ti = TaskInstanceContext(workload.dag_id, workload.run_id, workload.task_id, workload.ti_id)
+    ti = TaskInstanceContext(
+        workload.dag_id, workload.run_id, workload.task_id, workload.ti_id, workload.map_index
+    )
     ti.try_number = workload.try_number  # type: ignore[attr-defined]
-    ti.map_index = -1  # type: ignore[attr-defined]
     return {
         "dag": dag,
         "task": task,
@@ -146,6 +146,16 @@ def _push_result(workload: Workload, task: Any, result: Any) -> None:
 NOTHING: frozenset[str] = frozenset()
 
 
+def _puller(workload: Workload) -> Any:
+    """Reads the run's XComs for a mapped task's copy: (task_id, key) -> value."""
+
+    def pull(task_id: str, key: str) -> Any:
+        with session_scope(read_only=True) as session:
+            return pull_xcom(session, workload.dag_id, workload.run_id, task_id, key)
+
+    return pull
+
+
 def execute(
     workload: Workload,
     nodename: str,
@@ -201,6 +211,9 @@ def execute(
     task = dag.tasks.get(workload.task_id)
     if task is None:
         return False, f"DAG '{workload.dag_id}' has no task '{workload.task_id}'", None, NOTHING
+    if is_mapped(task):
+        # This copy's operator, from the run's XComs (see flowsched.mapped_operator).
+        task = task.unmap(workload.map_index, _puller(workload))
     with session_scope(read_only=True) as session:
         run = session.scalar(
             select(DagRun).where(DagRun.dag_id == workload.dag_id, DagRun.run_id == workload.run_id)
@@ -216,6 +229,7 @@ def execute(
         task_callbacks.on_execute()
         with time_limit(task.execution_timeout), current_context(context):
             result = task.execute(context)
+        check_pushed_for_mapping(task, result)
         _push_result(workload, task, result)
         skips = frozenset(task.tasks_to_skip) if isinstance(task, SkipMixin) else NOTHING
         return True, None, rendered, skips
@@ -417,8 +431,9 @@ class RunnerError(FlowschedError):
     pass
 
 
-def foreground_workload(dag_id: str, task_id: str, run_id: str) -> Workload:
-    """Queue one task of an existing run for ``flowsched tasks run`` (debugging)."""
+def foreground_workload(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> Workload:
+    """Queue one task (one copy of a mapped task) of an existing run for
+    ``flowsched tasks run`` (debugging)."""
     from flowsched.lifecycle import queue_try
 
     with session_scope() as session:
@@ -427,10 +442,15 @@ def foreground_workload(dag_id: str, task_id: str, run_id: str) -> Workload:
                 TaskInstance.dag_id == dag_id,
                 TaskInstance.run_id == run_id,
                 TaskInstance.task_id == task_id,
+                TaskInstance.map_index == map_index,
             )
         )
         if ti is None:
-            raise RunnerError(f"no task '{task_id}' in run '{run_id}' of DAG '{dag_id}'")
+            where = f" map_index {map_index}" if map_index >= 0 else ""
+            raise RunnerError(
+                f"no task '{task_id}'{where} in run '{run_id}' of DAG '{dag_id}'"
+                + (" (a mapped task: give --map-index)" if map_index < 0 else "")
+            )
         if ti.state in ("queued", "running"):
             raise RunnerError(
                 f"{dag_id}.{task_id} in {run_id} is {ti.state}; not starting it twice"

@@ -26,6 +26,8 @@ class Workload:
     dag_version_id: int | None = None
     # Plugin files the task's operator comes from: {relative path: sha256}.
     plugins: dict[str, str] = field(default_factory=dict)
+    # Which copy of a mapped task (Airflow's map_index); -1 for an unmapped task.
+    map_index: int = -1
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -47,7 +49,9 @@ class Workload:
             queue=str(data.get("queue") or "default"),
             dag_version_id=data.get("dag_version_id"),
             plugins={str(k): str(v) for k, v in (data.get("plugins") or {}).items()},
+            map_index=int(data.get("map_index", -1)),
         )
 
     def describe(self) -> str:
-        return f"{self.dag_id}.{self.task_id} run={self.run_id} try={self.try_number}"
+        index = f" map_index={self.map_index}" if self.map_index >= 0 else ""
+        return f"{self.dag_id}.{self.task_id}{index} run={self.run_id} try={self.try_number}"

@@ -392,3 +392,44 @@ def test_example_task_group_decorator(home, airflow_examples):
     groups = ["task_group_function", *(f"task_group_function__{n}" for n in range(1, 5))]
     expected = ["task_start", "task_end"] + [f"{g}.task_{n}" for g in groups for n in (1, 2, 3)]
     assert states == dict.fromkeys(expected, "success")
+
+
+def _mapped(dag_id: str, run_id: str, task_id: str) -> list[tuple[int, str, object]]:
+    """(map_index, state, return value) of each copy of a mapped task."""
+    from flowsched.db.models import TaskInstance
+
+    with session_scope() as session:
+        rows = session.execute(
+            select(TaskInstance.map_index, TaskInstance.state, XCom.value)
+            .outerjoin(
+                XCom, (XCom.task_instance_id == TaskInstance.id) & (XCom.key == "return_value")
+            )
+            .where(
+                TaskInstance.dag_id == dag_id,
+                TaskInstance.run_id == run_id,
+                TaskInstance.task_id == task_id,
+            )
+            .order_by(TaskInstance.map_index)
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def test_example_dynamic_task_mapping(home, airflow_examples):
+    install(home, airflow_examples, "example_dynamic_task_mapping")
+    run_id, states = run_to_end("example_dynamic_task_mapping")
+    assert run_state("example_dynamic_task_mapping", run_id) == "success"
+    assert _mapped("example_dynamic_task_mapping", run_id, "add_one") == [
+        (0, "success", 2),
+        (1, "success", 3),
+        (2, "success", 4),
+    ]
+    assert states["sum_it"] == "success"
+
+
+def test_example_dynamic_task_mapping_with_no_taskflow_operators(home, airflow_examples):
+    name = "example_dynamic_task_mapping_with_no_taskflow_operators"
+    install(home, airflow_examples, name)
+    run_id, _ = run_to_end(name)
+    assert run_state(name, run_id) == "success"
+    assert [v for _, _, v in _mapped(name, run_id, "add_one")] == [2, 3, 4]
+    assert xcom(name, run_id, "sum_it") == 9

@@ -95,15 +95,25 @@ def flower() -> None:
     os.execve(sys.executable, argv, env)
 
 
-def _try_row(dag_id: str, task_id: str, run_id: str, try_number: int | None) -> tuple[int, str]:
+def _try_row(
+    dag_id: str, task_id: str, run_id: str, try_number: int | None, map_index: int = -1
+) -> tuple[int, str]:
     """(try number, hostname) of the requested try, default the latest."""
     from flowsched.db.engine import session_scope
     from flowsched.db.models import TaskTry
     from flowsched.operations import task_states
 
-    ti = next((t for t in task_states(dag_id, run_id) if t.task_id == task_id), None)
+    ti = next(
+        (
+            t
+            for t in task_states(dag_id, run_id)
+            if t.task_id == task_id and t.map_index == map_index
+        ),
+        None,
+    )
     if ti is None:
-        raise FlowschedError(f"run '{run_id}' of '{dag_id}' has no task '{task_id}'")
+        where = f" with map_index {map_index}" if map_index >= 0 else ""
+        raise FlowschedError(f"run '{run_id}' of '{dag_id}' has no task '{task_id}'{where}")
     number = try_number or ti.try_number
     if number < 1:
         raise FlowschedError(f"{dag_id}.{task_id} has not run yet in {run_id}")
@@ -115,7 +125,7 @@ def _try_row(dag_id: str, task_id: str, run_id: str, try_number: int | None) -> 
     return number, hostname or (ti.hostname if number == ti.try_number else None) or ""
 
 
-def _try_finished(dag_id: str, task_id: str, run_id: str, number: int) -> bool:
+def _try_finished(dag_id: str, task_id: str, run_id: str, number: int, map_index: int) -> bool:
     from flowsched.db.engine import session_scope
     from flowsched.db.models import TaskTry
 
@@ -126,6 +136,7 @@ def _try_finished(dag_id: str, task_id: str, run_id: str, number: int) -> bool:
                 TaskTry.run_id == run_id,
                 TaskTry.task_id == task_id,
                 TaskTry.try_number == number,
+                TaskTry.map_index == map_index,
             )
         )
     return state not in ("queued", "running")
@@ -137,31 +148,35 @@ def _try_finished(dag_id: str, task_id: str, run_id: str, number: int) -> bool:
 @click.argument("run_id")
 @click.option("--try", "try_number", type=int, default=None, help="Default: the latest try.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the try ends.")
-def tasks_log(dag_id: str, task_id: str, run_id: str, try_number: int | None, follow: bool) -> None:
+@click.option("--map-index", type=int, default=-1, help="The copy of a mapped task.")
+def tasks_log(
+    dag_id: str, task_id: str, run_id: str, try_number: int | None, follow: bool, map_index: int
+) -> None:
     """Print a try's log, fetched from the host that ran it (streamed, any size)."""
     from flowsched.task_logs.client import follow_task_log, open_task_log
 
-    number, hostname = _try_row(dag_id, task_id, run_id, try_number)
+    number, hostname = _try_row(dag_id, task_id, run_id, try_number, map_index)
     if not follow:
         out = click.get_binary_stream("stdout")
-        with open_task_log(hostname, dag_id, run_id, task_id, number) as stream:
+        with open_task_log(hostname, dag_id, run_id, task_id, number, map_index) as stream:
             for chunk in stream:
                 out.write(chunk)
         out.flush()
         return
     while not hostname:
         # Queued, not started: the host is known once a worker claims it.
-        if _try_finished(dag_id, task_id, run_id, number):
+        if _try_finished(dag_id, task_id, run_id, number, map_index):
             raise FlowschedError(f"{dag_id}.{task_id} try {number} ended without running")
         time.sleep(1.0)
-        number, hostname = _try_row(dag_id, task_id, run_id, number)
+        number, hostname = _try_row(dag_id, task_id, run_id, number, map_index)
     for text in follow_task_log(
         hostname,
         dag_id,
         run_id,
         task_id,
         number,
-        finished=lambda: _try_finished(dag_id, task_id, run_id, number),
+        finished=lambda: _try_finished(dag_id, task_id, run_id, number, map_index),
+        map_index=map_index,
     ):
         click.echo(text, nl=False)
 

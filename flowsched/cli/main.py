@@ -372,6 +372,13 @@ def tasks() -> None:
 @click.option("--past", is_flag=True, help="With --run: also the runs before it.")
 @click.option("--future", is_flag=True, help="With --run: also the runs after it.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be cleared.")
+@click.option(
+    "--map-index",
+    "map_indexes",
+    type=int,
+    multiple=True,
+    help="Only this copy of the matching mapped tasks (repeatable).",
+)
 def tasks_clear(
     dag_id: str,
     task_regex: str | None,
@@ -382,6 +389,7 @@ def tasks_clear(
     past: bool,
     future: bool,
     dry_run: bool,
+    map_indexes: tuple[int, ...],
 ) -> None:
     """Re-run tasks from the failure point; what succeeded stays done."""
     from flowsched.operations import clear_tasks
@@ -397,6 +405,7 @@ def tasks_clear(
         future=future,
         dry_run=dry_run,
         actor="cli",
+        map_indexes=list(map_indexes) if map_indexes else None,
     )
     if dry_run:
         click.echo(f"would clear {len(result.cleared)} task instance(s)")
@@ -412,18 +421,26 @@ def tasks_clear(
 @click.argument("dag_id")
 @click.argument("task_id")
 @click.argument("run_id")
-def tasks_run(dag_id: str, task_id: str, run_id: str) -> None:
+@click.option(
+    "--map-index", type=int, default=-1, show_default=True, help="The copy of a mapped task."
+)
+def tasks_run(dag_id: str, task_id: str, run_id: str, map_index: int) -> None:
     """Run one task of a run in the foreground, for debugging."""
     from flowsched.hostname import get_hostname
     from flowsched.supervisor import run_try
     from flowsched.task_runner import foreground_workload
 
-    workload = foreground_workload(dag_id, task_id, run_id)
+    workload = foreground_workload(dag_id, task_id, run_id, map_index)
     run_try(workload, nodename=f"cli@{get_hostname()}", foreground=True)
     from flowsched.operations import task_states
 
-    state = next(ti.state for ti in task_states(dag_id, run_id) if ti.task_id == task_id)
-    click.echo(f"{dag_id}.{task_id} try {workload.try_number}: {state}")
+    state = next(
+        ti.state
+        for ti in task_states(dag_id, run_id)
+        if ti.task_id == task_id and ti.map_index == map_index
+    )
+    index = f"[{map_index}]" if map_index >= 0 else ""
+    click.echo(f"{dag_id}.{task_id}{index} try {workload.try_number}: {state}")
     if state not in ("success", "up_for_reschedule"):  # a sensor's reschedule is no failure
         sys.exit(1)
 
@@ -470,6 +487,10 @@ def tasks_mark(
         click.echo(f"  {run}  {task}")
 
 
+def _one_line(text: str | None) -> str | None:
+    return " ".join(text.split()) if text else None
+
+
 @tasks.command("states")
 @click.argument("dag_id")
 @click.argument("run_id")
@@ -483,19 +504,32 @@ def tasks_states(dag_id: str, run_id: str) -> None:
     rows = [
         [
             ti.task_id,
+            ti.map_index,
             ti.state,
             ti.try_number,
             ti.worker_nodename,
             ti.hostname,
             display(ti.start_date, seconds=True) if ti.start_date else None,
             f"{ti.duration:.2f}s" if ti.duration is not None else None,
-            " ".join(errors[ti.task_id].split()) if ti.task_id in errors else None,
+            " ".join(errors[key].split())
+            if (key := (ti.task_id, ti.map_index)) in errors
+            else None,
             waiting.get(ti.task_id),
         ]
         for ti in task_states(dag_id, run_id)
     ]
     headers = [
-        *("task_id", "state", "try", "nodename", "hostname", "started", "duration", "error"),
+        *(
+            "task_id",
+            "map_index",
+            "state",
+            "try",
+            "nodename",
+            "hostname",
+            "started",
+            "duration",
+            "error",
+        ),
         "waiting for",
     ]
     table(rows, headers)

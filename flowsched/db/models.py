@@ -127,6 +127,8 @@ class TaskInstance(TryRecord, Base):
     dag_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     run_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     task_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    # Airflow's map_index: -1 for an unmapped task, 0..n-1 for each expanded copy.
+    map_index: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")
     state: Mapped[str] = mapped_column(String(20), default=TaskState.NONE.value)
     try_number: Mapped[int] = mapped_column(Integer, default=0)
     max_tries: Mapped[int] = mapped_column(Integer, default=0)
@@ -145,7 +147,7 @@ class TaskInstance(TryRecord, Base):
     dag_run: Mapped[DagRun] = relationship(back_populates="task_instances")
 
     __table_args__ = (
-        UniqueConstraint("dag_run_id", "task_id", name="uq_ti_run_task"),
+        UniqueConstraint("dag_run_id", "task_id", "map_index", name="uq_ti_run_task_map"),
         Index("idx_ti_state", "state", "pool"),
         Index("idx_ti_dag_task", "dag_id", "task_id"),
     )
@@ -163,6 +165,7 @@ class TaskTry(TryRecord, Base):
     dag_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     run_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     task_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    map_index: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")
     try_number: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(20))
     error: Mapped[str | None] = mapped_column(LongText)
@@ -212,6 +215,7 @@ class XCom(Base):
     dag_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     run_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     task_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    map_index: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")
     key: Mapped[str] = mapped_column(String(512))
     value: Mapped[Any] = mapped_column(JsonText, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)

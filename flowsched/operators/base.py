@@ -282,6 +282,14 @@ class BaseOperator(DependencyMixin):
             value = resolved[name]
             setattr(self, name, None if value is None else _positive_int(name, value, task_id))
 
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Arguments shared by every copy of a mapped task; ``.expand(...)`` maps the rest
+        (Airflow's dynamic task mapping, see :mod:`flowsched.mapped_operator`)."""
+        from flowsched.mapped_operator import OperatorPartial
+
+        return OperatorPartial(cls, kwargs)
+
     # -- dependencies -------------------------------------------------------
     def _operators(self) -> list[BaseOperator]:
         return [self]

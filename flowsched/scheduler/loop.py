@@ -52,6 +52,7 @@ from flowsched.lifecycle import (
 from flowsched.metrics.scheduler import SchedulerMetrics
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
 from flowsched.processes import pid_alive, spawn_flowsched
+from flowsched.scheduler import mapping
 from flowsched.scheduler.concurrency import Concurrency
 from flowsched.scheduler.dataset_runs import create_dataset_triggered_runs
 from flowsched.scheduler.dependencies import Decision, evaluate
@@ -450,7 +451,7 @@ class Scheduler:
             if not runs:
                 return []
             versions = self._latest_versions(session, {run.dag_id for run in runs})
-            rows = self._ti_rows(session, [run.id for run in runs])
+            rows, copies = self._ti_rows(session, [run.id for run in runs])
             changes: list[tuple[int, str, str]] = []
             for run in runs:
                 run.last_scheduling_decision = now
@@ -464,12 +465,20 @@ class Scheduler:
                 if set(dag.tasks) - set(run_rows):
                     add_task_instances(session, run, dag, set(run_rows))
                     session.flush()
-                    run_rows = self._ti_rows(session, [run.id]).get(run.id, {})
+                    run_rows = self._ti_rows(session, [run.id])[0].get(run.id, {})
                 states = {task_id: row[1] for task_id, row in run_rows.items()}
                 retry_at = {task_id: row[2] for task_id, row in run_rows.items()}
                 held = past_blockers(session, run, dag, _waiting(states))
                 for task_id, new_state in self._decide(dag, states, retry_at, now, held).items():
+                    spec = dag.tasks.get(task_id)
+                    if spec and spec.mapped and new_state == TaskState.SCHEDULED.value:
+                        # Its upstreams are done: expand it (scheduler/mapping.py).
+                        states[task_id] = mapping.expand(
+                            session, run, spec, run_rows[task_id][0], now
+                        )
+                        continue
                     changes.append((run_rows[task_id][0], run_rows[task_id][1], new_state))
+                changes.extend(mapping.copy_decisions(dag, states, copies.get(run.id, {}), now))
                 self._maybe_finish_run(session, run, dag, states)
             apply_decisions(session, changes, now)
             return self._queue_scheduled(session, runs, versions, now)
@@ -497,20 +506,33 @@ class Scheduler:
     @staticmethod
     def _ti_rows(
         session: Session, run_ids: list[int]
-    ) -> dict[int, dict[str, tuple[int, str, datetime | None]]]:
-        """{run id: {task id: (ti id, state, next retry)}} without building ORM objects."""
-        out: dict[int, dict[str, tuple[int, str, datetime | None]]] = defaultdict(dict)
-        for run_id, ti_id, task_id, state, retry_at in session.execute(
+    ) -> tuple[
+        dict[int, dict[str, mapping.Row]],
+        dict[int, dict[str, list[mapping.Row]]],
+    ]:
+        """{run id: {task id: (ti id, state, next retry)}} without building ORM objects,
+        and the copies of expanded mapped tasks: {run id: {task id: [rows]}}. A mapped
+        task's row carries its copies' collapsed state (scheduler/mapping.py)."""
+        out: dict[int, dict[str, mapping.Row]] = defaultdict(dict)
+        copies: dict[int, dict[str, list[mapping.Row]]] = defaultdict(lambda: defaultdict(list))
+        for run_id, ti_id, task_id, map_index, state, retry_at in session.execute(
             select(
                 TaskInstance.dag_run_id,
                 TaskInstance.id,
                 TaskInstance.task_id,
+                TaskInstance.map_index,
                 TaskInstance.state,
                 TaskInstance.next_retry_at,
             ).where(TaskInstance.dag_run_id.in_(run_ids))
         ):
-            out[run_id][task_id] = (ti_id, state, retry_at)
-        return out
+            if map_index < 0:
+                out[run_id][task_id] = (ti_id, state, retry_at)
+            else:
+                copies[run_id][task_id].append((ti_id, state, retry_at))
+        for run_id, tasks in copies.items():
+            for task_id, rows in tasks.items():
+                out[run_id][task_id] = (rows[0][0], mapping.collapse(r[1] for r in rows), None)
+        return out, copies
 
     @staticmethod
     def _decide(

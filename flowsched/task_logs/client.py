@@ -176,18 +176,30 @@ def open_log_stream(hostname: str | None, relative: str, offset: int = 0) -> Log
 
 
 def fetch_task_log_tail(
-    hostname: str | None, dag_id: str, run_id: str, task_id: str, try_number: int, limit: int
+    hostname: str | None,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    try_number: int,
+    limit: int,
+    map_index: int = -1,
 ) -> LogTail:
     """The tail of one try's log, for a page or an API answer."""
-    relative = relative_log_path(dag_id, run_id, task_id, try_number)
+    relative = relative_log_path(dag_id, run_id, task_id, try_number, map_index)
     return fetch_log_tail(hostname, relative, limit)
 
 
 def open_task_log(
-    hostname: str | None, dag_id: str, run_id: str, task_id: str, try_number: int
+    hostname: str | None,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    try_number: int,
+    map_index: int = -1,
 ) -> LogStream:
     """The whole log of one try, as a stream (downloads, ``flowsched tasks log``)."""
-    return open_log_stream(hostname, relative_log_path(dag_id, run_id, task_id, try_number))
+    relative = relative_log_path(dag_id, run_id, task_id, try_number, map_index)
+    return open_log_stream(hostname, relative)
 
 
 def follow_task_log(
@@ -199,6 +211,7 @@ def follow_task_log(
     *,
     finished: Callable[[], bool],
     interval: float = 1.0,
+    map_index: int = -1,
 ) -> Iterator[str]:
     """Yield the log as it grows until ``finished()`` is true and nothing new came.
 
@@ -206,7 +219,7 @@ def follow_task_log(
     between the last poll and the end of the try is still yielded. Each read
     is at most :data:`FOLLOW_CHUNK` bytes; a full one is followed at once.
     """
-    relative = relative_log_path(dag_id, run_id, task_id, try_number)
+    relative = relative_log_path(dag_id, run_id, task_id, try_number, map_index)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     offset = 0
     while True:

@@ -56,16 +56,19 @@ def _component(key: str, value: str) -> str:
     return f"{key}={value.encode()[:keep].decode(errors='ignore')}#{digest}"
 
 
-def relative_log_path(dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
-    """Where a try's log lives, relative to the log folder (Airflow's layout)."""
-    return "/".join(
-        (
-            _component("dag_id", dag_id),
-            _component("run_id", run_id),
-            _component("task_id", task_id),
-            f"attempt={int(try_number)}.log",
-        )
-    )
+def relative_log_path(
+    dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
+) -> str:
+    """Where a try's log lives, relative to the log folder (Airflow's layout: a mapped
+    task's copies each have a ``map_index=N`` folder)."""
+    parts = [
+        _component("dag_id", dag_id),
+        _component("run_id", run_id),
+        _component("task_id", task_id),
+    ]
+    if int(map_index) >= 0:
+        parts.append(f"map_index={int(map_index)}")
+    return "/".join((*parts, f"attempt={int(try_number)}.log"))
 
 
 def base_folder() -> Path:
@@ -88,9 +91,9 @@ def checked_path(relative: str, base: Path | None = None) -> Path:
     return candidate
 
 
-def log_path(dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
+def log_path(dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> Path:
     """The checked absolute path of a try's log."""
-    return checked_path(relative_log_path(dag_id, run_id, task_id, try_number))
+    return checked_path(relative_log_path(dag_id, run_id, task_id, try_number, map_index))
 
 
 def _opened_path(fd: int) -> Path | None:

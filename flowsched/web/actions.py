@@ -108,6 +108,7 @@ def pause(dag_id: str) -> Response:
 def clear(dag_id: str) -> Response:
     run_id = request.form.get("run_id") or None
     task_id = request.form.get("task_id") or None
+    map_index = request.form.get("map_index", type=int)
     try:
         result = operations.clear_tasks(
             dag_id,
@@ -119,6 +120,7 @@ def clear(dag_id: str) -> Response:
             past=_checked("past"),
             future=_checked("future"),
             actor=actor(),
+            map_indexes=[map_index] if map_index is not None and map_index >= 0 else None,
         )
     except FlowschedError as exc:
         flash(f"Nothing cleared: {exc}", "error")

@@ -176,6 +176,7 @@ def run_json(run: DagRun, version_number: int | None = None) -> dict[str, Any]:
 def ti_json(ti: TaskInstance) -> dict[str, Any]:
     return {
         "task_id": ti.task_id,
+        "map_index": ti.map_index,
         "state": ti.state,
         "try_number": ti.try_number,
         "max_tries": ti.max_tries,
@@ -428,16 +429,38 @@ _CLEAR_UNSUPPORTED = {
 }
 
 
+def _clear_targets(task_ids: Any) -> tuple[list[str] | None, list[int] | None]:
+    """Airflow's ``task_ids``: task ids, or ``[task_id, map_index]`` pairs for copies of
+    mapped tasks (not both kinds in one request)."""
+    if task_ids is None:
+        return None, None
+    if not isinstance(task_ids, list):
+        abort(400, description="'task_ids' must be a list of task ids")
+    if all(isinstance(t, str) for t in task_ids):
+        return task_ids, None
+    pairs = [
+        t
+        for t in task_ids
+        if isinstance(t, list)
+        and len(t) == 2
+        and isinstance(t[0], str)
+        and isinstance(t[1], int)
+        and not isinstance(t[1], bool)
+    ]
+    if len(pairs) != len(task_ids):
+        abort(
+            400,
+            description="'task_ids' must be a list of task ids or of [task_id, map_index] pairs",
+        )
+    return sorted({t for t, _ in pairs}), sorted({i for _, i in pairs})
+
+
 @bp.route("/dags/<dag_id>/clear", methods=["POST"])
 @require(Role.OP)
 def clear(dag_id: str) -> Any:
     data = _body()
     _check_fields(data, _CLEAR_FIELDS, _CLEAR_UNSUPPORTED)
-    task_ids = data.get("task_ids")
-    if task_ids is not None and (
-        not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids)
-    ):
-        abort(400, description="'task_ids' must be a list of task ids")
+    task_ids, map_indexes = _clear_targets(data.get("task_ids"))
     if "run_id" in data and "dag_run_id" in data:
         abort(400, description="send 'dag_run_id' or its older name 'run_id', not both")
     regex = "^(?:" + "|".join(re.escape(t) for t in task_ids) + ")$" if task_ids else None
@@ -453,6 +476,7 @@ def clear(dag_id: str) -> Any:
         dry_run=_flag(data, "dry_run"),
         reset_dag_runs=_flag(data, "reset_dag_runs", default=True),
         actor=actor(),
+        map_indexes=map_indexes,
     )
     return jsonify(cleared=[{"run_id": r, "task_id": t} for r, t in result.cleared])
 
@@ -512,6 +536,22 @@ def get_task_instance(dag_id: str, run_id: str, task_id: str) -> Any:
     with session_scope() as session:
         detail = queries.task_detail(session, dag_id, run_id, task_id)
     return jsonify({**ti_json(detail.ti), "tries": [try_json(t) for t in detail.tries]})
+
+
+@bp.route("/dags/<dag_id>/runs/<path:run_id>/tasks/<task_id>/<int:map_index>")
+def get_mapped_task_instance(dag_id: str, run_id: str, task_id: str, map_index: int) -> Any:
+    """One copy of a mapped task (Airflow's getMappedTaskInstance)."""
+    with session_scope() as session:
+        detail = queries.task_detail(session, dag_id, run_id, task_id, map_index)
+    return jsonify({**ti_json(detail.ti), "tries": [try_json(t) for t in detail.tries]})
+
+
+@bp.route("/dags/<dag_id>/runs/<path:run_id>/tasks/<task_id>/listMapped")
+def list_mapped_task_instances(dag_id: str, run_id: str, task_id: str) -> Any:
+    """Every copy of a mapped task in map_index order (Airflow's listMappedTaskInstances)."""
+    with session_scope() as session:
+        tis = queries.mapped_copies(session, dag_id, run_id, task_id)
+    return jsonify(task_instances=[ti_json(ti) for ti in tis], total_entries=len(tis))
 
 
 @bp.route("/dags/<dag_id>/runs/<path:run_id>/tasks/<task_id>/dependencies")

@@ -46,6 +46,7 @@ class Node:
     kind: str = "task"
     tooltip: str = ""
     size: int = 0  # tasks inside a closed group
+    mapped: bool = False  # a mapped task (drawn with Airflow's "[ ]" mark)
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,7 @@ def layout(
                 else states.get(node, "none"),
                 kind="group" if is_group else "task",
                 tooltip=dag.task_groups[node].tooltip if is_group else "",
+                mapped=not is_group and dag.tasks[node].mapped is not None,
                 size=len(members) if is_group else 0,
             )
     edges = []

@@ -31,7 +31,9 @@ def chosen_try(
 def log_tail(attempt: TaskTry, dag_id: str, run_id: str, task_id: str) -> LogTail:
     """The end of the try's log; raises LogUnavailable (a FlowschedError) saying why not."""
     limit = get_config().webserver.log_tail_bytes
-    return fetch_task_log_tail(attempt.hostname, dag_id, run_id, task_id, attempt.try_number, limit)
+    return fetch_task_log_tail(
+        attempt.hostname, dag_id, run_id, task_id, attempt.try_number, limit, attempt.map_index
+    )
 
 
 def download_name(dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
@@ -40,7 +42,9 @@ def download_name(dag_id: str, run_id: str, task_id: str, try_number: int) -> st
 
 def log_download(attempt: TaskTry, dag_id: str, run_id: str, task_id: str) -> Response:
     """The whole log as a streamed text/plain attachment; LogUnavailable before any byte."""
-    stream = open_task_log(attempt.hostname, dag_id, run_id, task_id, attempt.try_number)
+    stream = open_task_log(
+        attempt.hostname, dag_id, run_id, task_id, attempt.try_number, attempt.map_index
+    )
     name = download_name(dag_id, run_id, task_id, attempt.try_number)
     response = Response(
         iter(stream),

@@ -94,6 +94,7 @@ PAGING = [
 
 TI_PROPERTIES: dict[str, Any] = {
     "task_id": {"type": "string"},
+    "map_index": {"type": "integer", "description": "-1 unless a copy of a mapped task"},
     "state": TASK_STATE,
     "try_number": {"type": "integer"},
     "max_tries": {"type": "integer"},
@@ -426,7 +427,22 @@ def _paths() -> dict[str, Any]:
                             "type": ["string", "null"],
                             "description": "Older name of dag_run_id.",
                         },
-                        "task_ids": {"type": ["array", "null"], "items": {"type": "string"}},
+                        "task_ids": {
+                            "type": ["array", "null"],
+                            "description": "Task ids, or [task_id, map_index] pairs to "
+                            "clear single copies of mapped tasks",
+                            "items": {
+                                "oneOf": [
+                                    {"type": "string"},
+                                    {
+                                        "type": "array",
+                                        "prefixItems": [{"type": "string"}, {"type": "integer"}],
+                                        "minItems": 2,
+                                        "maxItems": 2,
+                                    },
+                                ]
+                            },
+                        },
                         "only_failed": {"type": "boolean"},
                         "include_upstream": {"type": "boolean"},
                         "include_downstream": {"type": "boolean"},
@@ -539,6 +555,28 @@ def _paths() -> dict[str, Any]:
                 role="admin",
                 body=_object({"state": {"type": "string", "enum": ["success", "failed"]}}),
                 errors=(400, 401, 404, 503),
+            ),
+        },
+        task + "/{map_index}": {
+            "parameters": [DAG_ID, RUN_ID, TASK_ID, _path("map_index", {"type": "integer"})],
+            "get": _op(
+                "One copy of a mapped task with every try",
+                _json(_ref("TaskInstanceDetail"), "The task instance"),
+            ),
+        },
+        task + "/listMapped": {
+            "parameters": [DAG_ID, RUN_ID, TASK_ID],
+            "get": _op(
+                "Every copy of a mapped task, in map_index order",
+                _json(
+                    _object(
+                        {
+                            "task_instances": {"type": "array", "items": _ref("TaskInstance")},
+                            "total_entries": {"type": "integer"},
+                        }
+                    ),
+                    "The copies (one at map_index -1 for an unmapped task)",
+                ),
             ),
         },
         task + "/dependencies": {

@@ -8,7 +8,7 @@ the DAGs page is four queries whatever the page size, a DAG's grid three.
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ from flowsched.db.models import Dag, DagRun, DagVersion, ImportError_, Job, Task
 from flowsched.exceptions import DagNotFound, TaskNotFound
 from flowsched.operations import get_dag, get_run
 from flowsched.serialization import SerializedDAG
+from flowsched.web.group_view import summary_state
 
 RECENT_RUNS = 25
 MAX_PAGE_SIZE = 100
@@ -189,6 +190,8 @@ def dag_detail(session: Session, dag_id: str) -> DagDetail:
 class Cell:
     state: str
     try_number: int
+    # A mapped task's copies in this run (0: not mapped, or not expanded yet).
+    mapped: int = 0
 
 
 @dataclass
@@ -224,13 +227,24 @@ def dag_grid(
             select(
                 TaskInstance.dag_run_id,
                 TaskInstance.task_id,
+                TaskInstance.map_index,
                 TaskInstance.state,
                 TaskInstance.try_number,
             ).where(TaskInstance.dag_run_id.in_(list(by_pk)))
         ).all()
+        copies: dict[tuple[str, str], list[Any]] = defaultdict(list)
         for ti in ti_rows:
-            cells[(by_pk[ti.dag_run_id], ti.task_id)] = Cell(ti.state, ti.try_number)
+            key = (by_pk[ti.dag_run_id], ti.task_id)
+            if ti.map_index < 0:
+                cells[key] = Cell(ti.state, ti.try_number)
+            else:
+                copies[key].append(ti)
             seen_tasks.add(ti.task_id)
+        for key, tis in copies.items():
+            # One square per mapped task and run, in the state that matters most
+            # among its copies (as a group's square); the count in its tooltip.
+            state = summary_state(ti.state for ti in tis)
+            cells[key] = Cell(state, max(ti.try_number for ti in tis), len(tis))
     order = detail.serialized.topological_order()
     removed = sorted(seen_tasks - set(order))  # tasks of older versions, shown last
     return Grid([_run_summary(r) for r in rows], order + removed, cells, has_older)
@@ -274,9 +288,9 @@ def run_detail(session: Session, dag_id: str, run_id: str) -> RunDetail:
     serialized = SerializedDAG(version.serialized) if version else None
     if serialized is not None:
         rank = {task_id: n for n, task_id in enumerate(serialized.topological_order())}
-        tis.sort(key=lambda ti: (rank.get(ti.task_id, len(rank)), ti.task_id))
+        tis.sort(key=lambda ti: (rank.get(ti.task_id, len(rank)), ti.task_id, ti.map_index))
     else:
-        tis.sort(key=lambda ti: ti.task_id)
+        tis.sort(key=lambda ti: (ti.task_id, ti.map_index))
     return RunDetail(run, tis, version, serialized)
 
 
@@ -287,19 +301,40 @@ class TaskDetail:
     tries: list[TaskTry] = field(default_factory=list)
 
 
-def task_detail(session: Session, dag_id: str, run_id: str, task_id: str) -> TaskDetail:
+def task_detail(
+    session: Session, dag_id: str, run_id: str, task_id: str, map_index: int | None = None
+) -> TaskDetail:
+    """One task instance and its tries; without ``map_index``, an unmapped task's
+    instance or a mapped task's first copy."""
     run = get_run(session, dag_id, run_id)
-    ti = session.scalar(
-        select(TaskInstance).where(
-            TaskInstance.dag_run_id == run.id, TaskInstance.task_id == task_id
-        )
+    query = select(TaskInstance).where(
+        TaskInstance.dag_run_id == run.id, TaskInstance.task_id == task_id
     )
+    if map_index is not None:
+        query = query.where(TaskInstance.map_index == map_index)
+    ti = session.scalar(query.order_by(TaskInstance.map_index).limit(1))
     if ti is None:
-        raise TaskNotFound(f"run '{run_id}' of DAG '{dag_id}' has no task '{task_id}'")
+        where = f" with map_index {map_index}" if map_index is not None else ""
+        raise TaskNotFound(f"run '{run_id}' of DAG '{dag_id}' has no task '{task_id}'{where}")
     tries = session.scalars(
         select(TaskTry).where(TaskTry.task_instance_id == ti.id).order_by(TaskTry.try_number)
     ).all()
     return TaskDetail(run, ti, list(tries))
+
+
+def mapped_copies(session: Session, dag_id: str, run_id: str, task_id: str) -> list[TaskInstance]:
+    """Every instance of a task in map_index order (one, at -1, for an unmapped task)."""
+    run = get_run(session, dag_id, run_id)
+    tis = list(
+        session.scalars(
+            select(TaskInstance)
+            .where(TaskInstance.dag_run_id == run.id, TaskInstance.task_id == task_id)
+            .order_by(TaskInstance.map_index)
+        )
+    )
+    if not tis:
+        raise TaskNotFound(f"run '{run_id}' of DAG '{dag_id}' has no task '{task_id}'")
+    return tis
 
 
 def dag_versions(session: Session, dag_id: str) -> list[DagVersion]:

@@ -6,6 +6,7 @@ transaction and renders after it ends, so no lock is held while HTML is built.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
@@ -22,7 +23,7 @@ from flowsched.timezone import parse_datetime
 from flowsched.web import graph, logs, queries
 from flowsched.web.auth import require
 from flowsched.web.datasets_view import dataset_summaries
-from flowsched.web.group_view import GroupView, grid_rows
+from flowsched.web.group_view import GroupView, grid_rows, summary_state
 from flowsched.web.openapi import spec
 from flowsched.web.users import Role
 from flowsched.web.workers import active_count, workers_view
@@ -93,7 +94,7 @@ def dag_grid(dag_id: str) -> Any:
     rows = grid_rows(
         groups,
         [task_id for task_id, _ in table],
-        [[(c.state, c.try_number) if c else None for c in cells] for _, cells in table],
+        [[(c.state, c.try_number, c.mapped) if c else None for c in cells] for _, cells in table],
     )
     return render_template(
         "dag_grid.html", detail=detail, grid=grid, rows=rows, groups=groups, tab="grid", live=live
@@ -112,13 +113,15 @@ def dag_graph(dag_id: str) -> Any:
         states: dict[str, str] = {}
         serialized = detail.serialized
         if run is not None:
-            states = dict(
-                session.execute(
-                    select(TaskInstance.task_id, TaskInstance.state).where(
-                        TaskInstance.dag_run_id == run.id
-                    )
-                ).all()
-            )
+            by_task: dict[str, list[str]] = defaultdict(list)
+            for task_id, state in session.execute(
+                select(TaskInstance.task_id, TaskInstance.state).where(
+                    TaskInstance.dag_run_id == run.id
+                )
+            ):
+                by_task[task_id].append(state)
+            # A mapped task's copies drawn as one box in the state that matters most.
+            states = {task_id: summary_state(found) for task_id, found in by_task.items()}
             if run.dag_version_id and run.dag_version_id != detail.version.id:
                 version = session.get(DagVersion, run.dag_version_id)
                 if version is not None:
@@ -189,8 +192,12 @@ def run_page(dag_id: str, run_id: str) -> Any:
 def task_page(dag_id: str, run_id: str, task_id: str) -> Any:
     with session_scope(read_only=True) as session:
         detail = queries.dag_detail(session, dag_id)
-        task = queries.task_detail(session, dag_id, run_id, task_id)
+        map_index = request.args.get("map_index", type=int)
+        task = queries.task_detail(session, dag_id, run_id, task_id, map_index)
         waiting = failed_dependencies(session, task.ti) if task.ti.state in UNQUEUED else []
+        # A mapped task's copies, each linked: this page shows one of them.
+        mapped = queries.mapped_copies(session, dag_id, run_id, task_id)
+        mapped = mapped if task.ti.map_index >= 0 else []
     numbers = [t.try_number for t in task.tries]
     selected = request.args.get("try", type=int) or (numbers[-1] if numbers else None)
     chosen = next((t for t in task.tries if t.try_number == selected), None)
@@ -214,6 +221,7 @@ def task_page(dag_id: str, run_id: str, task_id: str) -> Any:
         log_error=log_error,
         live=live,
         waiting=waiting,
+        mapped=mapped,
         tab="runs",
     )
 
@@ -222,7 +230,8 @@ def task_page(dag_id: str, run_id: str, task_id: str) -> Any:
 def task_log_download(dag_id: str, run_id: str, task_id: str) -> Any:
     """The whole log of one try (``?try=N``, default the latest), streamed as a download."""
     with session_scope(read_only=True) as session:
-        task = queries.task_detail(session, dag_id, run_id, task_id)
+        map_index = request.args.get("map_index", type=int)
+        task = queries.task_detail(session, dag_id, run_id, task_id, map_index)
     number = request.args.get("try", type=int) or task.ti.try_number
     attempt = logs.chosen_try(task.tries, dag_id, run_id, task_id, number)
     try:
