@@ -145,6 +145,7 @@ def run_worker(
     """Start the worker in the foreground; returns its exit code."""
     from flowsched.executors.celery_app import make_app
     from flowsched.metrics.worker import serve_worker_metrics
+    from flowsched.tls import log_server_context
     from flowsched.worker.log_server import start_log_server
 
     check_not_root(allow_root)
@@ -159,7 +160,11 @@ def run_worker(
     host, port = conf.worker.log_server_host, conf.worker.log_server_port
     try:
         server = start_log_server(
-            host, port, Path(conf.logging.base_log_folder), conf.core.secret_key
+            host,
+            port,
+            Path(conf.logging.base_log_folder),
+            conf.core.secret_key,
+            log_server_context(conf),
         )
     except OSError as exc:
         raise WorkerRefused(
