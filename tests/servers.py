@@ -89,7 +89,7 @@ def _redis_listen_args(port: int, tls: HostFiles | None) -> list[str]:
         "--tls-ca-cert-file",
         str(tls.ca),
         "--tls-auth-clients",
-        "optional",
+        "yes",
     ]
 
 

@@ -39,7 +39,12 @@ HOSTS = ["127.0.0.1", "127.0.0.2", "localhost"]
 def tls_settings(files: HostFiles) -> dict[str, dict[str, str]]:
     """The TLS options of flowsched.cfg, as the playbooks write them."""
     return {
-        "celery": {"ssl_active": "true", "ssl_cacert": str(files.ca)},
+        "celery": {
+            "ssl_active": "true",
+            "ssl_cacert": str(files.ca),
+            "ssl_cert": str(files.cert),
+            "ssl_key": str(files.key),
+        },
         "database": {"ssl_ca": str(files.ca)},
         "worker": {
             "log_server_ssl_cert": str(files.cert),
@@ -170,6 +175,17 @@ def test_a_client_trusting_another_ca_is_refused(
             connect_timeout=10,
             **mysql_connect_args(conf),
         )
+    # Redis asks for a client certificate of the cluster CA (tls-auth-clients yes).
+    anonymous = redis.Redis(
+        host="127.0.0.1",
+        port=client.redis.port,
+        ssl=True,
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+        ssl_ca_certs=str(pki[0].ca),
+        socket_timeout=5,
+    )
+    with pytest.raises(redis.exceptions.ConnectionError):
+        anonymous.ping()
     # With the cluster CA the same connections succeed: the CA is what differed.
     right = load_config(client.home.config_file, environ={})
     assert redis.Redis(
