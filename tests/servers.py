@@ -18,7 +18,7 @@ from pathlib import Path
 
 import MySQLdb
 
-from tests.certs import HostFiles
+from tests.certificates import HostFiles
 
 
 def free_port() -> int:

@@ -29,7 +29,7 @@ from flowsched.db.engine import reset_engine
 from flowsched.exceptions import ConfigError
 from flowsched.log_client import LogUnavailable, fetch_task_log_tail, log_url
 from flowsched.tls import broker_ssl, mysql_connect_args
-from tests.certs import HostFiles, make_ca_and_host
+from tests.certificates import HostFiles, make_ca_and_host
 from tests.distributed.conftest import Cluster, activate, make_cluster
 from tests.servers import MariaDBServer, free_port, start_mariadb, start_redis, wait_for_port
 
