@@ -231,6 +231,13 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "pool_size": Option(_positive(int), "5", "Connections kept per process (MySQL)."),
         "pool_recycle": Option(_positive(int), "1800", "Seconds before a connection is renewed."),
         "connect_timeout": Option(_positive(int), "10", "Seconds to wait for the database."),
+        "ssl_ca": Option(
+            _optional_path,
+            "",
+            "CA file (PEM) the MySQL/MariaDB server's certificate must chain to. Set: every "
+            "connection uses TLS and checks the server's certificate and name (mysqlclient's "
+            "ssl_mode VERIFY_IDENTITY). Empty: as the URL says.",
+        ),
     },
     "logging": {
         "base_log_folder": Option(_path, f"{_HOME}/logs", "Where task logs are written."),
@@ -280,6 +287,23 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "visibility_timeout": Option(
             _positive(int), "21600", "Seconds before an unacked message is redelivered."
         ),
+        "ssl_active": Option(
+            _parse_bool,
+            "false",
+            "As in Airflow: talk to the Redis broker and result backend over TLS, checking "
+            "the server's certificate against ssl_cacert (CERT_REQUIRED).",
+        ),
+        "ssl_key": Option(
+            _optional_path, "", "Client key file (PEM) for the broker, if Redis asks for one."
+        ),
+        "ssl_cert": Option(
+            _optional_path, "", "Client certificate file (PEM) for the broker, with ssl_key."
+        ),
+        "ssl_cacert": Option(
+            _optional_path,
+            "",
+            "CA file (PEM) the broker's certificate must chain to; required with ssl_active.",
+        ),
     },
     "worker": {
         "nodename": Option(_text, "", "Celery nodename; default {ip}@{ip}."),
@@ -287,12 +311,33 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "log_server_host": Option(
             _text, "0.0.0.0", "Address the worker's log server listens on (all by default)."
         ),
+        "log_server_ssl_cert": Option(
+            _optional_path,
+            "",
+            "Certificate file (PEM) the worker's log server serves HTTPS with, with "
+            "log_server_ssl_key. Empty: plain HTTP.",
+        ),
+        "log_server_ssl_key": Option(_optional_path, "", "Key file (PEM) of log_server_ssl_cert."),
+        "log_server_ssl_ca": Option(
+            _optional_path,
+            "",
+            "CA file (PEM) the webserver and `flowsched tasks log` check log servers' "
+            "certificates (and host names) against; set: logs are fetched over HTTPS.",
+        ),
         "shutdown_grace": Option(
             _positive(float), "600", "Seconds a warm shutdown waits for running tasks."
         ),
     },
     "webserver": {
         "bind": Option(_text, "0.0.0.0:8081", "host:port gunicorn listens on."),
+        "web_server_ssl_cert": Option(
+            _optional_path,
+            "",
+            "As in Airflow: certificate file (PEM) the webserver (and Flower, and the "
+            "webserver's /metrics port) serve HTTPS with, with web_server_ssl_key. "
+            "Empty: plain HTTP.",
+        ),
+        "web_server_ssl_key": Option(_optional_path, "", "Key file (PEM) of web_server_ssl_cert."),
         "workers": Option(_positive(int), "4", "gunicorn worker processes."),
         "timeout": Option(_positive(int), "120", "gunicorn worker timeout (s)."),
         "flower_url": Option(_text, "", "Link to Flower from the workers page."),
@@ -520,7 +565,33 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             f"{source or 'config'}: [core] secret_key must be set when executor = celery "
             "(it signs log-server tokens shared by the cluster)"
         )
+    _check_pairs(values, source)
     return Config(values, source)
+
+
+# Options that only make sense together: (section, key, the keys it needs).
+_NEEDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("webserver", "web_server_ssl_cert", ("web_server_ssl_key",)),
+    ("webserver", "web_server_ssl_key", ("web_server_ssl_cert",)),
+    ("worker", "log_server_ssl_cert", ("log_server_ssl_key",)),
+    ("worker", "log_server_ssl_key", ("log_server_ssl_cert",)),
+    ("celery", "ssl_active", ("ssl_cacert",)),
+    ("celery", "ssl_cert", ("ssl_key",)),
+    ("celery", "ssl_key", ("ssl_cert",)),
+)
+
+
+def _check_pairs(values: dict[str, dict[str, Any]], source: Path | None) -> None:
+    """Options set without their partners fail at start, naming both."""
+    where = source or "config"
+    for section, key, needs in _NEEDS:
+        if not values[section][key]:
+            continue
+        for other in needs:
+            if not values[section][other]:
+                raise ConfigError(
+                    f"{where}: [{section}] {key} is set but [{section}] {other} is not"
+                )
 
 
 _current: Config | None = None

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import MySQLdb
 
+from tests.certificates import HostFiles
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -50,10 +52,12 @@ def _require(binary: str, package: str) -> str:
 class RedisServer:
     port: int
     process: subprocess.Popen
+    tls: HostFiles | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
         self.process.terminate()
@@ -65,17 +69,36 @@ class RedisServer:
 
     def start_again(self) -> None:
         """Start the stopped server on the same port (empty: it keeps no data)."""
-        self.process = _spawn_redis(self.port, Path(self.process.args[-1]))
+        self.process = _spawn_redis(self.port, Path(self.process.args[-1]), self.tls)
         wait_for_port(self.port, proc=self.process)
 
 
-def _spawn_redis(port: int, workdir: Path) -> subprocess.Popen:
+def _redis_listen_args(port: int, tls: HostFiles | None) -> list[str]:
+    """Plain ``port``, or as the playbooks set it: TLS only (``tls-port``, ``port 0``)."""
+    if tls is None:
+        return ["--port", str(port)]
+    return [
+        "--port",
+        "0",
+        "--tls-port",
+        str(port),
+        "--tls-cert-file",
+        str(tls.cert),
+        "--tls-key-file",
+        str(tls.key),
+        "--tls-ca-cert-file",
+        str(tls.ca),
+        "--tls-auth-clients",
+        "yes",
+    ]
+
+
+def _spawn_redis(port: int, workdir: Path, tls: HostFiles | None = None) -> subprocess.Popen:
     binary = _require("redis-server", "redis-server")
     return subprocess.Popen(
         [
             binary,
-            "--port",
-            str(port),
+            *_redis_listen_args(port, tls),
             "--bind",
             "127.0.0.1",
             "--save",
@@ -94,12 +117,13 @@ def _spawn_redis(port: int, workdir: Path) -> subprocess.Popen:
     )
 
 
-def start_redis(workdir: Path) -> RedisServer:
+def start_redis(workdir: Path, tls: HostFiles | None = None) -> RedisServer:
+    """A Redis on a free port; with ``tls``, reachable over TLS only."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    process = _spawn_redis(port, workdir)
+    process = _spawn_redis(port, workdir, tls)
     wait_for_port(port, proc=process)
-    return RedisServer(port, process)
+    return RedisServer(port, process, tls)
 
 
 @dataclass
@@ -148,7 +172,19 @@ class MariaDBServer:
         wait_for_port(self.port, timeout=60, proc=self.process)
 
 
-def start_mariadb(workdir: Path) -> MariaDBServer:
+def _mariadb_tls_args(tls: HostFiles | None) -> list[str]:
+    """As the playbooks set it: the host's certificate, and TCP clients must use TLS."""
+    if tls is None:
+        return []
+    return [
+        f"--ssl-ca={tls.ca}",
+        f"--ssl-cert={tls.cert}",
+        f"--ssl-key={tls.key}",
+        "--require-secure-transport=ON",
+    ]
+
+
+def start_mariadb(workdir: Path, tls: HostFiles | None = None) -> MariaDBServer:
     mariadbd = _require("mariadbd", "mariadb-server")
     install = _require("mariadb-install-db", "mariadb-server")
     datadir = workdir / "data"
@@ -183,6 +219,7 @@ def start_mariadb(workdir: Path) -> MariaDBServer:
             "--character-set-server=utf8mb4",
             "--max-connections=500",
             "--innodb-flush-log-at-trx-commit=2",
+            *_mariadb_tls_args(tls),
             *user,
         ],
         stdout=subprocess.DEVNULL,

@@ -18,6 +18,8 @@ Settings that matter, and why:
   ``execution_timeout``.
 * prefetch 1: a worker reserves only what it can start, so a long task does
   not hold back queued ones another worker could take.
+* ``[celery] ssl_active``: broker and result backend over TLS, the
+  server's certificate checked against ``ssl_cacert`` (:mod:`flowsched.tls`).
 * long-running tries are not cancelled when the broker connection drops:
   they keep heartbeating to the database and record their own result.
 """
@@ -29,13 +31,17 @@ from typing import Any
 from celery import Celery
 
 from flowsched.config import Config, get_config
+from flowsched.tls import broker_ssl
 
 TASK_NAME = "flowsched.run_workload"
 
 
 def celery_settings(conf: Config) -> dict[str, Any]:
     """Celery settings derived from the flowsched config (see the module docstring)."""
+    tls = broker_ssl(conf)
     return {
+        "broker_use_ssl": tls,
+        "redis_backend_use_ssl": tls,
         "broker_url": conf.celery.broker_url,
         "result_backend": conf.celery.result_backend or None,
         "task_ignore_result": True,

@@ -19,6 +19,7 @@ from flowsched.config import get_config
 from flowsched.exceptions import FlowschedError
 from flowsched.processes import python_command
 from flowsched.secret_policy import check_service_password
+from flowsched.tls import web_server_files
 
 
 def _split_queues(raw: str | None) -> list[str] | None:
@@ -91,6 +92,9 @@ def flower() -> None:
         f"--address={conf.flower.host}",
         f"--port={conf.flower.port}",
     ]
+    tls = web_server_files(conf)
+    if tls:
+        argv += [f"--certfile={tls[0]}", f"--keyfile={tls[1]}"]
     sys.stdout.flush()
     os.execve(sys.executable, argv, env)
 

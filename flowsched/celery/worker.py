@@ -146,6 +146,7 @@ def run_worker(
     from flowsched.celery.app import make_app
     from flowsched.celery.metrics import serve_worker_metrics
     from flowsched.task_logs.server import start_log_server
+    from flowsched.tls import log_server_context
 
     check_not_root(allow_root)
     conf = get_config()
@@ -159,7 +160,11 @@ def run_worker(
     host, port = conf.worker.log_server_host, conf.worker.log_server_port
     try:
         server = start_log_server(
-            host, port, Path(conf.logging.base_log_folder), conf.core.secret_key
+            host,
+            port,
+            Path(conf.logging.base_log_folder),
+            conf.core.secret_key,
+            log_server_context(conf),
         )
     except OSError as exc:
         raise WorkerRefused(

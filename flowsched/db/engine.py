@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from flowsched.config import get_config
 from flowsched.exceptions import DatabaseUnavailable
 from flowsched.outage import Outage, retry_through
+from flowsched.tls import mysql_connect_args
 
 T = TypeVar("T")
 
@@ -75,6 +76,7 @@ def build_engine(url: str) -> Engine:
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "mysql":
         connect_args["connect_timeout"] = conf.connect_timeout
+        connect_args.update(mysql_connect_args())
     return create_engine(
         url,
         pool_size=conf.pool_size,

@@ -3,7 +3,8 @@
 A log present on this machine (this is the worker that ran it, or the log
 folder is shared) is read from disk through :mod:`flowsched.task_logs.files`.
 Otherwise it is fetched from the log server of the host recorded on the try,
-``http://{hostname}:{log_server_port}``, with a token signed by
+``http(s)://{hostname}:{log_server_port}`` (HTTPS, the server's certificate
+checked, when ``[worker] log_server_ssl_ca`` is set), with a token signed by
 ``core.secret_key`` for that one file. Any failure becomes
 :class:`LogUnavailable` with a message that says where it looked.
 
@@ -41,6 +42,7 @@ from flowsched.task_logs.files import (
     relative_log_path,
 )
 from flowsched.task_logs.tokens import sign
+from flowsched.tls import log_client_context
 
 FETCH_TIMEOUT = 10.0
 FOLLOW_CHUNK = 1024 * 1024  # the most one --follow poll reads
@@ -79,8 +81,9 @@ class LogStream:
 
 def log_url(hostname: str, relative: str) -> str:
     host = f"[{hostname}]" if ":" in hostname else hostname
-    port = get_config().worker.log_server_port
-    return f"http://{host}:{port}/log/{quote(relative)}"
+    conf = get_config().worker
+    scheme = "https" if conf.log_server_ssl_ca else "http"
+    return f"{scheme}://{host}:{conf.log_server_port}/log/{quote(relative)}"
 
 
 def _local_or_host(hostname: str | None, relative: str) -> BinaryIO | str:
@@ -105,7 +108,7 @@ def _request(hostname: str, relative: str, **params: int) -> http.client.HTTPRes
         f"{url}?{urlencode(params)}", headers={"Authorization": f"Bearer {sign(relative)}"}
     )
     try:
-        return urllib.request.urlopen(request, timeout=FETCH_TIMEOUT)
+        return urllib.request.urlopen(request, timeout=FETCH_TIMEOUT, context=log_client_context())
     except urllib.error.HTTPError as exc:
         with exc:
             reason = exc.read(2000).decode("utf-8", "replace").strip() or exc.reason

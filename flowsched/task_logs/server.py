@@ -17,10 +17,14 @@ and where the body starts in it.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from flowsched.task_logs.files import LogRefused, file_size, iter_chunks, open_log, tail_start
@@ -31,18 +35,54 @@ log = logging.getLogger("flowsched.log_server")
 PREFIX = "/log/"
 
 
+HANDSHAKE_TIMEOUT = 10.0
+
+
 class LogServer(ThreadingHTTPServer):
+    """Serves each connection in its own thread; with ``tls``, HTTPS only.
+
+    The TLS handshake runs in the connection's thread (not in ``accept``), so
+    a client that connects and stays silent holds back no other client.
+    """
+
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], base_folder: Path, secret_key: str) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        base_folder: Path,
+        secret_key: str,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.base_folder = base_folder.resolve()
         self.secret_key = secret_key
+        self.tls = tls
         super().__init__(address, LogRequestHandler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is None:
+            return sock, address
+        return self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A refused handshake (plain HTTP, an unknown CA) is one line, not a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ssl.SSLError, OSError)):
+            log.warning("connection from %s failed: %s", client_address[0], error)
+            return
+        super().handle_error(request, client_address)
 
 
 class LogRequestHandler(BaseHTTPRequestHandler):
     server: LogServer
     server_version = "flowsched-log-server"
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(HANDSHAKE_TIMEOUT)
+            self.request.do_handshake()
+        super().setup()
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -112,11 +152,22 @@ class LogRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-def start_log_server(host: str, port: int, base_folder: Path, secret_key: str) -> LogServer:
-    """Listen now (so a taken port fails the worker's start) and serve in a thread."""
+def start_log_server(
+    host: str,
+    port: int,
+    base_folder: Path,
+    secret_key: str,
+    tls: ssl.SSLContext | None = None,
+) -> LogServer:
+    """Listen now (so a taken port fails the worker's start) and serve in a thread.
+
+    With ``tls`` the listening socket is wrapped, so every connection is HTTPS
+    and a plain-HTTP client gets no log (its handshake fails).
+    """
     base_folder.mkdir(parents=True, exist_ok=True)
-    server = LogServer((host, port), base_folder, secret_key)
+    server = LogServer((host, port), base_folder, secret_key, tls)
     thread = threading.Thread(target=server.serve_forever, name="log-server", daemon=True)
     thread.start()
-    log.info("log server on http://%s:%s serving %s", host, port, server.base_folder)
+    scheme = "https" if tls else "http"
+    log.info("log server on %s://%s:%s serving %s", scheme, host, port, server.base_folder)
     return server

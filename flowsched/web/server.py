@@ -33,6 +33,7 @@ from flowsched.processes import (
     stop_process,
 )
 from flowsched.secret_files import write_secret_file
+from flowsched.tls import web_server_files
 from flowsched.web.app import create_app
 from flowsched.web.users import count_users, create_user
 
@@ -71,7 +72,10 @@ def secret_key() -> str:
 
 def gunicorn_options(bind: str | None = None, workers: int | None = None) -> dict[str, Any]:
     conf = get_config().webserver
+    cert, key = web_server_files() or (None, None)
     return {
+        "certfile": cert,  # every listener, the metrics port too, serves HTTPS
+        "keyfile": key,
         "bind": bind or conf.bind,
         "workers": workers or conf.workers,
         "worker_class": "gthread",

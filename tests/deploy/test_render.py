@@ -212,7 +212,7 @@ def test_cluster_addresses_and_secrets_reach_every_host(
         assert cfg["core"]["executor"] == "celery"
         assert cfg["core"]["dags_folder"].endswith("/dags/current")
         assert cfg["core"]["plugins_folder"].endswith("/plugins/current")
-        assert cfg["webserver"]["flower_url"] == f"http://{base}.21:5555"
+        assert cfg["webserver"]["flower_url"] == f"https://{base}.21:5555"
         assert int(cfg["worker"]["shutdown_grace"]) < 900
         # The runtime account only: the migration account is in migrate.env.
         assert f"db-migration-secret-{sample}" not in env_text(rendered[sample] / host)

@@ -298,8 +298,15 @@ def cluster_settings(redis_url: str, log_port: int) -> dict[str, dict[str, str]]
     }
 
 
-def make_cluster(root: Path, mariadb_server: MariaDBServer, redis: RedisServer) -> Cluster:
-    """A migrated database and a config for a cluster on ``redis``; no process started."""
+def make_cluster(
+    root: Path,
+    mariadb_server: MariaDBServer,
+    redis: RedisServer,
+    extra: dict[str, dict[str, str]] | None = None,
+) -> Cluster:
+    """A migrated database and a config for a cluster on ``redis``; no process started.
+
+    ``extra``: more settings by section (the TLS tests' certificates)."""
     from flowsched.db import migrate
 
     url = mariadb_server.create_database(f"d_{uuid.uuid4().hex[:12]}")
@@ -308,7 +315,10 @@ def make_cluster(root: Path, mariadb_server: MariaDBServer, redis: RedisServer) 
     with pytest.MonkeyPatch.context() as patch:
         for key, value in home.env.items():
             patch.setenv(key, value)
-        home.configure(**cluster_settings(redis.url, cluster.log_port))
+        settings = cluster_settings(redis.url, cluster.log_port)
+        for section, values in (extra or {}).items():
+            settings.setdefault(section, {}).update(values)
+        home.configure(**settings)
         migrate.upgrade()
     reset_engine()
     set_config(None)
