@@ -156,6 +156,8 @@ def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
         "stop-timeout",
         "executor",
         "webserver-stop",
+        "service-entry",
+        "service-name",
         "mariadb-port",
         "mariadb-privileges",
         "redis-maxmemory",
