@@ -342,7 +342,7 @@ def test_rendered_config_loads_in_the_package(rendered: dict[str, Path], sample:
 def test_worker_and_scheduler_units_limit_memory_and_tasks(
     rendered: dict[str, Path], sample: str
 ) -> None:
-    """MemoryMax and TasksMax bound the tasks (role variables, per host if need be)."""
+    """MemoryMax and TasksMax bound the tasks (service table entries, overridable per host)."""
     limits = {}
     for host, unit in [
         ("worker1", "flow-worker.service"),

@@ -86,8 +86,16 @@ def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
         (["-e", "flowsched_worker_stop_timeout=300"], "flowsched_worker_stop_timeout (300) >"),
         (["-e", "flowsched_executor=threads"], "flowsched_executor"),
         (
-            ["-e", "webserver_stop_timeout=60"],
-            "webserver_stop_timeout (60) > flowsched_webserver_timeout",
+            ["-e", '{"flowsched_services_overrides": {"webserver": {"stop_timeout": 60}}}'],
+            "webserver.stop_timeout (60) > flowsched_webserver_timeout",
+        ),
+        (
+            ["-e", '{"flowsched_services_overrides": {"worker": {"state": "gone", "colour": 1}}}'],
+            "flowsched_services_units.worker (flowsched_services_table merged with",
+        ),
+        (
+            ["-e", '{"flowsched_services_overrides": {"sheduler": {"state": "stopped"}}}'],
+            "Unknown service name in flowsched_services_names",
         ),
         (["-e", "mariadb_port=99999"], "Need mariadb_port 1-65535 (99999)"),
         (["-e", '{"mariadb_user_privileges": ["ALL PRIVILEGES"]}'], "without global or ALL"),
@@ -148,6 +156,8 @@ def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
         "stop-timeout",
         "executor",
         "webserver-stop",
+        "service-entry",
+        "service-name",
         "mariadb-port",
         "mariadb-privileges",
         "redis-maxmemory",
