@@ -4,7 +4,8 @@ For each N (default 5, 10 and 20) this boots the lab with N workers
 (``scripts/lab up --workers N``: systemd-nspawn hosts on this machine) and
 measures, in seconds:
 
-* **first converge**: ``site.yml`` on fresh hosts (from scripts/lab's log);
+* **first converge**: ``site.yml`` on fresh hosts (from scripts/lab's log;
+  the source's wheelhouse is built before, outside the timing);
 * **idempotent re-run**: ``site.yml`` again (must report changed=0);
 * **DAG sync**: ``playbooks/sync-dags.yml`` with one DAG file changed;
 * **rolling upgrade**: ``playbooks/upgrade.yml`` to a new version, workers
@@ -13,16 +14,24 @@ measures, in seconds:
   new version's wheelhouse is built first, outside the timing, as an
   operator's CI would.
 
-It also prints what the controller pushes (wheelhouse and DAG tarball
-sizes, times the hosts). The smallest N is the baseline: each figure is
-printed with its ratio to the baseline's and the ratio of host counts, so
-sub-linear growth reads directly. Figures are printed, never asserted.
+It also measures what the controller pushes: the wheelhouse and DAG
+tarball sizes times the application hosts, and the time of one push of the
+new wheelhouse to every application host (``push wheelhouse``, the copy
+step of an upgrade on its own). The smallest N is the baseline: each figure
+is printed with its ratio to the baseline's and the ratio of host counts, so
+sub-linear growth reads directly, and with the machine's 1-minute load
+average at the end of the step (the lab shares this machine's cores with
+whatever else runs). Figures are printed, never asserted.
 
 Run by hand as root, never in CI; it waits for and holds the shared lab's
-lock (/tmp/flowsched-lab.lock) while it runs:
+lock (/tmp/flowsched-lab.lock) while it runs, so run one size per
+invocation to let others use the lab in between:
 
-    .venv/bin/python bench/fleet_bench.py [--workers 5 10 20] [--seconds 60]
+    .venv/bin/python bench/fleet_bench.py --workers 5 [--seconds 60]
 
+Each size's figures are kept in bench/results/fleet.json (replaced when the
+size is measured again), and the table printed at the end holds every size
+measured so far. Each run's full output goes to bench/results/fleet-N.log.
 The lab is taken down after each N, also on failure.
 """
 
@@ -30,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
+import json
 import os
 import re
 import shlex
@@ -44,6 +55,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAB = ROOT / "scripts" / "lab"
 INVENTORY = ROOT / ".lab-scale"
+RESULTS = ROOT / "bench" / "results"
+APP_HOSTS = "flowsched_scheduler:flowsched_webserver:flowsched_workers:flowsched_flower"
 CLI = ["/usr/local/sbin/flowsched-run", "flowsched"]
 STEP_TIMEOUT = 3600
 
@@ -52,7 +65,15 @@ STEP_TIMEOUT = 3600
 class Figures:
     workers: int
     seconds: dict[str, float] = field(default_factory=dict)
+    load: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def record(self, name: str, seconds: float) -> None:
+        """A step's time, beside the load the machine was under at its end."""
+        self.seconds[name] = seconds
+        self.load[name] = os.getloadavg()[0]
+        print(f"[fleet_bench] {self.workers} workers: {name} {seconds:.0f}s"
+              f" (load {self.load[name]:.1f})", flush=True)  # fmt: skip
 
 
 def env() -> dict[str, str]:
@@ -63,7 +84,9 @@ def env() -> dict[str, str]:
     return values
 
 
+@functools.cache
 def lab_build_dir() -> str:
+    """Asked once: scripts/lab-wheelhouse digests the whole source tree."""
     return subprocess.run(
         [str(ROOT / "scripts" / "lab-wheelhouse")],
         capture_output=True,
@@ -73,10 +96,16 @@ def lab_build_dir() -> str:
     ).stdout.strip()
 
 
+LOG: list[Path] = []
+
+
 def run(args: list[str], *, timeout: float = STEP_TIMEOUT) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout, check=False
     )
+    if LOG:
+        with LOG[0].open("a") as log:
+            log.write(f"$ {shlex.join(args)}\n{result.stdout}{result.stderr}\n")
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
         raise RuntimeError(f"{' '.join(args[:4])}... failed ({result.returncode}):\n{tail}")
@@ -124,24 +153,37 @@ def new_version_source(tmp: Path) -> tuple[Path, str]:
     return source, version
 
 
-def wait_run(dag_id: str, run_id: str, deadline: float) -> str:
+FINISHED = {"success", "failed", "upstream_failed", "skipped"}
+
+
+def task_rows(states: str) -> list[list[str]]:
+    """The task rows of `flowsched tasks states` (task_id, state, try, ...)."""
+    return [line.split() for line in states.splitlines() if re.match(r"^t_\d+\s", line)]
+
+
+def wait_run(dag_id: str, run_id: str, deadline: float) -> list[list[str]]:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        states = on_scheduler("tasks", "states", dag_id, run_id)
-        if not re.search(r"\s(queued|running|scheduled|up_for_retry|none)\s", states):
-            return states
+        rows = task_rows(on_scheduler("tasks", "states", dag_id, run_id))
+        if rows and all(row[1] in FINISHED for row in rows):
+            return rows
         time.sleep(10)
     raise RuntimeError(f"{dag_id} {run_id} did not finish within {deadline}s")
 
 
 def measure(workers: int, task_seconds: int) -> Figures:
     figures = Figures(workers)
+    # This source's wheelhouse is built before the timing (once per source;
+    # later sizes reuse it), so that the first converge is the same work at
+    # every size.
+    run(["ansible-playbook", "-i", str(ROOT / "inventories" / "lab"),
+         str(ROOT / "bench" / "fleet_build.yml")])  # fmt: skip
     up = run([str(LAB), "up", "--workers", str(workers)])
     converge = re.search(r"deploy with site\.yml: done in (\d+)s", up.stdout + up.stderr)
-    figures.seconds["first converge"] = float(converge.group(1)) if converge else float("nan")
+    figures.record("first converge", float(converge.group(1)) if converge else float("nan"))
 
     took, out = playbook("site.yml")
-    figures.seconds["idempotent re-run"] = took
+    figures.record("idempotent re-run", took)
     if changed_total(out):
         figures.notes.append(f"re-run reported changed={changed_total(out)}")
 
@@ -152,7 +194,7 @@ def measure(workers: int, task_seconds: int) -> Figures:
         with (dags / "lab_routed.py").open("a") as f:
             f.write(f"# changed by fleet_bench at {time.time()}\n")
         took, _ = playbook("playbooks/sync-dags.yml", "-e", f"dag_sync_dags_src={dags}")
-        figures.seconds["DAG sync (1 file)"] = took
+        figures.record("DAG sync (1 file)", took)
         tarballs = sorted((Path.home() / ".cache/flowsched/dag-releases").glob("dags-*.tar.gz"))
         dag_tarball = size(max(tarballs, key=lambda p: p.stat().st_mtime)) if tarballs else 0
 
@@ -163,6 +205,8 @@ def measure(workers: int, task_seconds: int) -> Figures:
             key=lambda p: p.stat().st_mtime,
             default=None,
         )
+        if wheelhouse:
+            figures.record("push wheelhouse", push(wheelhouse))
         run_id = f"fleet-{workers}-{int(time.time())}"
         on_scheduler("dags", "unpause", "lab_fleet")
         on_scheduler(
@@ -175,12 +219,14 @@ def measure(workers: int, task_seconds: int) -> Figures:
             "-e", f"flowsched_source_dir={source}",
             "-e", "flowsched_worker_roll_batch=25%",
         )  # fmt: skip
-        figures.seconds["rolling upgrade 25%"] = took
-        states = wait_run("lab_fleet", run_id, deadline=1800)
-        rows = [line for line in states.splitlines() if re.match(r"^t_\d+\s", line)]
-        failed = [line for line in rows if not re.match(r"^t_\d+\s+success\s+1\s", line)]
+        figures.record("rolling upgrade 25%", took)
+        rows = wait_run("lab_fleet", run_id, deadline=1800)
+        failed = [row for row in rows if row[1:3] != ["success", "1"]]
+        hosts = {row[4] for row in rows}
         figures.notes.append(
-            f"upgrade under load: {len(rows)} tasks, {len(failed)} not first-try successes"
+            f"upgrade under load: {len(rows)} tasks on {len(hosts)} hosts,"
+            f" {len(failed)} not first-try successes"
+            + "".join(f"\n    {' '.join(row)}" for row in failed)
         )
         figures.notes.append(
             f"pushed by the controller: wheelhouse {size(wheelhouse) / 1e6:.1f} MB"
@@ -192,19 +238,47 @@ def measure(workers: int, task_seconds: int) -> Figures:
     return figures
 
 
+def push(wheelhouse: Path) -> float:
+    """One copy of the wheelhouse to every application host, as an upgrade's
+    unarchive makes it (the controller sends the file to each host), then
+    removed again: the time the controller's own link and CPU spend pushing."""
+    target = "/var/tmp/fleet-bench-wheelhouse.tar"
+    started = time.monotonic()
+    run(["ansible", "-i", str(INVENTORY), APP_HOSTS, "-b", "-m", "ansible.builtin.copy",
+         "-a", f"src={wheelhouse} dest={target} mode=0600"])  # fmt: skip
+    took = time.monotonic() - started
+    run(["ansible", "-i", str(INVENTORY), APP_HOSTS, "-b", "-m", "ansible.builtin.file",
+         "-a", f"path={target} state=absent"])  # fmt: skip
+    return took
+
+
+def save(figures: Figures) -> list[Figures]:
+    """Every size measured so far (this one replacing an earlier one of its size)."""
+    path = RESULTS / "fleet.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    saved[str(figures.workers)] = figures.__dict__
+    path.write_text(json.dumps(saved, indent=2))
+    return [Figures(**saved[key]) for key in sorted(saved, key=int)]
+
+
 def report(all_figures: list[Figures]) -> None:
     """A table, hosts x operation, each figure beside its ratio to the baseline's."""
     base = all_figures[0]
-    print(f"\nseconds (ratio to {base.workers} workers; hosts ratio in the header)")
+    print(
+        f"\nseconds (ratio to {base.workers} workers' figure; load average at the step's end);"
+        " hosts ratio in the header"
+    )
     print(
         f"{'operation':<22}"
-        + "".join(f"{f'{f.workers} w ({f.workers / base.workers:.0f}x)':>18}" for f in all_figures)
+        + "".join(f"{f'{f.workers} w ({f.workers / base.workers:.0f}x)':>24}" for f in all_figures)
     )
     for name in base.seconds:
         cells = []
         for figures in all_figures:
             value = figures.seconds.get(name, float("nan"))
-            cells.append(f"{f'{value:.0f} ({value / base.seconds[name]:.2f})':>18}")
+            load = figures.load.get(name, float("nan"))
+            cell = f"{value:.0f} ({value / base.seconds[name]:.2f}; load {load:.1f})"
+            cells.append(f"{cell:>24}")
         print(f"{name:<22}" + "".join(cells))
     for figures in all_figures:
         for note in figures.notes:
@@ -220,12 +294,14 @@ def main() -> None:
         sys.exit("fleet_bench needs root (it boots the lab)")
     lock = open("/tmp/flowsched-lab.lock", "a")  # noqa: SIM115 (held until exit)
     fcntl.flock(lock, fcntl.LOCK_EX)
-    results = []
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results: list[Figures] = []
     for workers in sorted(args.workers):
         print(f"[fleet_bench] {workers} workers ...", flush=True)
+        LOG[:] = [RESULTS / f"fleet-{workers}.log"]
+        LOG[0].write_text("")
         try:
-            results.append(measure(workers, args.seconds))
-            print(f"[fleet_bench] {workers} workers: {results[-1].seconds}", flush=True)
+            results = save(measure(workers, args.seconds))
         finally:
             subprocess.run([str(LAB), "down"], cwd=ROOT, env=env(), timeout=900, check=False)
     report(results)
