@@ -10,12 +10,14 @@ Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import textwrap
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import select
 
+from bench import roundtrips
 from flowsched import operations
 from flowsched.config import load_config, set_config
 from flowsched.dag_processor import process_folder
@@ -80,6 +83,7 @@ def configure(root: Path, url: str, parallelism: int) -> Path:
         textwrap.dedent(f"""
         [core]
         dags_folder = {dags}
+        dags_are_paused_at_creation = false
         parallelism = {parallelism}
         [database]
         sql_alchemy_conn = {url}
@@ -103,8 +107,19 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def run_dag(dag_id: str, edges: list[tuple[str, str]], executor: BaseExecutor) -> dict[str, Any]:
-    """Trigger ``dag_id``, schedule it to the end, and measure each edge's latency."""
+def run_dag(
+    dag_id: str, edges: list[tuple[str, str]], executor: BaseExecutor, probe: Path | None = None
+) -> dict[str, Any]:
+    """Trigger ``dag_id``, schedule it to the end, and measure each edge's latency.
+
+    With ``probe`` (a file), also count the database round trips made outside
+    this process, by the tries (bench/roundtrips.py), and the CPU time of the
+    processes this one waited for (the local executor's pool and its tries).
+    """
+    if probe is not None:
+        roundtrips.install(probe)
+        probe.unlink(missing_ok=True)
+    cpu_before = roundtrips.children_cpu_s()
     run = operations.trigger_dag(dag_id)
     started = time.monotonic()
     scheduler = Scheduler(executor, run_dag_processor=False)
@@ -123,6 +138,9 @@ def run_dag(dag_id: str, edges: list[tuple[str, str]], executor: BaseExecutor) -
             t.task_id: t
             for t in session.scalars(select(TaskTry).where(TaskTry.run_id == run.run_id))
         }
+    worker_trips, worker_kinds = (
+        roundtrips.read(probe, exclude_pid=os.getpid()) if probe else (0, Counter())
+    )
     gaps = [
         (tries[down].start_date - tries[up].end_date).total_seconds() * 1000 for up, down in edges
     ]
@@ -134,7 +152,18 @@ def run_dag(dag_id: str, edges: list[tuple[str, str]], executor: BaseExecutor) -
         "tasks_per_s": len(tries) / elapsed,
         "median_ms": statistics.median(gaps),
         "p95_ms": percentile(gaps, 0.95),
+        "worker_trips": worker_trips,
+        "worker_kinds": worker_kinds,
+        "children_cpu_s": roundtrips.children_cpu_s() - cpu_before,
     }
+
+
+def per_try_line(name: str, result: dict[str, Any]) -> str:
+    """Per try on the worker side: CPU ms (pool process + try) and round trips."""
+    tries = result["tasks"]
+    cpu = result["children_cpu_s"] * 1000 / tries
+    trips = roundtrips.describe(result["worker_trips"], result["worker_kinds"], tries)
+    return f"[{name}]   per try: {cpu:.1f} CPU ms (executor processes), {trips}"
 
 
 def bench_backend(name: str, url: str, parallelism: int, chain: int, fan: int, files: int):
@@ -144,19 +173,22 @@ def bench_backend(name: str, url: str, parallelism: int, chain: int, fan: int, f
         (dags / "fan.py").write_text(FAN.format(n=fan))
         process_folder()
         edges = [(f"t{n:04d}", f"t{n + 1:04d}") for n in range(chain - 1)]
-        result = run_dag("chain", edges, LocalExecutor(parallelism))
+        probe = Path(tmp) / "roundtrips"
+        result = run_dag("chain", edges, LocalExecutor(parallelism), probe)
         print(
             f"[{name}] chain of {chain}: {result['seconds']:.1f}s, "
             f"{result['tasks_per_s']:.1f} tasks/s, end->downstream start "
             f"median {result['median_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms"
         )
+        print(per_try_line(name, result))
         edges = [("root", f"t{n:04d}") for n in range(fan)]
-        result = run_dag("fan", edges, LocalExecutor(parallelism))
+        result = run_dag("fan", edges, LocalExecutor(parallelism), probe)
         print(
             f"[{name}] fan-out of {fan}: {result['seconds']:.1f}s, "
             f"{result['tasks_per_s']:.1f} tasks/s, root end->task start "
             f"median {result['median_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms"
         )
+        print(per_try_line(name, result))
         parse_dir = Path(tmp) / "parse"
         parse_dir.mkdir()
         for n in range(files):
