@@ -18,6 +18,7 @@ import textwrap
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,24 @@ def bench_backend(name: str, url: str, parallelism: int, chain: int, fan: int, f
         reset_engine()
 
 
+def on_backends(choice: str, bench: Callable[[str, str, Path], None]) -> None:
+    """``bench(name, url, folder)`` on SQLite and/or on a MariaDB started for it
+    (``choice``: sqlite, mysql or both); ``folder`` is a scratch folder."""
+    if choice in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as tmp:
+            bench("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp))
+    if choice in ("mysql", "both"):
+        from tests.servers import start_mariadb
+
+        with tempfile.TemporaryDirectory() as tmp:
+            server = start_mariadb(Path(tmp) / "mariadb")
+            try:
+                url = server.create_database(f"bench_{uuid.uuid4().hex[:8]}")
+                bench("mariadb", url, Path(tmp))
+            finally:
+                server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", choices=["sqlite", "mysql", "both"], default="both")
@@ -212,19 +231,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000)
     args = parser.parse_args()
     sizes = (args.parallelism, args.chain, args.fan, args.files)
-    if args.backend in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory() as tmp:
-            bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", *sizes)
-    if args.backend in ("mysql", "both"):
-        from tests.servers import start_mariadb
-
-        with tempfile.TemporaryDirectory() as tmp:
-            server = start_mariadb(Path(tmp))
-            try:
-                url = server.create_database(f"bench_{uuid.uuid4().hex[:8]}")
-                bench_backend("mariadb", url, *sizes)
-            finally:
-                server.stop()
+    on_backends(args.backend, lambda name, url, _folder: bench_backend(name, url, *sizes))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import func, insert, select, update
 
 from bench import roundtrips
-from bench.core_bench import FAN, configure
+from bench.core_bench import FAN, configure, on_backends
 from flowsched import operations
 from flowsched.dag_processor import process_folder
 from flowsched.db.engine import reset_engine, session_scope
@@ -266,19 +264,7 @@ def main() -> None:
     )
     parser.add_argument("--slots", type=int, default=512, help="executor slots (parallelism)")
     args = parser.parse_args()
-    if args.backend in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory() as tmp:
-            bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", args, Path(tmp))
-    if args.backend in ("mysql", "both"):
-        from tests.servers import start_mariadb
-
-        with tempfile.TemporaryDirectory() as tmp:
-            server = start_mariadb(Path(tmp) / "mariadb")
-            try:
-                url = server.create_database(f"bench_{uuid.uuid4().hex[:8]}")
-                bench_backend("mariadb", url, args, Path(tmp))
-            finally:
-                server.stop()
+    on_backends(args.backend, lambda name, url, folder: bench_backend(name, url, args, folder))
 
 
 if __name__ == "__main__":
