@@ -18,6 +18,7 @@ from flowsched import SmtpNotifier, WebhookNotifier, operations
 from flowsched.callback_runner import run_pending_callbacks
 from flowsched.exceptions import ConfigError
 from flowsched.notifications import BaseNotifier
+from tests.certificates import self_signed
 from tests.harness import drive, parse, run_finished, run_state, wait_for
 from tests.servers import free_port, wait_for_port
 
@@ -222,50 +223,10 @@ def test_bad_alert_settings_are_refused_with_what_is_wrong(sqlite_home, tmp_path
     assert "task 't': on_failure_callback must be a callable or a list of callables" in error
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key (the test's own CA: itself)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "smtp.crt", folder / "smtp.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_smtp_notifier_uses_starttls_and_login_and_verifies_the_certificate(
     tmp_path, monkeypatch, caplog
 ):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, "smtp")
     for port, folder in _receiver("smtp", tmp_path / "tls-mail", str(cert), str(key)):
         conn = {
             "conn_type": "smtp",

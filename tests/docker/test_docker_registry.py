@@ -10,24 +10,19 @@ Needs: ``apt-get install docker-registry apache2-utils``.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from flowsched import operations
 from flowsched.connection import Connection
 from flowsched.crypto import generate_key
 from flowsched.secrets.metastore import add_connection
+from tests.certificates import self_signed
 from tests.docker.test_docker_operator import log_of, write
 from tests.harness import drive, run_finished, tries
 from tests.servers import free_port, wait_for_port
@@ -44,38 +39,6 @@ class Registry:
 CERTS_D = Path("/etc/containers/certs.d")
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key: Podman pulls from registries over TLS."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flowsched-test-registry")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "registry.crt", folder / "registry.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
 def registry(podman, tmp_path: Path) -> Iterator[Registry]:
     missing = [tool for tool in ("docker-registry", "htpasswd") if shutil.which(tool) is None]
@@ -87,7 +50,7 @@ def registry(podman, tmp_path: Path) -> Iterator[Registry]:
         ["htpasswd", "-Bbn", USER, PASSWORD], check=True, capture_output=True, text=True
     ).stdout
     (tmp_path / "htpasswd").write_text(users)
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, "registry", "flowsched-test-registry")
     config = tmp_path / "registry.yml"
     config.write_text(
         "version: 0.1\nlog: {level: warn}\n"
