@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from celery import Celery, chain  # noqa: E402
 
+from bench import roundtrips  # noqa: E402
+
 # The raw baseline's app: imported by its worker processes as bench.celery_bench:raw_app.
 raw_app = Celery("raw", broker=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/0"))
 raw_app.conf.update(
@@ -131,6 +133,7 @@ def raw_baseline(broker_url: str, tmp: Path, concurrency: int, n_chain: int, n_f
 def flowsched_runs(
     broker_url: str, db_url: str, tmp: Path, concurrency: int, n_chain: int, n_fan: int
 ) -> dict:
+    from bench import roundtrips
     from bench.core_bench import CHAIN, FAN, run_dag
     from flowsched.celery.executor import CeleryExecutor
     from flowsched.config import load_config, set_config
@@ -143,7 +146,7 @@ def flowsched_runs(
     dags.mkdir(parents=True)
     cfg = home / "flowsched.cfg"
     cfg.write_text(
-        f"[core]\ndags_folder = {dags}\nexecutor = celery\n"
+        f"[core]\ndags_folder = {dags}\nexecutor = celery\ndags_are_paused_at_creation = false\n"
         "secret_key = bench-secret-0f2a4c6e8b1d3f5a7c9e0b2d\n"
         f"[database]\nsql_alchemy_conn = {db_url}\n"
         f"[logging]\nbase_log_folder = {home / 'logs'}\n"
@@ -170,11 +173,12 @@ def flowsched_runs(
         str(concurrency),
         "--allow-root",
     ]
-    worker_env = dict(env)
+    probe = tmp / "roundtrips"
+    cpu_before = roundtrips.children_cpu_s()
     workers = []
     for n in range(2):
         worker_env = {
-            **env,
+            **roundtrips.worker_env(env, probe),
             "FLOWSCHED_HOSTNAME": f"127.0.0.{n + 2}",
             "FLOWSCHED__WORKER__LOG_SERVER_HOST": f"127.0.0.{n + 2}",
         }
@@ -186,10 +190,14 @@ def flowsched_runs(
             ("chain", [(f"t{n:04d}", f"t{n + 1:04d}") for n in range(n_chain - 1)]),
             ("fan", [("root", f"t{n:04d}") for n in range(n_fan)]),
         ):
-            results[dag_id] = run_dag(dag_id, edges, CeleryExecutor())
+            results[dag_id] = run_dag(dag_id, edges, CeleryExecutor(), probe)
     finally:
         stop(workers)
         reset_engine()
+    # The workers' CPU (their pool processes and tries included) is known once they
+    # are waited for: over both runs, idle time included.
+    tries = sum(result["tasks"] for result in results.values())
+    results["cpu_ms_per_try"] = (roundtrips.children_cpu_s() - cpu_before) * 1000 / max(tries, 1)
     return results
 
 
@@ -233,6 +241,12 @@ def main() -> None:
             f"[raw celery] {label}: {raw[dag_id]:.2f}s, {count / raw[dag_id]:.0f} tasks/s; "
             f"flowsched/raw = {result['seconds'] / raw[dag_id]:.1f}x"
         )
+        trips = roundtrips.describe(result["worker_trips"], result["worker_kinds"], tasks)
+        print(f"[flowsched]   per try on the workers: {trips}")
+    print(
+        f"[flowsched] worker CPU per try (worker, pool and try processes, both runs): "
+        f"{ours['cpu_ms_per_try']:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -11,12 +11,15 @@ Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import textwrap
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import select
 
+from bench import roundtrips
 from flowsched import operations
 from flowsched.config import load_config, set_config
 from flowsched.dag_processor import process_folder
@@ -123,8 +127,19 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def run_dag(dag_id: str, edges: list[tuple[str, str]], executor: BaseExecutor) -> dict[str, Any]:
-    """Trigger ``dag_id``, schedule it to the end, and measure each edge's latency."""
+def run_dag(
+    dag_id: str, edges: list[tuple[str, str]], executor: BaseExecutor, probe: Path | None = None
+) -> dict[str, Any]:
+    """Trigger ``dag_id``, schedule it to the end, and measure each edge's latency.
+
+    With ``probe`` (a file), also count the database round trips made outside
+    this process, by the tries (bench/roundtrips.py), and the CPU time of the
+    processes this one waited for (the local executor's pool and its tries).
+    """
+    if probe is not None:
+        roundtrips.install(probe)
+        probe.unlink(missing_ok=True)
+    cpu_before = roundtrips.children_cpu_s()
     run = operations.trigger_dag(dag_id)
     started = time.monotonic()
     scheduler = Scheduler(executor, run_dag_processor=False)
@@ -143,6 +158,9 @@ def run_dag(dag_id: str, edges: list[tuple[str, str]], executor: BaseExecutor) -
             t.task_id if t.map_index < 0 else f"{t.task_id}[{t.map_index}]": t
             for t in session.scalars(select(TaskTry).where(TaskTry.run_id == run.run_id))
         }
+    worker_trips, worker_kinds = (
+        roundtrips.read(probe, exclude_pid=os.getpid()) if probe else (0, Counter())
+    )
     gaps = [
         (tries[down].start_date - tries[up].end_date).total_seconds() * 1000 for up, down in edges
     ]
@@ -154,7 +172,18 @@ def run_dag(dag_id: str, edges: list[tuple[str, str]], executor: BaseExecutor) -
         "tasks_per_s": len(tries) / elapsed,
         "median_ms": statistics.median(gaps),
         "p95_ms": percentile(gaps, 0.95),
+        "worker_trips": worker_trips,
+        "worker_kinds": worker_kinds,
+        "children_cpu_s": roundtrips.children_cpu_s() - cpu_before,
     }
+
+
+def per_try_line(name: str, result: dict[str, Any]) -> str:
+    """Per try on the worker side: CPU ms (pool process + try) and round trips."""
+    tries = result["tasks"]
+    cpu = result["children_cpu_s"] * 1000 / tries
+    trips = roundtrips.describe(result["worker_trips"], result["worker_kinds"], tries)
+    return f"[{name}]   per try: {cpu:.1f} CPU ms (executor processes), {trips}"
 
 
 def bench_backend(name: str, url: str, parallelism: int, chain: int, fan: int, files: int):
@@ -165,21 +194,24 @@ def bench_backend(name: str, url: str, parallelism: int, chain: int, fan: int, f
         (dags / "mapped.py").write_text(MAPPED.format(n=fan))
         process_folder()
         edges = [(f"t{n:04d}", f"t{n + 1:04d}") for n in range(chain - 1)]
-        result = run_dag("chain", edges, LocalExecutor(parallelism))
+        probe = Path(tmp) / "roundtrips"
+        result = run_dag("chain", edges, LocalExecutor(parallelism), probe)
         print(
             f"[{name}] chain of {chain}: {result['seconds']:.1f}s, "
             f"{result['tasks_per_s']:.1f} tasks/s, end->downstream start "
             f"median {result['median_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms"
         )
+        print(per_try_line(name, result))
         edges = [("root", f"t{n:04d}") for n in range(fan)]
-        result = run_dag("fan", edges, LocalExecutor(parallelism))
+        result = run_dag("fan", edges, LocalExecutor(parallelism), probe)
         print(
             f"[{name}] fan-out of {fan}: {result['seconds']:.1f}s, "
             f"{result['tasks_per_s']:.1f} tasks/s, root end->task start "
             f"median {result['median_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms"
         )
+        print(per_try_line(name, result))
         edges = [("root", f"t[{n}]") for n in range(fan)]
-        mapped = run_dag("mapped", edges, LocalExecutor(parallelism))
+        mapped = run_dag("mapped", edges, LocalExecutor(parallelism), probe)
         print(
             f"[{name}] mapped over {fan} (expand from root's XCom): {mapped['seconds']:.1f}s, "
             f"{mapped['tasks_per_s']:.1f} tasks/s ({mapped['state']}) beside the fan-out's "
@@ -200,6 +232,24 @@ def bench_backend(name: str, url: str, parallelism: int, chain: int, fan: int, f
         reset_engine()
 
 
+def on_backends(choice: str, bench: Callable[[str, str, Path], None]) -> None:
+    """``bench(name, url, folder)`` on SQLite and/or on a MariaDB started for it
+    (``choice``: sqlite, mysql or both); ``folder`` is a scratch folder."""
+    if choice in ("sqlite", "both"):
+        with tempfile.TemporaryDirectory() as tmp:
+            bench("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp))
+    if choice in ("mysql", "both"):
+        from tests.servers import start_mariadb
+
+        with tempfile.TemporaryDirectory() as tmp:
+            server = start_mariadb(Path(tmp) / "mariadb")
+            try:
+                url = server.create_database(f"bench_{uuid.uuid4().hex[:8]}")
+                bench("mariadb", url, Path(tmp))
+            finally:
+                server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", choices=["sqlite", "mysql", "both"], default="both")
@@ -209,19 +259,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000)
     args = parser.parse_args()
     sizes = (args.parallelism, args.chain, args.fan, args.files)
-    if args.backend in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory() as tmp:
-            bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", *sizes)
-    if args.backend in ("mysql", "both"):
-        from tests.servers import start_mariadb
-
-        with tempfile.TemporaryDirectory() as tmp:
-            server = start_mariadb(Path(tmp))
-            try:
-                url = server.create_database(f"bench_{uuid.uuid4().hex[:8]}")
-                bench_backend("mariadb", url, *sizes)
-            finally:
-                server.stop()
+    on_backends(args.backend, lambda name, url, _folder: bench_backend(name, url, *sizes))
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ def bench(tmp: Path, broker_url: str, db_url: str, args: argparse.Namespace) -> 
     flag = tmp / "release-the-sensors"
     cfg = home / "flowsched.cfg"
     cfg.write_text(
-        f"[core]\ndags_folder = {dags}\nexecutor = celery\n"
+        f"[core]\ndags_folder = {dags}\nexecutor = celery\ndags_are_paused_at_creation = false\n"
         "secret_key = bench-secret-0f2a4c6e8b1d3f5a7c9e0b2d\n"
         f"[database]\nsql_alchemy_conn = {db_url}\n"
         f"[logging]\nbase_log_folder = {home / 'logs'}\n"
