@@ -496,15 +496,17 @@ def _one_line(text: str | None) -> str | None:
 @click.argument("run_id")
 def tasks_states(dag_id: str, run_id: str) -> None:
     """The state of every task in a run, with the error of each one's current try
-    and, for a task not queued yet, what holds it back (see `tasks failed-deps`)."""
+    and, for a task not queued yet, what holds it back (see `tasks failed-deps`).
+
+    A mapped task's copies are listed as ``task_id[map_index]``, the way `tasks run`
+    names them, so the columns stay the same for scripts that read them."""
     from flowsched.operations import task_states, try_errors, waiting_reasons
 
     errors = try_errors(dag_id, run_id)
     waiting = waiting_reasons(dag_id, run_id)
     rows = [
         [
-            ti.task_id,
-            ti.map_index,
+            f"{ti.task_id}[{ti.map_index}]" if ti.map_index >= 0 else ti.task_id,
             ti.state,
             ti.try_number,
             ti.worker_nodename,
@@ -521,7 +523,6 @@ def tasks_states(dag_id: str, run_id: str) -> None:
     headers = [
         *(
             "task_id",
-            "map_index",
             "state",
             "try",
             "nodename",
