@@ -73,7 +73,7 @@ default_args = {name: record(name) for name in (
 
 with DAG("cb_tasks", start_date=datetime(2026, 1, 1), default_args=default_args) as dag:
     PythonOperator(task_id="ok", python_callable=lambda: 1)
-    PythonOperator(task_id="flaky", python_callable=fail, retries=1, retry_delay=0)
+    PythonOperator(task_id="flaky", python_callable=fail, retries=1, retry_delay=2)
     PythonOperator(task_id="skipper", python_callable=skip)
     PythonOperator(task_id="listed", python_callable=lambda: 1,
                    on_success_callback=[record("first"), record("second")])
