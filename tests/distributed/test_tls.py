@@ -18,6 +18,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import MySQLdb
 import pytest
@@ -56,6 +57,18 @@ def tls_settings(files: HostFiles) -> dict[str, dict[str, str]]:
             "web_server_ssl_key": str(files.key),
         },
     }
+
+
+def connect_mariadb(server: MariaDBServer, **options: Any) -> MySQLdb.Connection:
+    """A connection to the test's MariaDB as its account, with ``options`` (TLS or not)."""
+    return MySQLdb.connect(
+        host="127.0.0.1",
+        port=server.port,
+        user=server.user,
+        password=server.password,
+        connect_timeout=10,
+        **options,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -123,24 +136,10 @@ def test_plain_text_is_refused_by_every_server(client: Cluster, tls_mariadb: Mar
         plain.ping()
     # MariaDB: require_secure_transport refuses the login of a plain TCP client.
     with pytest.raises(MySQLdb.OperationalError) as refused:
-        MySQLdb.connect(
-            host="127.0.0.1",
-            port=tls_mariadb.port,
-            user=tls_mariadb.user,
-            password=tls_mariadb.password,
-            ssl_mode="DISABLED",
-            connect_timeout=10,
-        )
+        connect_mariadb(tls_mariadb, ssl_mode="DISABLED")
     # (MariaDB answers "access denied"; the same account over TLS gets in, see below.)
     assert refused.value.args[0] in (1045, 3159), refused.value
-    MySQLdb.connect(
-        host="127.0.0.1",
-        port=tls_mariadb.port,
-        user=tls_mariadb.user,
-        password=tls_mariadb.password,
-        connect_timeout=10,
-        **mysql_connect_args(),
-    ).close()
+    connect_mariadb(tls_mariadb, **mysql_connect_args()).close()
     # The worker's log server: plain HTTP gets no log.
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(f"http://{client.a.hostname}:{client.log_port}/log/x", timeout=10)
@@ -167,14 +166,7 @@ def test_a_client_trusting_another_ca_is_refused(
     with pytest.raises(redis.exceptions.ConnectionError, match="certificate verify failed"):
         wrong.ping()
     with pytest.raises(MySQLdb.OperationalError):
-        MySQLdb.connect(
-            host="127.0.0.1",
-            port=tls_mariadb.port,
-            user=tls_mariadb.user,
-            password=tls_mariadb.password,
-            connect_timeout=10,
-            **mysql_connect_args(conf),
-        )
+        connect_mariadb(tls_mariadb, **mysql_connect_args(conf))
     # Redis asks for a client certificate of the cluster CA (tls-auth-clients yes).
     anonymous = redis.Redis(
         host="127.0.0.1",
@@ -191,14 +183,7 @@ def test_a_client_trusting_another_ca_is_refused(
     assert redis.Redis(
         host="127.0.0.1", port=client.redis.port, ssl=True, socket_timeout=5, **broker_ssl(right)
     ).ping()
-    MySQLdb.connect(
-        host="127.0.0.1",
-        port=tls_mariadb.port,
-        user=tls_mariadb.user,
-        password=tls_mariadb.password,
-        connect_timeout=10,
-        **mysql_connect_args(right),
-    ).close()
+    connect_mariadb(tls_mariadb, **mysql_connect_args(right)).close()
     # The log client checks the log server's certificate too.
     client.home.configure(worker={"log_server_ssl_ca": str(other.ca)})
     with pytest.raises(LogUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
