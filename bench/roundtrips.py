@@ -2,7 +2,9 @@
 
 A round trip is anything that waits for the server: a statement (BEGIN and
 COMMIT included when they are sent as statements), a DBAPI ``commit()`` or
-``rollback()``, and the ``pool_pre_ping`` ping on every connection checkout.
+``rollback()``, the ``pool_pre_ping`` ping on a connection checkout (SQLAlchemy
+skips it for a connection opened by that checkout), and a new connection
+(``CONNECT``: its handshake, counted as one though it takes several).
 The counts come from SQLAlchemy's own events on every engine, so they see what
 the code really sends, in any process that installs the probe.
 
@@ -27,6 +29,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 
+from flowsched.db.engine import TRANSACTION_ENDED
+
 ENV = "FLOWSCHED_BENCH_ROUNDTRIPS"
 PROBE_DIR = Path(__file__).resolve().parent / "_probe"
 
@@ -48,8 +52,21 @@ def _statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
     _note(statement.split(None, 1)[0].upper() if statement.strip() else "?")
 
 
-def _reset(_dbapi_connection: Any, _record: Any, state: Any) -> None:
-    if not state.transaction_was_reset:
+def _connected(_dbapi_connection: Any, record: Any) -> None:
+    record.info["bench_fresh"] = True
+    _note("CONNECT")
+
+
+def _checkout(_dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    fresh = record.info.pop("bench_fresh", False)
+    if not fresh and getattr(getattr(proxy, "_pool", None), "_pre_ping", False):
+        _note("PING")
+
+
+def _reset(_dbapi_connection: Any, record: Any, state: Any) -> None:
+    # flowsched's own reset sends nothing after a transaction it ended (db/engine.py).
+    ended = record is not None and record.info.get(TRANSACTION_ENDED)
+    if not state.transaction_was_reset and not ended:
         _note("RESET")
 
 
@@ -64,9 +81,11 @@ def install(path: str | Path) -> None:
     event.listen(Engine, "before_cursor_execute", _statement)
     event.listen(Engine, "commit", lambda _conn: _note("COMMIT"))
     event.listen(Engine, "rollback", lambda _conn: _note("ROLLBACK"))
-    # pool_pre_ping pings on every checkout; the pool's reset-on-return rolls back,
-    # unless the transaction already ended (then SQLAlchemy sends nothing).
-    event.listen(Pool, "checkout", lambda *_: _note("PING"))
+    # pool_pre_ping pings on a checkout of a connection opened before; the pool's
+    # reset-on-return rolls back, unless the transaction already ended (then
+    # SQLAlchemy sends nothing).
+    event.listen(Pool, "connect", _connected)
+    event.listen(Pool, "checkout", _checkout)
     event.listen(Pool, "reset", _reset)
 
 

@@ -7,7 +7,7 @@ shows; ``ds`` and friends are dates in that zone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
@@ -70,13 +70,96 @@ def _previous_success(run: DagRun) -> DagRun | None:
         return found
 
 
+class Lazy:
+    """A context value read from the database on first use only, as Airflow's context
+    gives ``prev_*_success`` (lazy proxies): a try whose task never looks costs no query.
+
+    Stands for its value in templates and code (str, comparisons, arithmetic,
+    attributes, ``isinstance``); ``is None`` cannot see through it (as in Airflow).
+    """
+
+    __slots__ = ("_compute", "_done", "_value")
+
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        self._compute = compute
+        self._done = False
+        self._value: Any = None
+
+    @property
+    def value(self) -> Any:
+        if not self._done:
+            self._value, self._done = self._compute(), True
+        return self._value
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self.value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.value, name)
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self.value == other)
+
+    def __ne__(self, other: object) -> bool:
+        return bool(self.value != other)
+
+    def __lt__(self, other: Any) -> bool:
+        return bool(self.value < other)
+
+    def __le__(self, other: Any) -> bool:
+        return bool(self.value <= other)
+
+    def __gt__(self, other: Any) -> bool:
+        return bool(self.value > other)
+
+    def __ge__(self, other: Any) -> bool:
+        return bool(self.value >= other)
+
+    def __add__(self, other: Any) -> Any:
+        return self.value + other
+
+    def __radd__(self, other: Any) -> Any:
+        return other + self.value
+
+    def __sub__(self, other: Any) -> Any:
+        return self.value - other
+
+    def __rsub__(self, other: Any) -> Any:
+        return other - self.value
+
+
 def date_context(dag: Any, task: Any, run: DagRun) -> dict[str, Any]:
     """``logical_date``, ``ds``, ``ts_nodash``, ``prev_ds``, ``data_interval_start``..."""
     logical = _local(run.logical_date)
     assert logical is not None
     ts = logical.isoformat()
     previous, following = (_local(value) for value in _neighbours(dag, run))
-    success = _previous_success(run)
+    found: list[DagRun | None] = []
+
+    def success(field: str) -> Lazy:
+        def compute() -> pendulum.DateTime | None:
+            if not found:
+                found.append(_previous_success(run))  # one query for the four keys
+            return _local(getattr(found[0], field)) if found[0] is not None else None
+
+        return Lazy(compute)
+
     ds_nodash = logical.strftime("%Y%m%d")
     return {
         "logical_date": logical,
@@ -98,12 +181,10 @@ def date_context(dag: Any, task: Any, run: DagRun) -> dict[str, Any]:
         "next_execution_date": following,
         "next_ds": _ds(following),
         "next_ds_nodash": _ds_nodash(following),
-        "prev_data_interval_start_success": _local(success.data_interval_start)
-        if success
-        else None,
-        "prev_data_interval_end_success": _local(success.data_interval_end) if success else None,
-        "prev_start_date_success": _local(success.start_date) if success else None,
-        "prev_end_date_success": _local(success.end_date) if success else None,
+        "prev_data_interval_start_success": success("data_interval_start"),
+        "prev_data_interval_end_success": success("data_interval_end"),
+        "prev_start_date_success": success("start_date"),
+        "prev_end_date_success": success("end_date"),
         "task_instance_key_str": f"{run.dag_id}__{task.task_id}__{ds_nodash}",
     }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,7 +35,7 @@ from flowsched.db.models import (
 from flowsched.serialization import TaskSpec
 from flowsched.state import RunState, TaskState
 from flowsched.timezone import utcnow
-from flowsched.workloads import Workload
+from flowsched.workloads import RUN_FIELDS, Workload
 
 # States in which a try's history row is open: the try was queued and has not ended.
 OPEN_TRY_STATES = (TaskState.QUEUED, TaskState.RUNNING, TaskState.UP_FOR_RESCHEDULE)
@@ -73,7 +74,8 @@ def _guarded_update(
         .values({**shared, **(instance_only or {})})
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    matched = result.rowcount == 1
+    if not matched and not _warming.get():
         return False
     record = {**shared, **(record_only or {})}
     if record:
@@ -82,7 +84,43 @@ def _guarded_update(
             .where(TaskTry.task_instance_id == ti_id, TaskTry.try_number == try_number)
             .values(**record)
         )
-    return True
+    return matched
+
+
+# Set by warm_up: the history UPDATE is sent even when no instance matched (none can).
+_warming: ContextVar[bool] = ContextVar("flowsched_lifecycle_warming", default=False)
+
+
+def warm_up(session: Session) -> None:
+    """Send, in a long-lived process that forks tries (a LocalExecutor or Celery pool
+    process), the statements each try sends, for a try that cannot exist (id 0): they
+    change nothing, but the engine's compiled forms (and its dialect's set-up) are
+    then inherited by every forked try, which would otherwise compile them anew."""
+    nobody = Workload(
+        ti_id=0,
+        dag_id="",
+        task_id="",
+        run_id="",
+        try_number=0,
+        fingerprint="",
+        fileloc="",
+        queue="",
+    )
+    token = _warming.set(True)
+    try:
+        claim_try(session, nobody, hostname="", nodename="", pid=0)
+        for rendered in ({}, None):
+            finish_try(
+                session,
+                0,
+                0,
+                success=True,
+                rendered_fields=rendered,
+                started=utcnow(),
+                outlets=False,
+            )
+    finally:
+        _warming.reset(token)
 
 
 def _locked_instance(session: Session, ti_id: int, try_number: int) -> TaskInstance | None:
@@ -207,15 +245,34 @@ def queue_try(
         dag_version_id=dag_version_id,
         plugins=dict(plugins or {}),
         map_index=ti.map_index,
+        # The scheduler holds the run in this session already: no query for it.
+        run=run_fields(session.get(DagRun, ti.dag_run_id)),
     )
+
+
+def run_fields(run: DagRun | None) -> dict[str, Any] | None:
+    """What a try needs of its run, carried in its :class:`Workload` (JSON values): the
+    scheduler has the run at hand when it queues, so the try need not read it again."""
+    if run is None:
+        return None
+    fields = {key: getattr(run, key) for key in RUN_FIELDS}
+    return {
+        key: value.isoformat() if isinstance(value, datetime) else value
+        for key, value in fields.items()
+    }
 
 
 def claim_try(
     session: Session, workload: Workload, *, hostname: str, nodename: str, pid: int
-) -> bool:
-    """queued -> running for exactly this try; False means do not run it."""
+) -> datetime | None:
+    """queued -> running for exactly this try: its start time, or None (do not run it).
+
+    One conditional UPDATE (and its history row's) names the message's ids as well as
+    the try number and state, so a duplicate, stale or mismatched message claims
+    nothing: no read before it; :func:`claim_refusal` tells why, in that rare case.
+    """
     now = utcnow()
-    return _guarded_update(
+    claimed = _guarded_update(
         session,
         workload.ti_id,
         workload.try_number,
@@ -228,6 +285,31 @@ def claim_try(
             "pid": pid,
         },
         instance_only={"last_heartbeat": now},
+        guard=[
+            TaskInstance.dag_id == workload.dag_id,
+            TaskInstance.task_id == workload.task_id,
+            TaskInstance.run_id == workload.run_id,
+            TaskInstance.map_index == workload.map_index,
+        ],
+    )
+    return now if claimed else None
+
+
+def claim_refusal(session: Session, workload: Workload) -> str:
+    """Why :func:`claim_try` claimed nothing for this message (unknown, mismatched, stale)."""
+    ti = session.get(TaskInstance, workload.ti_id)
+    if ti is None:
+        return f"unknown task instance {workload.ti_id} ({workload.describe()})"
+    named = (workload.dag_id, workload.task_id, workload.run_id, workload.map_index)
+    if named != (ti.dag_id, ti.task_id, ti.run_id, ti.map_index):
+        index = f" map_index={ti.map_index}" if ti.map_index >= 0 else ""
+        return (
+            f"message names {workload.describe()} but task instance {ti.id} is "
+            f"{ti.dag_id}.{ti.task_id}{index} run={ti.run_id}"
+        )
+    return (
+        f"stale message for {workload.describe()}: the task is now {ti.state} "
+        f"at try {ti.try_number} (duplicate delivery or already retried)"
     )
 
 
@@ -318,6 +400,8 @@ def finish_try(
     rendered_fields: dict[str, Any] | None = None,
     request_callbacks: bool = False,
     force_fail: bool = False,
+    started: datetime | None = None,
+    outlets: bool = True,
 ) -> TaskState | None:
     """Record the end of a try and apply the retry policy.
 
@@ -329,8 +413,23 @@ def finish_try(
     zombie, a killed process), the task's failure or retry callback is requested
     from the callback runner in this same transaction.
     Returns the new state, or None if the try was not in ``expected_states``.
+
+    A success whose claim time the caller knows (``started``, what :func:`claim_try`
+    returned) and whose task has no dataset outlets (``outlets=False``) is one
+    conditional UPDATE (and its history row's): nothing to read first.
     """
     now = utcnow()
+    if success and started is not None and not outlets:
+        done = _guarded_update(
+            session,
+            ti_id,
+            try_number,
+            expected_states,
+            {"end_date": now, "duration": (now - started).total_seconds()},
+            instance_only={"pid": None, "state": TaskState.SUCCESS.value},
+            record_only=_history(rendered_fields, state=TaskState.SUCCESS.value, error=error),
+        )
+        return TaskState.SUCCESS if done else None
     ti = _locked_instance(session, ti_id, try_number)
     if ti is None:
         return None

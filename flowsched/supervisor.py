@@ -6,7 +6,14 @@ worker do not reach it, and everything it starts is killed with it. This
 module makes that process and keeps it honest: it sends its output to the
 try's log file, claims the try, heartbeats, turns SIGTERM into an
 interruption, enforces the execution timeout, and records the crash of a try
-process that died without a result. What runs inside (DAG file, context,
+process that died without a result.
+
+Per try the database sees two writes: the claim (one conditional UPDATE that
+also refuses a duplicate, stale or mismatched message, the run's fields
+coming with the workload) and the result. The heartbeat is the supervisor's,
+not the try's: the process that forked the try waits for it with a timeout
+and heartbeats only once the try has outlived ``task_heartbeat_interval``, so
+a short try starts no thread and sends no heartbeat. What runs inside (DAG file, context,
 templates, execute, XCom, result, callbacks) is :mod:`flowsched.task_runner`'s.
 """
 
@@ -14,18 +21,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
+import select
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from flowsched import secrets_masker, task_runner
 from flowsched.config import get_config
-from flowsched.db.engine import db_outage, is_db_outage, session_scope
+from flowsched.db.engine import (
+    db_outage,
+    for_a_try_process,
+    is_db_outage,
+    session_scope,
+    with_db_retry,
+)
 from flowsched.exceptions import (
     AirflowFailException,
     FlowschedError,
@@ -33,8 +48,8 @@ from flowsched.exceptions import (
     TaskTimeout,
 )
 from flowsched.hostname import get_hostname
-from flowsched.lifecycle import claim_try, heartbeat_try
-from flowsched.outage import EXIT_RESULT_NOT_RECORDED
+from flowsched.lifecycle import claim_refusal, claim_try, heartbeat_try
+from flowsched.outage import EXIT_RESULT_NOT_RECORDED, Outage
 from flowsched.processes import (
     DEFAULT_DEADLINE,
     become_subreaper,
@@ -52,6 +67,7 @@ from flowsched.timezone import display
 from flowsched.workloads import Workload
 
 log = logging.getLogger("flowsched.task")
+worker_log = logging.getLogger("flowsched.worker")
 
 
 class _LogFormatter(logging.Formatter):
@@ -75,35 +91,107 @@ def _redirect_output(fd: int) -> None:
     secrets_masker.redirect_output(fd)
 
 
-class _Heartbeat(threading.Thread):
-    """Keeps the try alive in the DB; if the try was cleared or marked, stops the task."""
+class TryFlags:
+    """What a try's process and its supervisor share (an anonymous mapping made
+    before the fork): whether the try claimed its row, whether its task code is
+    running (not yet recording its result), and whether the supervisor found
+    the try gone from the database (cleared, marked, timed out) and stopped it."""
 
-    def __init__(self, workload: Workload, interval: float) -> None:
+    _CLAIMED, _RUNNING, _RECORDING = 1, 2, 3
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, 2)
+
+    @property
+    def claimed(self) -> bool:
+        return self._map[0] != 0
+
+    def set_claimed(self) -> None:
+        self._map[0] = self._CLAIMED
+
+    @property
+    def running(self) -> bool:
+        return self._map[0] == self._RUNNING
+
+    def set_running(self, running: bool) -> None:
+        self._map[0] = self._RUNNING if running else self._RECORDING
+
+    @property
+    def lost(self) -> bool:
+        return self._map[1] == 1
+
+    def set_lost(self) -> None:
+        self._map[1] = 1
+
+
+def _beat(workload: Workload, outage: Outage) -> bool | None:
+    """One heartbeat: whether the try is still running in the database, None if the
+    database could not say (an outage, logged once: the try keeps running meanwhile)."""
+    try:
+        with session_scope() as session:
+            alive = heartbeat_try(session, workload.ti_id, workload.try_number)
+    except Exception as exc:
+        if not is_db_outage(exc):
+            log.warning("heartbeat failed; retrying", exc_info=True)
+        elif not outage.down:
+            outage.failed(exc)
+        return None
+    outage.recovered()
+    return alive
+
+
+class _Heartbeat(threading.Thread):
+    """The heartbeat of a foreground try (``tasks run``), which has no supervisor."""
+
+    def __init__(self, workload: Workload, interval: float, flags: TryFlags) -> None:
         super().__init__(daemon=True, name="heartbeat")
         self.workload = workload
         self.interval = interval
+        self.flags = flags
         self.halt = threading.Event()
-        self.lost = False
 
     def run(self) -> None:
-        # The try runs on through a database outage: heartbeats resume when it is back.
         outage = db_outage(log)
         while not self.halt.wait(self.interval):
-            try:
-                with session_scope() as session:
-                    alive = heartbeat_try(session, self.workload.ti_id, self.workload.try_number)
-            except Exception as exc:
-                if not is_db_outage(exc):
-                    log.warning("heartbeat failed; retrying", exc_info=True)
-                elif not outage.down:
-                    outage.failed(exc)  # logged once; the task keeps running meanwhile
-                continue
-            outage.recovered()
-            if not alive:
-                self.lost = True
+            if _beat(self.workload, outage) is False:
+                self.flags.set_lost()
                 log.warning("this try is no longer running in the database; stopping the task")
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
+
+
+def _wait_and_beat(pid: int, workload: Workload, flags: TryFlags) -> None:
+    """Wait for the try's process to end (it stays a zombie), heartbeating for it each
+    ``task_heartbeat_interval`` while its task code runs; a try gone from the database
+    (cleared, marked, timed out) is stopped with SIGTERM, flagged as lost."""
+    interval_ms = max(1, int(get_config().scheduler.task_heartbeat_interval * 1000))
+    outage: Outage | None = None
+    pidfd = os.pidfd_open(pid)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        while not poller.poll(interval_ms):  # readable once the process has ended
+            if not flags.running or flags.lost:
+                continue
+            outage = outage or db_outage(log)
+            # Re-read after the UPDATE: a try that just recorded its own result is not lost.
+            if _beat(workload, outage) is False and flags.running:
+                flags.set_lost()
+                worker_log.warning(
+                    "%s is no longer running in the database; stopping it", workload.describe()
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+    finally:
+        os.close(pidfd)
+    while True:
+        try:
+            # WNOWAIT: the try stays a zombie, so its pid (its group's id) cannot
+            # be reused before its group is killed.
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            return
+        except InterruptedError:
+            continue
 
 
 @contextlib.contextmanager
@@ -173,52 +261,81 @@ def _set_up_log(workload: Workload, nodename: str, *, foreground: bool) -> str |
     return None
 
 
-def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> int:
+def _claim(workload: Workload, nodename: str) -> Any:
+    """Claim the try (through a database outage); its start time, or None, logged in the
+    worker's log with the reason, when the message must not run (duplicate, stale,
+    unknown or mismatched): before the try's log is opened, which is another try's."""
+    hostname = get_hostname()
+
+    def claim() -> Any:
+        with session_scope() as session:
+            return claim_try(
+                session, workload, hostname=hostname, nodename=nodename, pid=os.getpid()
+            )
+
+    # A message delivered while the database is down waits for it (the worker slot
+    # with it) rather than fail: the try is still queued and must run once.
+    started = with_db_retry(claim, db_outage(worker_log))
+    if started is None:
+        try:
+            with session_scope(read_only=True) as session:
+                reason = claim_refusal(session, workload)
+        except Exception as exc:
+            reason = f"{workload.describe()} is not claimable ({type(exc).__name__}: {exc})"
+        worker_log.warning("not running: %s", reason)
+    return started
+
+
+def run_try(
+    workload: Workload, *, nodename: str, foreground: bool = False, flags: TryFlags | None = None
+) -> int:
     """Run one try in this process. Returns 0 when the outcome was recorded.
 
-    The process's part: log file, claim, heartbeat, SIGTERM as an interruption;
-    the task's part (load, render, execute, record) is :mod:`flowsched.task_runner`'s.
+    The process's part: claim, log file, SIGTERM as an interruption (the
+    heartbeat is the supervisor's, see :func:`fork_and_run`, or a thread's in
+    the foreground); the task's part (load, render, execute, record) is
+    :mod:`flowsched.task_runner`'s.
     """
     conf = get_config()
+    flags = flags or TryFlags()
+    started = _claim(workload, nodename)
+    if started is None:
+        return 0
+    flags.set_claimed()
     setup_error = _set_up_log(workload, nodename, foreground=foreground)
     hostname = get_hostname()
-    with session_scope() as session:
-        claimed = claim_try(
-            session, workload, hostname=hostname, nodename=nodename, pid=os.getpid()
-        )
-    if not claimed:
-        log.info(
-            "%s was not claimable (already taken, cleared or timed out); not running it",
-            workload.describe(),
-        )
-        return 0
     if setup_error is not None:
         state = task_runner.fail_try(workload, setup_error)
         log.error("%s failed before running: %s -> %s", workload.describe(), setup_error, state)
         return 0
     log.info("running %s on %s (%s), pid %s", workload.describe(), nodename, hostname, os.getpid())
     previous_term = signal.signal(signal.SIGTERM, _terminate)
-    heartbeat = _Heartbeat(workload, conf.scheduler.task_heartbeat_interval)
-    heartbeat.start()
+    heartbeat = None
+    if foreground:
+        heartbeat = _Heartbeat(workload, conf.scheduler.task_heartbeat_interval, flags)
+        heartbeat.start()
+    flags.set_running(True)
     success, error, rendered, interrupted = False, None, None, False
     skipped, skips, exception, force_fail = False, task_runner.NOTHING, None, False
+    outlets = True
     try:
         if _stop_requested:
             raise TaskTerminated("the task was stopped (SIGTERM) before it started")
         scrub_task_environment()  # no cluster secrets for task code (flowsched.task_env)
-        success, error, rendered, skips = task_runner.execute(workload, nodename, execution_timeout)
+        success, error, rendered, skips, outlets = task_runner.execute(
+            workload, nodename, execution_timeout
+        )
         if error:
             log.error("%s", error)
     except task_runner.TrySkipped as exc:
         skipped, error, rendered = True, str(exc), exc.rendered
         log.info("task skipped: %s", error)
     except task_runner.TryRescheduled as exc:
-        heartbeat.halt.set()
-        signal.signal(signal.SIGTERM, previous_term)
+        _stop_running(flags, heartbeat, previous_term)
         return task_runner.record_reschedule(workload, exc.reschedule_date, exc.rendered)
     except TaskTerminated as exc:
         exception = exc
-        interrupted = not heartbeat.lost
+        interrupted = not flags.lost
         error = f"{exc}: will be retried" if interrupted else f"{exc}: stopped from outside"
         log.error("%s", error)
     except TaskTimeout as exc:
@@ -233,8 +350,7 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
         exception, error = exc, "".join(traceback.format_exception(exc))
         log.error("task failed:\n%s", error)
     finally:
-        heartbeat.halt.set()
-        signal.signal(signal.SIGTERM, previous_term)
+        _stop_running(flags, heartbeat, previous_term)
     return task_runner.record_result(
         workload,
         success,
@@ -245,15 +361,70 @@ def run_try(workload: Workload, *, nodename: str, foreground: bool = False) -> i
         skips,
         exception=exception,
         force_fail=force_fail,
+        started=started,
+        outlets=outlets,
     )
+
+
+def _stop_running(flags: TryFlags, heartbeat: _Heartbeat | None, previous_term: Any) -> None:
+    """The task code is over: no more heartbeats (the result is next), SIGTERM noted again."""
+    flags.set_running(False)
+    if heartbeat is not None:
+        heartbeat.halt.set()
+    signal.signal(signal.SIGTERM, previous_term)
+
+
+def preload_imports() -> None:
+    """Import, in a process that will fork tries (or fork the processes that do), what
+    every try needs: the authoring API with its operators and sensors, the task's
+    modules, the masker's secrets backends, the database dialect and driver. A try
+    forked from it starts with them instead of importing them itself, each time."""
+    import jinja2.ext  # noqa: F401  (every DAG's template environment loads "do")
+
+    import flowsched  # the authoring API: operators, sensors, decorators
+    import flowsched.secrets  # noqa: F401  (the output masker reads its backends)
+    from flowsched.db.engine import get_engine
+
+    get_engine()  # the dialect and its driver: no connection yet
+
+
+_warmed = False
+
+
+def _warm_up() -> None:
+    """Once per process that forks tries, before its first: the imports, a database
+    connection (the dialect's set-up) and the try's statements compiled
+    (:func:`flowsched.lifecycle.warm_up`), all inherited by every try it forks. Best
+    effort: a database that is down now is the tries' business (they wait for it)."""
+    global _warmed
+    if _warmed:
+        return
+    _warmed = True
+    preload_imports()
+    from flowsched.lifecycle import warm_up
+
+    try:
+        with session_scope() as session:
+            warm_up(session)
+    except Exception as exc:
+        worker_log.info("could not prepare the database statements of tries: %s", exc)
 
 
 class TryNotStarted(FlowschedError):
     """The try's process could not be forked (a process or memory limit)."""
 
 
-def fork_and_run(workload: Workload, *, nodename: str) -> int:
-    """Run a try in a child process and wait; forward SIGTERM to it. Returns its exit code.
+class TryExit(NamedTuple):
+    """How a try's process ended: its exit code, and whether it had claimed its try
+    (a message it refused, or that crashed before claiming, never touches a try
+    someone else runs: see :func:`record_crash`)."""
+
+    code: int
+    claimed: bool
+
+
+def fork_and_run(workload: Workload, *, nodename: str) -> TryExit:
+    """Run a try in a child process and wait; forward SIGTERM to it. Returns how it ended.
 
     The try runs in its own session (a terminal's signals aimed at us do not reach
     it) and dies with this process (parent-death signal SIGTERM: it records itself
@@ -264,8 +435,10 @@ def fork_and_run(workload: Workload, *, nodename: str) -> int:
     """
     supervisor = os.getpid()
     spare = children_of(supervisor)  # before the preload: what a DAG file forks goes too
+    _warm_up()
     task_runner.preload(workload)
     become_subreaper()
+    flags = TryFlags()
     try:
         pid = os.fork()
     except OSError as exc:
@@ -273,7 +446,7 @@ def fork_and_run(workload: Workload, *, nodename: str) -> int:
             f"cannot start a process for {workload.describe()}: {fork_failure_hint(exc)}"
         ) from exc
     if pid == 0:
-        _run_forked_try(workload, nodename, supervisor)
+        _run_forked_try(workload, nodename, supervisor, flags)
 
     forwarded = False
 
@@ -288,14 +461,7 @@ def fork_and_run(workload: Workload, *, nodename: str) -> int:
 
     previous = signal.signal(signal.SIGTERM, forward)
     try:
-        while True:
-            try:
-                # WNOWAIT: the try stays a zombie, so its pid (its group's id) cannot
-                # be reused before its group is killed.
-                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-                break
-            except InterruptedError:
-                continue
+        _wait_and_beat(pid, workload, flags)
     finally:
         signal.signal(signal.SIGTERM, previous)
     survivors = end_tree(pid, pgid=pid, spare=spare)
@@ -307,18 +473,19 @@ def fork_and_run(workload: Workload, *, nodename: str) -> int:
             DEFAULT_DEADLINE,
         )
     _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    return TryExit(os.waitstatus_to_exitcode(status), flags.claimed)
 
 
-def _run_forked_try(workload: Workload, nodename: str, supervisor: int) -> None:
+def _run_forked_try(workload: Workload, nodename: str, supervisor: int, flags: TryFlags) -> None:
     """The child side of :func:`fork_and_run`; never returns."""
     code = 1
     try:
         os.setsid()
+        for_a_try_process()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, _note_stop)
         set_parent_death_signal(signal.SIGTERM, parent=supervisor)
-        code = run_try(workload, nodename=nodename)
+        code = run_try(workload, nodename=nodename, flags=flags)
     except BaseException:
         with contextlib.suppress(Exception):
             traceback.print_exc()
@@ -334,10 +501,19 @@ def _run_forked_try(workload: Workload, nodename: str, supervisor: int) -> None:
 
 
 def record_crash(
-    workload: Workload, nodename: str, exit_code: int, reason: str | None = None
+    workload: Workload,
+    nodename: str,
+    exit_code: int,
+    reason: str | None = None,
+    *,
+    claimed: bool = True,
 ) -> None:
     """The try's process died (or could not start) without recording a result:
     record it for it, with what happened, and retry.
+
+    A process that had not claimed the try (it could not start, or died before its
+    claim) fails the try only if it is still queued: a duplicate message of a try
+    running elsewhere must not end it.
 
     Written through a database outage (with backoff), like the try's own result.
     A try process that ended but could not record its result before giving up
@@ -356,6 +532,7 @@ def record_crash(
         f"task process {describe_exit(exit_code)} on worker {nodename} before recording a "
         f"result{limit_hint(exit_code)}"
     )
-    state = task_runner.fail_try(workload, error, (TaskState.RUNNING, TaskState.QUEUED))
+    expected = (TaskState.RUNNING,) if claimed else (TaskState.QUEUED,)
+    state = task_runner.fail_try(workload, error, expected)
     if state is not None:
         log.error("%s: %s -> %s", workload.describe(), error, state)

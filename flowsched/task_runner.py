@@ -16,10 +16,10 @@ import logging
 import signal
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import select
 
@@ -58,6 +58,7 @@ from flowsched.workloads import Workload
 from flowsched.xcom import TaskInstanceContext, pull_xcom, push_xcom
 
 log = logging.getLogger("flowsched.task")
+T = TypeVar("T")
 
 
 class _Macros:
@@ -121,6 +122,16 @@ class TryRescheduled(Exception):
         self.rendered = rendered
 
 
+def _through_outage(action: Callable[[], T]) -> T:
+    """``action()`` (a lifecycle call in its own transaction), retried through a database
+    outage: a try's result must not be lost (and the try run again) because the database
+    was down when it ended. Retries back off to at most a quarter of ``zombie_threshold``,
+    so once the database is back the result lands well before the scheduler (which waits
+    a full threshold after its own outage) could take the try for a zombie; raises
+    :class:`~flowsched.outage.OutageTooLong` past ``[core] outage_tolerance``."""
+    return with_db_retry(action, db_outage(log, max_delay=_result_retry_cap()))
+
+
 def _push_result(workload: Workload, task: Any, result: Any) -> None:
     """The return value as XCom (unless do_xcom_push=False), per key with multiple_outputs."""
     if result is None or not task.do_xcom_push:
@@ -140,10 +151,44 @@ def _push_result(workload: Workload, task: Any, result: Any) -> None:
                 push_xcom(session, workload, key, value)
 
     # The task's return value is part of its result: kept through a database outage.
-    with_db_retry(push, db_outage(log, max_delay=_result_retry_cap()))
+    _through_outage(push)
 
 
 NOTHING: frozenset[str] = frozenset()
+
+
+class Executed(NamedTuple):
+    """What :func:`execute` came to, for the supervisor to record."""
+
+    success: bool
+    error: str | None
+    rendered: dict[str, Any] | None = None
+    # What a branch or short-circuit chose to skip, written with the success.
+    skips: frozenset[str] = NOTHING
+    # Whether the task has dataset outlets, whose events are recorded with its success.
+    outlets: bool = True
+
+
+# The run's fields a workload carries as ISO 8601 text.
+_RUN_DATES = ("logical_date", "data_interval_start", "data_interval_end", "start_date")
+
+
+def _run_of(workload: Workload) -> DagRun:
+    """The try's run, as the scheduler queued it: from the workload's fields (no
+    database read), else (a workload queued without them) read from the database."""
+    if workload.run is not None:
+        fields = {
+            key: datetime.fromisoformat(value) if key in _RUN_DATES and value else value
+            for key, value in workload.run.items()
+        }
+        return DagRun(dag_id=workload.dag_id, run_id=workload.run_id, **fields)
+    with session_scope(read_only=True) as session:
+        run = session.scalar(
+            select(DagRun).where(DagRun.dag_id == workload.dag_id, DagRun.run_id == workload.run_id)
+        )
+        assert run is not None
+        session.expunge(run)
+    return run
 
 
 def _puller(workload: Workload) -> Any:
@@ -160,8 +205,8 @@ def execute(
     workload: Workload,
     nodename: str,
     time_limit: Callable[[timedelta | None], AbstractContextManager[None]],
-) -> tuple[bool, str | None, dict[str, Any] | None, frozenset[str]]:
-    """Load, check and execute the task; (success, error, rendered fields, tasks to skip).
+) -> Executed:
+    """Load, check and execute the task: what it came to (:class:`Executed`).
 
     ``time_limit`` enforces the task's ``execution_timeout`` around ``execute``
     only (not the file load nor the rendering): it is the process's business,
@@ -176,14 +221,12 @@ def execute(
     mismatches = check_plugin_files(workload.plugins)
     if mismatches:
         relative, expected, local = mismatches[0]
-        return (
+        return Executed(
             False,
             (
                 f"plugin file {relative} differs on worker {nodename}: scheduler has sha256 "
                 f"{expected[:12]}…, this worker has {local[:12] + '…' if local else 'no such file'}"
             ),
-            None,
-            NOTHING,
         )
     try:
         # The newest kept release with the queued bytes: a sync since then fails nothing.
@@ -193,34 +236,26 @@ def execute(
             _, _, dags = exec_dag_file(path, workload.fileloc, expected=workload.fingerprint)
     except DagFileMismatch as exc:
         kept = len(releases_of(folder))
-        return (
+        return Executed(
             False,
             (
                 f"dag file differs on worker {nodename}: scheduler has sha256 "
                 f"{workload.fingerprint[:12]}…, this worker has {str(exc)[:12]}… ({path})"
                 + (f"; none of the {kept} kept releases has it" if kept > 1 else "")
             ),
-            None,
-            NOTHING,
         )
     except FileNotFoundError:
-        return False, f"dag file {path} does not exist on worker {nodename}", None, NOTHING
+        return Executed(False, f"dag file {path} does not exist on worker {nodename}")
     dag = next((d for d in dags if d.dag_id == workload.dag_id), None)
     if dag is None:
-        return False, f"{path} no longer defines DAG '{workload.dag_id}'", None, NOTHING
+        return Executed(False, f"{path} no longer defines DAG '{workload.dag_id}'")
     task = dag.tasks.get(workload.task_id)
     if task is None:
-        return False, f"DAG '{workload.dag_id}' has no task '{workload.task_id}'", None, NOTHING
+        return Executed(False, f"DAG '{workload.dag_id}' has no task '{workload.task_id}'")
     if is_mapped(task):
         # This copy's operator, from the run's XComs (see flowsched.mapped_operator).
         task = task.unmap(workload.map_index, _puller(workload))
-    with session_scope(read_only=True) as session:
-        run = session.scalar(
-            select(DagRun).where(DagRun.dag_id == workload.dag_id, DagRun.run_id == workload.run_id)
-        )
-        assert run is not None
-        session.expunge(run)
-    context = build_context(workload, task, dag, run)
+    context = build_context(workload, task, dag, _run_of(workload))
     task_callbacks.remember(task, context)
     try:
         # Stored with the try for the record: anything not JSON is kept as its repr.
@@ -232,7 +267,7 @@ def execute(
         check_pushed_for_mapping(task, result)
         _push_result(workload, task, result)
         skips = frozenset(task.tasks_to_skip) if isinstance(task, SkipMixin) else NOTHING
-        return True, None, rendered, skips
+        return Executed(True, None, rendered, skips, outlets=bool(task.outlets))
     except SkipTask as exc:
         raise TrySkipped(str(exc), rendered) from None
     except AirflowRescheduleException as exc:
@@ -270,7 +305,7 @@ def record_reschedule(workload: Workload, when: Any, rendered: dict[str, Any] | 
             )
 
     try:
-        state = with_db_retry(record, db_outage(log, max_delay=_result_retry_cap()))
+        state = _through_outage(record)
     except OutageTooLong as exc:
         log.error("%s rescheduled but %s", workload.describe(), exc)
         return EXIT_RESULT_NOT_RECORDED
@@ -291,10 +326,15 @@ def record_result(
     *,
     exception: BaseException | None = None,
     force_fail: bool = False,
+    started: datetime | None = None,
+    outlets: bool = True,
 ) -> int:
     """Write the try's outcome, waiting out a database outage: a finished try must not
     be lost (and run again) because the database was down when it ended; then call
-    the task's callback for it (:mod:`flowsched.task_callbacks`)."""
+    the task's callback for it (:mod:`flowsched.task_callbacks`).
+
+    ``started`` (the claim's time) and ``outlets`` (the task has dataset outlets) let
+    a success be recorded without reading the instance first (see ``finish_try``)."""
     reason = secrets_masker.redact(error.splitlines()[-1]) if error else None
     try:
         if skipped:
@@ -309,6 +349,8 @@ def record_result(
                 skips=skips,
                 request_callbacks=not task_callbacks.loaded(),
                 force_fail=force_fail,
+                started=started,
+                outlets=outlets,
             )
     except OutageTooLong as exc:
         log.error("%s ended (%s) but %s", workload.describe(), _outcome(success, error), exc)
@@ -333,7 +375,7 @@ def _skip_through_outage(
                 rendered_fields=rendered,
             )
 
-    return with_db_retry(record, db_outage(log, max_delay=_result_retry_cap()))
+    return _through_outage(record)
 
 
 def finish_through_outage(
@@ -347,17 +389,15 @@ def finish_through_outage(
     skips: frozenset[str] = frozenset(),
     request_callbacks: bool = False,
     force_fail: bool = False,
+    started: datetime | None = None,
+    outlets: bool = True,
 ) -> TaskState | None:
     """:func:`~flowsched.lifecycle.finish_try`, retried through a database outage.
 
     The tasks a branch or short-circuit chose to skip (``skips``) are written in
-    the same transaction as its success, never before it.
-
-    Retries back off to at most a quarter of ``zombie_threshold``, so once the
-    database is back the result lands well before the scheduler (which waits a
-    full threshold after its own outage) could take the try for a zombie. A
-    retried commit that had in fact landed finds the try no longer in
-    ``expected_states`` and changes nothing.
+    the same transaction as its success, never before it. A retried commit that
+    had in fact landed finds the try no longer in ``expected_states`` and
+    changes nothing.
     """
 
     def record() -> TaskState | None:
@@ -373,12 +413,14 @@ def finish_through_outage(
                 rendered_fields=rendered_fields,
                 request_callbacks=request_callbacks,
                 force_fail=force_fail,
+                started=started,
+                outlets=outlets,
             )
             if state is TaskState.SUCCESS and skips:
                 skip_tasks(session, workload.dag_id, workload.run_id, skips)
             return state
 
-    return with_db_retry(record, db_outage(log, max_delay=_result_retry_cap()))
+    return _through_outage(record)
 
 
 def _result_retry_cap() -> float:

@@ -10,6 +10,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# What a try's context needs of its run (``dag_run`` in templates, dates, conf).
+RUN_FIELDS = (
+    "id",
+    "run_type",
+    "state",
+    "logical_date",
+    "data_interval_start",
+    "data_interval_end",
+    "conf",
+    "start_date",
+    "dag_version_id",
+)
+
+
+def _run_fields(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or "logical_date" not in value:
+        raise ValueError(f"workload run fields must be an object with logical_date: {value!r}")
+    return {key: value.get(key) for key in RUN_FIELDS}
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -28,6 +49,9 @@ class Workload:
     plugins: dict[str, str] = field(default_factory=dict)
     # Which copy of a mapped task (Airflow's map_index); -1 for an unmapped task.
     map_index: int = -1
+    # The run's fields the try's context needs (see RUN_FIELDS), as JSON values (dates
+    # in ISO 8601), so the try reads none of them from the database; None: read them.
+    run: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -50,6 +74,7 @@ class Workload:
             dag_version_id=data.get("dag_version_id"),
             plugins={str(k): str(v) for k, v in (data.get("plugins") or {}).items()},
             map_index=int(data.get("map_index", -1)),
+            run=_run_fields(data.get("run")),
         )
 
     def describe(self) -> str:

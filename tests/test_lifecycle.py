@@ -98,7 +98,8 @@ def queue(
 
 def claim(workload: lifecycle.Workload, pid: int = 1234) -> bool:
     with session_scope() as session:
-        return lifecycle.claim_try(session, workload, hostname="h", nodename="n@h", pid=pid)
+        started = lifecycle.claim_try(session, workload, hostname="h", nodename="n@h", pid=pid)
+        return started is not None
 
 
 def finish(ti_id: int, try_number: int, **kwargs) -> TaskState | None:

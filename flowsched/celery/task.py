@@ -3,9 +3,11 @@
 The message body is a :class:`~flowsched.lifecycle.Workload` as a JSON dict.
 Anything that is not one is dropped with a log line (acking it: redelivering
 a message that can never be read would only loop). A well-formed message is
-checked against its task instance row before forking, so a duplicate or
-stale delivery costs one SELECT, and a message whose ids do not match the row
-it names is refused rather than allowed to run another task's code.
+forked at once: the try's claim (:func:`flowsched.lifecycle.claim_try`) is one
+conditional UPDATE naming its ids, try number and state, so a duplicate or
+stale delivery, or a message whose ids do not match the row it names, claims
+nothing and never runs (logged as "not running: <reason>"). No read comes
+before it: a message that runs costs no SELECT.
 """
 
 from __future__ import annotations
@@ -14,9 +16,6 @@ import logging
 import os
 from typing import Any
 
-from flowsched.db.engine import db_outage, session_scope, with_db_retry
-from flowsched.db.models import TaskInstance
-from flowsched.state import TaskState
 from flowsched.workloads import Workload
 
 log = logging.getLogger("flowsched.worker")
@@ -34,26 +33,6 @@ def parse_workload(body: Any) -> Workload | None:
         return None
 
 
-def refusal(workload: Workload) -> str | None:
-    """Why this message must not run (unknown, mismatched or stale), or None to run it."""
-    with session_scope() as session:
-        ti = session.get(TaskInstance, workload.ti_id)
-        if ti is None:
-            return f"unknown task instance {workload.ti_id} ({workload.describe()})"
-        named = (workload.dag_id, workload.task_id, workload.run_id)
-        if named != (ti.dag_id, ti.task_id, ti.run_id):
-            return (
-                f"message names {workload.describe()} but task instance {ti.id} is "
-                f"{ti.dag_id}.{ti.task_id} run={ti.run_id}"
-            )
-        if ti.try_number != workload.try_number or ti.state != TaskState.QUEUED.value:
-            return (
-                f"stale message for {workload.describe()}: the task is now {ti.state} "
-                f"at try {ti.try_number} (duplicate delivery or already retried)"
-            )
-    return None
-
-
 def run_workload(task: Any, body: Any = None) -> None:
     """The Celery task: one message, one try, one forked process."""
     from flowsched.supervisor import TryNotStarted, fork_and_run, record_crash
@@ -61,20 +40,15 @@ def run_workload(task: Any, body: Any = None) -> None:
     workload = parse_workload(body)
     if workload is None:
         return
-    # A message delivered while the database is down waits for it (the worker slot
-    # with it) rather than fail: the try is still queued and must run once.
-    reason = with_db_retry(lambda: refusal(workload), db_outage(log))
-    if reason is not None:
-        log.warning("not running: %s", reason)
-        return
     nodename = task.request.hostname or "unknown-worker"
     try:
-        code = fork_and_run(workload, nodename=nodename)
+        ended = fork_and_run(workload, nodename=nodename)
     except TryNotStarted as exc:
-        record_crash(workload, nodename, 1, reason=f"{exc} on worker {nodename}")
+        reason = f"{exc} on worker {nodename}"
+        record_crash(workload, nodename, 1, reason=reason, claimed=False)
         return
-    if code != 0:
-        record_crash(workload, nodename, code)
+    if ended.code != 0:
+        record_crash(workload, nodename, ended.code, claimed=ended.claimed)
     _exit_if_orphaned()
 
 

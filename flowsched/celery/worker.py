@@ -176,6 +176,11 @@ def run_worker(
         server.shutdown()
         server.server_close()
         raise WorkerRefused(str(exc)) from None
+    # Imported here, before Celery forks its pool processes, and so in every try
+    # they fork (flowsched.supervisor): not once per pool process, nor per try.
+    from flowsched.supervisor import preload_imports
+
+    preload_imports()
     timer = _GraceTimer(conf.worker.shutdown_grace)
     signals.worker_process_init.connect(_reset_db_after_fork, weak=False)
     signals.worker_process_init.connect(_die_with_worker(os.getpid()), weak=False)

@@ -7,6 +7,7 @@ can write at once. MySQL/MariaDB runs at READ COMMITTED: the scheduler's
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,6 +50,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 READ_ONLY = "flowsched_read_only"
 
+# Set on a pooled connection's record when session_scope ends its transaction itself
+# (COMMIT or ROLLBACK), cleared at each checkout: see _reset_on_return.
+TRANSACTION_ENDED = "flowsched_transaction_ended"
+
+
+def _checked_out(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    record.info[TRANSACTION_ENDED] = False
+
+
+def _reset_on_return(engine: Engine) -> Callable[..., None]:
+    """SQLAlchemy's reset of a connection returned to the pool (a ROLLBACK), except
+    after a transaction :func:`session_scope` has just committed or rolled back: the
+    pool cannot tell (a Session closes its connection once the transaction is over),
+    and would send a ROLLBACK, a round trip, after every COMMIT."""
+
+    def reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+        if state.transaction_was_reset or not state.asyncio_safe:
+            return
+        if record is not None and record.info.get(TRANSACTION_ENDED):
+            return
+        engine.dialect.do_rollback(dbapi_connection)
+
+    return reset
+
+
+def _own_reset(engine: Engine) -> Engine:
+    event.listen(engine, "checkout", _checked_out)
+    event.listen(engine, "reset", _reset_on_return(engine))
+    return engine
+
 
 def _sqlite_begin(conn: Any) -> None:
     """Writers take SQLite's write lock up front (no deadlocking lock upgrades);
@@ -66,32 +97,39 @@ def build_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"timeout": 30, "check_same_thread": False}, pool_pre_ping=True
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_pre_ping=True,
+            pool_reset_on_return=None,  # _reset_on_return does it
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # Let SQLAlchemy, not pysqlite, open transactions, so BEGIN IMMEDIATE works.
         event.listen(engine, "connect", lambda conn, _r: setattr(conn, "isolation_level", None))
         event.listen(engine, "begin", _sqlite_begin)
-        return engine
+        return _own_reset(engine)
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "mysql":
         connect_args["connect_timeout"] = conf.connect_timeout
         connect_args.update(mysql_connect_args())
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=conf.pool_size,
         max_overflow=conf.pool_size,
         pool_recycle=conf.pool_recycle,
         pool_pre_ping=True,
+        pool_reset_on_return=None,  # _reset_on_return does it
         isolation_level="READ COMMITTED",
         connect_args=connect_args,
     )
+    return _own_reset(engine)
 
 
 def get_engine() -> Engine:
     global _engine, _sessionmaker, _read_sessionmaker
     if _engine is None:
         _engine = build_engine(get_config().database.sql_alchemy_conn)
+        if _try_process:
+            _tune_for_try(_engine.pool)
         _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
         _read_sessionmaker = sessionmaker(
             _engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
@@ -129,6 +167,31 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
+# A try's process uses a connection for seconds (claim, result): one opened for it
+# needs no ping, and one that has sat idle through a long task is replaced instead.
+TRY_CONNECTION_RECYCLE = 10.0
+
+
+def for_a_try_process() -> None:
+    """Set this (forked) process's connections up for a try: no ``pool_pre_ping`` (a
+    round trip per checkout), but a connection older than ``TRY_CONNECTION_RECYCLE``
+    seconds is reopened at checkout. A try's claim and result (and a short task's
+    XCom) then share one connection with no ping; the result of a long task gets a
+    fresh connection, as a ping would have found it gone after a database restart
+    (a failure meanwhile is an outage, retried: flowsched.task_runner)."""
+    global _try_process
+    _try_process = True
+    if _engine is not None:
+        _tune_for_try(_engine.pool)
+
+
+_try_process = False
+
+
+def _tune_for_try(pool: Any) -> None:
+    pool._pre_ping = False
+    pool._recycle = TRY_CONNECTION_RECYCLE
+
 
 def new_session(read_only: bool = False) -> Session:
     get_engine()
@@ -148,18 +211,29 @@ def session_scope(read_only: bool = False) -> Iterator[Session]:
     session = new_session(read_only)
     try:
         yield session
+        _ending(session)
         session.commit()
     except OperationalError as exc:
+        _ending(session)
         session.rollback()
         unavailable = _unavailable(exc)
         if unavailable is None:
             raise
         raise unavailable from exc
     except BaseException:
+        _ending(session)
         session.rollback()
         raise
     finally:
         session.close()
+
+
+def _ending(session: Session) -> None:
+    """Note that this session ends its connection's transaction itself (COMMIT or
+    ROLLBACK), so the pool need not roll it back again (see _reset_on_return)."""
+    if session.in_transaction():
+        with contextlib.suppress(Exception):
+            session.connection().info[TRANSACTION_ENDED] = True
 
 
 # Connection-level failures: the server is down, restarting or unreachable.

@@ -46,14 +46,14 @@ def _pool_process(tasks: Any, results: Any, parent: int, nodename: str) -> None:
         workload = Workload.from_dict(item)
         reason = None
         try:
-            code = fork_and_run(workload, nodename=nodename)
+            code, claimed = fork_and_run(workload, nodename=nodename)
         except TryNotStarted as exc:
-            code, reason = 1, str(exc)
+            code, claimed, reason = 1, False, str(exc)
         if code != 0:
             # Recorded here, with what killed it, once nothing of the try is left;
             # if this fails the scheduler records the bare exit code from the event.
             try:
-                record_crash(workload, nodename, code, reason)
+                record_crash(workload, nodename, code, reason, claimed=claimed)
             except Exception:
                 log.exception("could not record the crash of %s", workload.describe())
         results.put((workload.ti_id, workload.try_number, code))
