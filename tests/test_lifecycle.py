@@ -191,6 +191,75 @@ def test_a_stale_message_for_an_earlier_try_claims_nothing(ti_id):
     assert claim(second)
 
 
+def refusal(workload: lifecycle.Workload) -> str:
+    with session_scope(read_only=True) as session:
+        return lifecycle.claim_refusal(session, workload)
+
+
+def test_a_message_naming_other_ids_claims_nothing_and_says_why(ti_id):
+    from dataclasses import replace
+
+    workload = queue(ti_id)
+    for other in (
+        replace(workload, task_id="other"),
+        replace(workload, dag_id="other"),
+        replace(workload, run_id="other"),
+        replace(workload, map_index=3),
+    ):
+        assert not claim(other)  # another task's ids on this row: never its code here
+        assert refusal(other).startswith(f"message names {other.describe()} but task instance")
+    assert row(ti_id).state == "queued"
+    assert refusal(replace(workload, ti_id=987654)).startswith("unknown task instance 987654")
+    assert claim(workload)
+    assert refusal(workload) == (
+        f"stale message for {workload.describe()}: the task is now running at try 1 "
+        "(duplicate delivery or already retried)"
+    )
+
+
+def test_the_workload_carries_the_run_fields_the_try_needs(ti_id):
+    import json
+
+    with session_scope() as session:
+        session.get(DagRun, row(ti_id).dag_run_id).conf = {"k": [1, 2]}
+    workload = queue(ti_id)
+    with session_scope() as session:
+        run = session.get(DagRun, row(ti_id).dag_run_id)
+        assert workload.run["logical_date"] == run.logical_date.isoformat()
+        assert (workload.run["run_type"], workload.run["conf"]) == ("manual", {"k": [1, 2]})
+        assert workload.run["id"] == run.id
+    # It crosses processes as JSON (Celery), and comes back the same.
+    body = json.loads(json.dumps(workload.to_dict()))
+    assert lifecycle.Workload.from_dict(body) == workload
+    with pytest.raises(ValueError, match="run fields"):
+        lifecycle.Workload.from_dict({**body, "run": {"conf": {}}})
+
+
+def test_a_success_with_its_claim_time_is_recorded_without_a_read(ti_id):
+    workload = queue(ti_id)
+    with session_scope() as session:
+        started = lifecycle.claim_try(session, workload, hostname="h", nodename="n", pid=7)
+    assert started is not None
+    state = finish(ti_id, 1, success=True, started=started, outlets=False, rendered_fields={})
+    assert state == TaskState.SUCCESS
+    ti = row(ti_id)
+    assert (ti.state, ti.pid, ti.end_date is not None) == ("success", None, True)
+    assert ti.duration == pytest.approx((ti.end_date - started).total_seconds())
+    (record,) = try_rows(ti_id)
+    assert (record.state, record.rendered_fields, record.duration) == ("success", {}, ti.duration)
+    # Recorded once: a late second result (or one for a cleared try) matches nothing.
+    assert finish(ti_id, 1, success=True, started=started, outlets=False) is None
+
+
+def test_warming_up_the_statements_changes_nothing(ti_id):
+    workload = queue(ti_id)
+    before = (row(ti_id).state, [(r.state, r.start_date) for r in try_rows(ti_id)])
+    with session_scope() as session:
+        lifecycle.warm_up(session)
+    assert (row(ti_id).state, [(r.state, r.start_date) for r in try_rows(ti_id)]) == before
+    assert claim(workload)  # and the try is still claimable
+
+
 # --- heartbeat -----------------------------------------------------------------------
 
 

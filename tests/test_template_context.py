@@ -218,3 +218,22 @@ def test_dag_decorator_arguments_reach_tasks_as_params(home):
             select(XCom.value).where(XCom.run_id == other.run_id, XCom.task_id == "double")
         )
     assert doubled == 10
+
+
+def test_lazy_context_values_are_read_once_and_only_when_used():
+    """prev_*_success are lazy (as Airflow's proxies): no query for a task that never reads
+    them, and a value that stands for the real one when it does."""
+    from datetime import UTC, datetime, timedelta
+
+    from flowsched.context import Lazy
+
+    reads = []
+    value = datetime(2026, 1, 2, tzinfo=UTC)
+    lazy = Lazy(lambda: reads.append(1) or value)
+    assert reads == []
+    assert isinstance(lazy, datetime) and lazy == value and str(lazy) == str(value)
+    assert lazy + timedelta(days=1) == datetime(2026, 1, 3, tzinfo=UTC)
+    assert lazy.strftime("%Y%m%d") == "20260102" and f"{lazy:%d}" == "02"
+    assert reads == [1]  # computed once
+    nothing = Lazy(lambda: None)
+    assert not nothing and str(nothing) == "None" and nothing == None  # noqa: E711

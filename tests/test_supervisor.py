@@ -1,0 +1,83 @@
+"""The process side of a try (flowsched.supervisor), forked as an executor's pool does.
+
+What a try costs the database and who may touch its row: the claim refuses a
+duplicate before any task code, the supervisor heartbeats only a try that
+outlives the interval, and a process that never claimed its try never ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flowsched.db.engine import session_scope
+from flowsched.db.models import TaskInstance
+from flowsched.lifecycle import claim_try
+from flowsched.operations import trigger_dag
+from flowsched.supervisor import fork_and_run, record_crash
+from flowsched.task_runner import foreground_workload
+from tests.harness import parse
+
+DAG_FILE = """
+import time
+from datetime import datetime
+from flowsched import DAG, PythonOperator
+
+with DAG("beats", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+    PythonOperator(task_id="quick", python_callable=lambda: None)
+    # Longer than task_heartbeat_interval (1 s in the tests' config).
+    PythonOperator(task_id="slow", python_callable=lambda: time.sleep(2.5))
+    PythonOperator(task_id="marker", python_callable=lambda: open({marker!r}, "w").close())
+"""
+
+
+def _setup(home) -> str:
+    home.write_dag("beats.py", DAG_FILE.format(marker=str(home.root / "ran.marker")))
+    parse()
+    return trigger_dag("beats").run_id
+
+
+def _row(ti_id: int) -> TaskInstance:
+    with session_scope() as session:
+        ti = session.get(TaskInstance, ti_id)
+        session.expunge(ti)
+        return ti
+
+
+def test_only_a_try_that_outlives_the_interval_is_heartbeated(sqlite_home):
+    run_id = _setup(sqlite_home)
+    quick = foreground_workload("beats", "quick", run_id)
+    assert fork_and_run(quick, nodename="n") == (0, True)
+    ti = _row(quick.ti_id)
+    assert ti.state == "success"
+    assert ti.last_heartbeat == ti.start_date  # the claim's, and no heartbeat after it
+
+    slow = foreground_workload("beats", "slow", run_id)
+    assert fork_and_run(slow, nodename="n") == (0, True)
+    ti = _row(slow.ti_id)
+    assert ti.state == "success"
+    assert ti.last_heartbeat > ti.start_date  # its supervisor heartbeated for it
+
+
+def test_a_duplicate_message_never_runs_and_never_ends_the_try_it_names(sqlite_home):
+    run_id = _setup(sqlite_home)
+    workload = foreground_workload("beats", "marker", run_id)
+    with session_scope() as session:  # another worker took it first
+        assert claim_try(session, workload, hostname="h", nodename="other", pid=1) is not None
+    # The worker's log, as the forked process writes it (it inherits the handler).
+    worker_log = logging.getLogger("flowsched.worker")
+    handler = logging.FileHandler(sqlite_home.root / "worker.log")
+    worker_log.addHandler(handler)
+    try:
+        assert fork_and_run(workload, nodename="n") == (0, False)
+    finally:
+        worker_log.removeHandler(handler)
+        handler.close()
+    assert not (sqlite_home.root / "ran.marker").exists()
+    logged = (sqlite_home.root / "worker.log").read_text()
+    assert f"not running: stale message for {workload.describe()}" in logged
+    # Had this process died before its claim, its crash is not the running try's.
+    record_crash(workload, "n", 1, claimed=False)
+    ti = _row(workload.ti_id)
+    assert (ti.state, ti.worker_nodename) == ("running", "other")
+    record_crash(workload, "n", 1)  # the process that claimed it did die: that ends it
+    assert _row(workload.ti_id).state in ("up_for_retry", "failed")
