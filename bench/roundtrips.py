@@ -41,7 +41,10 @@ _installed = False
 def _note(kind: str) -> None:
     if _path is None:
         return
-    fd = os.open(_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        return  # a benchmark's earlier folder, gone: between two counted runs
     try:
         os.write(fd, f"{os.getpid()} {kind}\n".encode())
     finally:

@@ -171,6 +171,15 @@ def descendants(pid: int, table: Mapping[int, ProcInfo] | None = None) -> list[i
     return found
 
 
+def has_children() -> bool:
+    """Whether this process has any child, alive or not yet reaped (one system call)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def children_of(pid: int) -> set[int]:
     return {info.pid for info in process_table().values() if info.ppid == pid}
 

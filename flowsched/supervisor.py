@@ -57,6 +57,7 @@ from flowsched.processes import (
     describe_exit,
     end_tree,
     fork_failure_hint,
+    has_children,
     limit_hint,
     set_parent_death_signal,
 )
@@ -434,7 +435,9 @@ def fork_and_run(workload: Workload, *, nodename: str) -> TryExit:
     it left in other sessions, such as a BashOperator's shell.
     """
     supervisor = os.getpid()
-    spare = children_of(supervisor)  # before the preload: what a DAG file forks goes too
+    # Before the preload: what a DAG file forks goes too. No children (the usual
+    # case) is one system call; listing them reads all of /proc.
+    spare = children_of(supervisor) if has_children() else set()
     _warm_up()
     task_runner.preload(workload)
     become_subreaper()
@@ -464,7 +467,29 @@ def fork_and_run(workload: Workload, *, nodename: str) -> TryExit:
         _wait_and_beat(pid, workload, flags)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    survivors = end_tree(pid, pgid=pid, spare=spare)
+    status = _end_try_tree(pid, spare, workload)
+    return TryExit(os.waitstatus_to_exitcode(status), flags.claimed)
+
+
+def _end_try_tree(pid: int, spare: set[int], workload: Workload) -> int:
+    """Kill whatever the ended try ``pid`` (a zombie) left behind; its wait status.
+
+    This process is a subreaper, so everything the try left alive, in its process
+    group or not, became a child of ours (or lies below one) when it ended. With
+    no child of ours before the try (``spare`` empty), the group is killed, the
+    try reaped, and if no child is left then nothing of the try is: no scan of
+    /proc. Otherwise :func:`~flowsched.processes.end_tree` hunts the tree down.
+    """
+    if not spare:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        # Reaped, its pid and group id may be reused now: the hunt goes by parentage,
+        # and every process below this one is the try's (there was none before it).
+        survivors = end_tree(os.getpid()) if has_children() else []
+    else:
+        survivors = end_tree(pid, pgid=pid, spare=spare)
+        _, status = os.waitpid(pid, 0)
     if survivors:
         log.error(
             "%s: processes %s of the try survived SIGKILL for %g s (uninterruptible?)",
@@ -472,8 +497,7 @@ def fork_and_run(workload: Workload, *, nodename: str) -> TryExit:
             survivors,
             DEFAULT_DEADLINE,
         )
-    _, status = os.waitpid(pid, 0)
-    return TryExit(os.waitstatus_to_exitcode(status), flags.claimed)
+    return status
 
 
 def _run_forked_try(workload: Workload, nodename: str, supervisor: int, flags: TryFlags) -> None:
