@@ -39,12 +39,13 @@ from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import (
+    QueueTarget,
     apply_decisions,
     fail_unqueueable,
     finish_run,
     finish_try,
     poke_history,
-    queue_try,
+    queue_tries,
     requeue_lost_try,
     start_run,
     time_out_run,
@@ -70,6 +71,19 @@ log = logging.getLogger(__name__)
 SCHEDULER_JOB = "scheduler"
 SWEEP_INTERVAL = 5.0
 CANDIDATE_ORDER = (TaskInstance.priority_weight.desc(), TaskInstance.scheduled_at, TaskInstance.id)
+# What the pass reads of a try it may queue (rows, not ORM objects).
+CANDIDATE_COLUMNS = (
+    TaskInstance.id,
+    TaskInstance.dag_run_id,
+    TaskInstance.dag_id,
+    TaskInstance.run_id,
+    TaskInstance.task_id,
+    TaskInstance.map_index,
+    TaskInstance.state,
+    TaskInstance.try_number,
+    TaskInstance.priority_weight,
+    TaskInstance.scheduled_at,
+)
 
 
 def skip_locked_supported() -> tuple[bool, str]:
@@ -601,7 +615,11 @@ class Scheduler:
         versions: dict[str, DagVersion],
         now: datetime,
     ) -> list[Workload]:
-        """Queue scheduled tries of the locked runs, by priority, within slots and pools."""
+        """Queue scheduled tries of the locked runs, by priority, within slots and pools.
+
+        Candidates are read as rows (no ORM objects) and queued together
+        (lifecycle.queue_tries): a few statements per pass, not two per try.
+        """
         limit = min(self.executor.slots_available(), self.conf.scheduler.max_tis_per_query)
         if limit <= 0:
             return []
@@ -614,10 +632,10 @@ class Scheduler:
         )
         candidates = sorted(
             [
-                ti
+                row
                 for condition in (ready, due_poke)
-                for ti in session.scalars(
-                    select(TaskInstance)
+                for row in session.execute(
+                    select(*CANDIDATE_COLUMNS)
                     .where(TaskInstance.dag_run_id.in_(run_ids), condition)
                     .order_by(*CANDIDATE_ORDER)
                     .limit(self.conf.scheduler.max_tis_per_query)
@@ -630,14 +648,14 @@ class Scheduler:
         dag_ids = {ti.dag_id for ti in candidates}
         limits = Concurrency.load(session, dag_ids, lambda v, t: self._pool_slots_of(session, v, t))
         default_queue = self.conf.celery.default_queue
-        workloads: list[Workload] = []
+        chosen: list[tuple[Any, QueueTarget]] = []
         backlog = self._repoke_backlog(session, candidates)
         for ti in candidates:
-            if len(workloads) >= limit:
+            if len(chosen) >= limit:
                 break
             if (
                 ti.state == TaskState.UP_FOR_RESCHEDULE.value
-                and backlog + len(workloads) >= self.conf.scheduler.max_queued_reschedules
+                and backlog + len(chosen) >= self.conf.scheduler.max_queued_reschedules
             ):
                 continue  # a sensor's next poke yields to a backlog: it waits here, not there
             version = versions.get(ti.dag_id)
@@ -647,26 +665,23 @@ class Scheduler:
                 continue
             if spec.pool not in limits.pool_slots:
                 reason = f"pool '{spec.pool}' does not exist"
-                if fail_unqueueable(session, ti, reason, now):
+                instance = session.get(TaskInstance, ti.id)
+                if instance is not None and fail_unqueueable(session, instance, reason, now):
                     log.error("%s.%s: %s", ti.dag_id, ti.task_id, reason)
                 continue
             if limits.blocker(dag, spec, ti.dag_run_id) is not None:
                 continue  # stays scheduled; `tasks failed-deps` shows why
-            workload = queue_try(
-                session,
-                ti,
+            # Counted as taken now; one another writer moves first is just not queued.
+            limits.take(dag, spec, ti.dag_run_id)
+            target = QueueTarget(
                 fingerprint=version.fingerprint,
                 dag_version_id=version.id,
                 fileloc=version.fileloc,
                 queue=spec.queue or default_queue,
-                job_id=self.job_id,
-                now=now,
-                plugins=dict(spec.plugin_files),
+                plugins=spec.plugin_files,
             )
-            if workload is not None:
-                limits.take(dag, spec, ti.dag_run_id)
-                workloads.append(workload)
-        return workloads
+            chosen.append((ti, target))
+        return queue_tries(session, chosen, job_id=self.job_id, now=now)
 
     def _pool_slots_of(self, session: Session, version_id: int | None, task_id: str) -> int:
         """Pool slots a queued or running try takes, by the DAG version it was queued with."""
@@ -676,7 +691,7 @@ class Scheduler:
         return spec.pool_slots if spec else 1
 
     @staticmethod
-    def _repoke_backlog(session: Session, candidates: Sequence[TaskInstance]) -> int:
+    def _repoke_backlog(session: Session, candidates: Sequence[Any]) -> int:
         """Tries queued but not started, counted only when a sensor's poke is due."""
         if not any(ti.state == TaskState.UP_FOR_RESCHEDULE.value for ti in candidates):
             return 0
