@@ -130,7 +130,7 @@ def queue_try(
     queue: str,
     job_id: int | None,
     now: datetime,
-    plugins: dict[str, str] | None = None,
+    plugins: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     by_hand: bool = False,
 ) -> Workload | None:
     """scheduled/none -> queued with the next try number; None if someone else moved it.
@@ -195,19 +195,10 @@ def queue_try(
                 queued_at=now,
             )
         )
-    return Workload(
-        ti_id=ti.id,
-        dag_id=ti.dag_id,
-        task_id=ti.task_id,
-        run_id=ti.run_id,
-        try_number=try_number,
-        fingerprint=fingerprint,
-        fileloc=fileloc,
-        queue=queue,
-        dag_version_id=dag_version_id,
-        plugins=dict(plugins or {}),
-        map_index=ti.map_index,
+    target = QueueTarget(
+        fingerprint, dag_version_id, fileloc, queue, tuple(dict(plugins or {}).items())
     )
+    return _workload(ti, try_number, target)
 
 
 class QueueTarget(NamedTuple):
@@ -245,17 +236,7 @@ def queue_tries(
             instance = session.get(TaskInstance, ti.id)
             workload = None
             if instance is not None and instance.try_number == ti.try_number:
-                workload = queue_try(
-                    session,
-                    instance,
-                    fingerprint=target.fingerprint,
-                    dag_version_id=target.dag_version_id,
-                    fileloc=target.fileloc,
-                    queue=target.queue,
-                    job_id=job_id,
-                    now=now,
-                    plugins=dict(target.plugins),
-                )
+                workload = queue_try(session, instance, job_id=job_id, now=now, **target._asdict())
             if workload is not None:
                 queued[ti.id] = workload
             continue
@@ -324,22 +305,27 @@ def queue_tries(
                         "queued_at": now,
                     }
                 )
-                queued[ti.id] = Workload(
-                    ti_id=ti.id,
-                    dag_id=ti.dag_id,
-                    task_id=ti.task_id,
-                    run_id=ti.run_id,
-                    try_number=try_number + 1,
-                    fingerprint=target.fingerprint,
-                    fileloc=target.fileloc,
-                    queue=target.queue,
-                    dag_version_id=target.dag_version_id,
-                    plugins=dict(target.plugins),
-                    map_index=ti.map_index,
-                )
+                queued[ti.id] = _workload(ti, try_number + 1, target)
     for start in range(0, len(history), _CHUNK):
         session.execute(insert(TaskTry), history[start : start + _CHUNK])
     return [queued[ti.id] for ti, _ in tries if ti.id in queued]
+
+
+def _workload(ti: Any, try_number: int, target: QueueTarget) -> Workload:
+    """The executor's payload for try ``try_number`` of instance ``ti``."""
+    return Workload(
+        ti_id=ti.id,
+        dag_id=ti.dag_id,
+        task_id=ti.task_id,
+        run_id=ti.run_id,
+        try_number=try_number,
+        fingerprint=target.fingerprint,
+        fileloc=target.fileloc,
+        queue=target.queue,
+        dag_version_id=target.dag_version_id,
+        plugins=dict(target.plugins),
+        map_index=ti.map_index,
+    )
 
 
 def _same(column: Any, value: Any) -> ColumnElement[bool]:
