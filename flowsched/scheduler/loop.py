@@ -311,10 +311,12 @@ class Scheduler:
     def _run_pass(self) -> bool:
         self._heartbeat()
         did_work = self._handle_events(self.executor.sync())
-        did_work |= self.create_due_runs() > 0
-        did_work |= self.create_dataset_runs() > 0
-        did_work |= self.start_queued_runs() > 0
-        workloads = self.schedule_runs()
+        due, datasets, queued, running = self._pending()
+        created = self.create_due_runs(checked=True) if due else 0
+        created += self.create_dataset_runs(checked=True) if datasets else 0
+        started = self.start_queued_runs(checked=True) if queued or created else 0
+        did_work |= created + started > 0
+        workloads = self.schedule_runs(checked=True) if running or started else []
         for workload in workloads:
             self.executor.queue(workload)
         did_work |= bool(workloads)
@@ -353,12 +355,32 @@ class Scheduler:
         with session_scope(read_only=True) as session:
             return bool(session.scalar(select(exists().where(condition))))
 
-    def create_due_runs(self) -> int:
+    @staticmethod
+    def _due(now: datetime) -> Any:
+        return (
+            (Dag.next_run_create_after <= now) & Dag.is_paused.is_(False) & Dag.is_active.is_(True)
+        )
+
+    def _pending(self) -> tuple[bool, bool, bool, bool]:
+        """Is there (a DAG due for a run, a dataset-triggered run, a queued run, a running
+        run)? One lock-free read for the four, so an idle pass is one short transaction."""
+        with session_scope(read_only=True) as session:
+            row = session.execute(
+                select(
+                    exists().where(self._due(utcnow())),
+                    exists().where(DatasetDagRunQueue.target_dag_id.is_not(None)),
+                    exists().where(DagRun.state == RunState.QUEUED.value),
+                    exists().where(DagRun.state == RunState.RUNNING.value),
+                )
+            ).one()
+        return bool(row[0]), bool(row[1]), bool(row[2]), bool(row[3])
+
+    def create_due_runs(self, *, checked: bool = False) -> int:
+        """Runs of DAGs whose next interval has ended (``checked``: the caller has
+        just seen there are some, no need to look again)."""
         now = utcnow()
         created = 0
-        if not self._any(
-            (Dag.next_run_create_after <= now) & Dag.is_paused.is_(False) & Dag.is_active.is_(True)
-        ):
+        if not checked and not self._any(self._due(now)):
             return 0
         with session_scope() as session:
             dags = session.scalars(
@@ -390,9 +412,9 @@ class Scheduler:
                 dag.next_run_create_after = fields[2]
         return created
 
-    def create_dataset_runs(self) -> int:
+    def create_dataset_runs(self, *, checked: bool = False) -> int:
         """Runs of DAGs scheduled on datasets that have all been updated (dataset_runs.py)."""
-        if not self._any(DatasetDagRunQueue.target_dag_id.is_not(None)):
+        if not checked and not self._any(DatasetDagRunQueue.target_dag_id.is_not(None)):
             return 0
         with session_scope() as session:
             created = create_dataset_triggered_runs(session, utcnow())
@@ -400,10 +422,10 @@ class Scheduler:
             log.info("dataset-triggered run %s created", run_id)
         return len(created)
 
-    def start_queued_runs(self) -> int:
+    def start_queued_runs(self, *, checked: bool = False) -> int:
         started = 0
         now = utcnow()
-        if not self._any(DagRun.state == RunState.QUEUED.value):
+        if not checked and not self._any(DagRun.state == RunState.QUEUED.value):
             return 0
         with session_scope() as session:
             queued = session.scalars(
@@ -443,7 +465,7 @@ class Scheduler:
                 started += 1
         return started
 
-    def schedule_runs(self) -> list[Workload]:
+    def schedule_runs(self, *, checked: bool = False) -> list[Workload]:
         """Apply trigger rules in running runs and queue what is ready.
 
         Decisions are made on (task, state) tuples and written as conditional
@@ -452,7 +474,7 @@ class Scheduler:
         ORM objects.
         """
         now = utcnow()
-        if not self._any(DagRun.state == RunState.RUNNING.value):
+        if not checked and not self._any(DagRun.state == RunState.RUNNING.value):
             return []
         with session_scope() as session:
             runs = session.scalars(
@@ -737,14 +759,27 @@ class Scheduler:
         self._unhandled.extend(events)
         if not self._unhandled:
             return False
+        events = [e for e in self._unhandled if e.exit_code != EXIT_RESULT_NOT_RECORDED]
+        ids = sorted({event.ti_id for event in events})
+        unfinished = (TaskState.RUNNING.value, TaskState.QUEUED.value)
         with session_scope() as session:
-            for event in self._unhandled:
-                if event.exit_code == EXIT_RESULT_NOT_RECORDED:
-                    continue
-                ti = session.get(TaskInstance, event.ti_id)
+            # One read for the lot: most tries recorded their result, so few come back.
+            open_tries: dict[int, TaskInstance] = {}
+            for start in range(0, len(ids), 500):
+                open_tries.update(
+                    (ti.id, ti)
+                    for ti in session.scalars(
+                        select(TaskInstance).where(
+                            TaskInstance.id.in_(ids[start : start + 500]),
+                            TaskInstance.state.in_(unfinished),
+                        )
+                    )
+                )
+            for event in events:
+                ti = open_tries.get(event.ti_id)
                 if ti is None or ti.try_number != event.try_number:
                     continue
-                if ti.state in (TaskState.RUNNING.value, TaskState.QUEUED.value):
+                if ti.state in unfinished:
                     if event.exit_code == 0 and poke_history(session, ti.id, ti.try_number)[1]:
                         # The end of an earlier poke of a rescheduled sensor: its try was
                         # queued again since (same try number); not this process's death.
