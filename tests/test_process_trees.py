@@ -245,6 +245,10 @@ def http_status(url: str) -> int | None:
         return None
 
 
+# The last line of the banner standalone prints once its start-up is over.
+READY = "Ctrl-C stops everything"
+
+
 class Standalone:
     """``flowsched standalone`` in a fresh $HOME, as a new user would start it."""
 
@@ -263,8 +267,10 @@ class Standalone:
             self.env["FLOWSCHED_HOME"] = str(self.home)
         self.process: subprocess.Popen | None = None
         self.output = tmp_path / "standalone.out"
+        self._banners = 0
 
     def start(self) -> subprocess.Popen:
+        self._banners = self.text().count(READY) if self.output.exists() else 0
         with self.output.open("ab") as sink:
             self.process = subprocess.Popen(
                 [FLOWSCHED, "standalone"],
@@ -282,9 +288,12 @@ class Standalone:
         return http_status(f"http://127.0.0.1:{self.port}/api/v1/health") == 200
 
     def wait_healthy(self, timeout: float = 90) -> None:
+        """Until this start has printed its banner (its start-up is over: a component that
+        dies from now on is restarted, not a failed start) and the webserver answers."""
+
         def check() -> bool:
             assert self.process is not None and self.process.poll() is None, self.text()
-            return self.healthy()
+            return self.text().count(READY) > self._banners and self.healthy()
 
         wait_for(check, timeout)
 
