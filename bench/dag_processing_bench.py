@@ -103,7 +103,7 @@ def live_edit(tmp: Path, count: int, timeout: float) -> None:
     try:
         first = wait_for(lambda: dag_count() >= count, timeout, f"{count} DAGs")
         print(f"{count} DAG files: first pass of the dag-processor took in all in {first:.1f}s")
-        target = "parse_00042"
+        target = "parse_0042"  # SMALL names DAG n "parse_{n:04d}"
         before = version_count(target)
         time.sleep(1.0)  # the edit lands while the processor is between or in passes
         (dags / "dag_00042.py").write_text(EDITED.format(n=42))
@@ -116,7 +116,7 @@ def live_edit(tmp: Path, count: int, timeout: float) -> None:
         passes = [
             line.split(" in ")[-1].split("s")[0]
             for line in (tmp / "dag-processor.log").read_text(errors="replace").splitlines()
-            if "parsed " in line and " files, " in line
+            if "parsed " in line and " DAGs, " in line
         ]
         if passes:
             print(f"dag-processor pass times (s): {', '.join(passes[-5:])}")
