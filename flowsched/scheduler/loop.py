@@ -340,13 +340,15 @@ class Scheduler:
             self._serialized[version_id] = dag
         return dag
 
-    def _latest_versions(self, session: Session, dag_ids: set[str]) -> dict[str, DagVersion]:
+    def _latest_versions(self, session: Session, dag_ids: set[str]) -> dict[str, Any]:
+        """{dag id: (id, fingerprint, fileloc) of its latest version}: only the columns a
+        pass needs (the serialized DAG, large, is read once per version by _dag)."""
         rows = session.execute(
-            select(Dag.dag_id, DagVersion)
+            select(Dag.dag_id, DagVersion.id, DagVersion.fingerprint, DagVersion.fileloc)
             .join(DagVersion, DagVersion.id == Dag.latest_version_id)
             .where(Dag.dag_id.in_(dag_ids))
         ).all()
-        return {dag_id: version for dag_id, version in rows}
+        return {row.dag_id: row for row in rows}
 
     # -- runs ---------------------------------------------------------------
     @staticmethod
@@ -634,7 +636,7 @@ class Scheduler:
         self,
         session: Session,
         runs: Sequence[DagRun],
-        versions: dict[str, DagVersion],
+        versions: dict[str, Any],
         now: datetime,
     ) -> list[Workload]:
         """Queue scheduled tries of the locked runs, by priority, within slots and pools.
