@@ -186,6 +186,11 @@ def per_try_line(name: str, result: dict[str, Any]) -> str:
     return f"[{name}]   per try: {cpu:.1f} CPU ms (executor processes), {trips}"
 
 
+def gap_figures(result: dict[str, Any], digits: int) -> str:
+    """The median and p95 of a run's end->start gaps."""
+    return f"median {result['median_ms']:.{digits}f} ms, p95 {result['p95_ms']:.{digits}f} ms"
+
+
 def bench_backend(name: str, url: str, parallelism: int, chain: int, fan: int, files: int):
     with tempfile.TemporaryDirectory() as tmp:
         dags = configure(Path(tmp), url, parallelism)
@@ -193,30 +198,35 @@ def bench_backend(name: str, url: str, parallelism: int, chain: int, fan: int, f
         (dags / "fan.py").write_text(FAN.format(n=fan))
         (dags / "mapped.py").write_text(MAPPED.format(n=fan))
         process_folder()
-        edges = [(f"t{n:04d}", f"t{n + 1:04d}") for n in range(chain - 1)]
         probe = Path(tmp) / "roundtrips"
-        result = run_dag("chain", edges, LocalExecutor(parallelism), probe)
-        print(
-            f"[{name}] chain of {chain}: {result['seconds']:.1f}s, "
-            f"{result['tasks_per_s']:.1f} tasks/s, end->downstream start "
-            f"median {result['median_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms"
-        )
-        print(per_try_line(name, result))
-        edges = [("root", f"t{n:04d}") for n in range(fan)]
-        result = run_dag("fan", edges, LocalExecutor(parallelism), probe)
-        print(
-            f"[{name}] fan-out of {fan}: {result['seconds']:.1f}s, "
-            f"{result['tasks_per_s']:.1f} tasks/s, root end->task start "
-            f"median {result['median_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms"
-        )
-        print(per_try_line(name, result))
+        for dag_id, what, edges, gap, digits in (
+            (
+                "chain",
+                f"chain of {chain}",
+                [(f"t{n:04d}", f"t{n + 1:04d}") for n in range(chain - 1)],
+                "end->downstream start",
+                1,
+            ),
+            (
+                "fan",
+                f"fan-out of {fan}",
+                [("root", f"t{n:04d}") for n in range(fan)],
+                "root end->task start",
+                0,
+            ),
+        ):
+            result = run_dag(dag_id, edges, LocalExecutor(parallelism), probe)
+            print(
+                f"[{name}] {what}: {result['seconds']:.1f}s, {result['tasks_per_s']:.1f} tasks/s, "
+                f"{gap} {gap_figures(result, digits)}"
+            )
+            print(per_try_line(name, result))
         edges = [("root", f"t[{n}]") for n in range(fan)]
         mapped = run_dag("mapped", edges, LocalExecutor(parallelism), probe)
         print(
             f"[{name}] mapped over {fan} (expand from root's XCom): {mapped['seconds']:.1f}s, "
             f"{mapped['tasks_per_s']:.1f} tasks/s ({mapped['state']}) beside the fan-out's "
-            f"{result['tasks_per_s']:.1f} tasks/s; root end->copy start "
-            f"median {mapped['median_ms']:.0f} ms, p95 {mapped['p95_ms']:.0f} ms"
+            f"{result['tasks_per_s']:.1f} tasks/s; root end->copy start {gap_figures(mapped, 0)}"
         )
         parse_dir = Path(tmp) / "parse"
         parse_dir.mkdir()

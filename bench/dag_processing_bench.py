@@ -103,10 +103,12 @@ def live_edit(tmp: Path, count: int, timeout: float) -> None:
     try:
         first = wait_for(lambda: dag_count() >= count, timeout, f"{count} DAGs")
         print(f"{count} DAG files: first pass of the dag-processor took in all in {first:.1f}s")
-        target = "parse_0042"  # SMALL names DAG n "parse_{n:04d}"
+        # One of the files (the middle one: any --files count has it).
+        edited = count // 2
+        target = f"parse_{edited:04d}"  # the DAG id of core_bench.SMALL
         before = version_count(target)
         time.sleep(1.0)  # the edit lands while the processor is between or in passes
-        (dags / "dag_00042.py").write_text(EDITED.format(n=42))
+        (dags / f"dag_{edited:05d}.py").write_text(EDITED.format(n=edited))
         live = wait_for(lambda: version_count(target) > before, timeout, "the edit")
         print(f"one edited file among {count}: live in {live:.2f}s")
     finally:

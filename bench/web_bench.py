@@ -90,8 +90,9 @@ def _insert(table: Any, rows: list[dict[str, Any]]) -> None:
             session.execute(insert(table), rows[start : start + BATCH])
 
 
-def load_data() -> dict[str, str]:
-    """Clone the parsed template into 1,000 DAGs and give every DAG its runs, TIs and tries."""
+def load_data(small_dags: int, big_runs: int) -> dict[str, str]:
+    """Clone the parsed template into ``small_dags`` DAGs and give every DAG its runs, TIs
+    and tries (``big_runs`` for the big DAG)."""
     now = utcnow()
     with session_scope() as session:
         template = session.get(Dag, "template_small")
@@ -100,7 +101,7 @@ def load_data() -> dict[str, str]:
         base_version = {c.name: getattr(version, c.name) for c in DagVersion.__table__.columns}
         big_version_id = session.get(Dag, "big").latest_version_id
     dags, versions = [], []
-    for n in range(SMALL_DAGS):
+    for n in range(small_dags):
         dag_id = f"dag_{n:04d}"
         serialized = copy.deepcopy(base_version["serialized"])
         serialized["dag_id"] = dag_id
@@ -117,8 +118,8 @@ def load_data() -> dict[str, str]:
         row["latest_version_id"] = ids[row["dag_id"]]
     _insert(Dag, dags)
 
-    plans = [(f"dag_{n:04d}", ids[f"dag_{n:04d}"], SMALL_RUNS, 5) for n in range(SMALL_DAGS)]
-    plans.append(("big", big_version_id, BIG_RUNS, BIG_TASKS))
+    plans = [(f"dag_{n:04d}", ids[f"dag_{n:04d}"], SMALL_RUNS, 5) for n in range(small_dags)]
+    plans.append(("big", big_version_id, big_runs, BIG_TASKS))
     states = ["success"] * 8 + ["failed", "running"]
     runs = []
     for dag_id, version_id, count, _ in plans:
@@ -205,13 +206,15 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def measure(backend: str, url: str, requests: int) -> list[tuple[str, float, float, int]]:
+def measure(
+    backend: str, url: str, requests: int, small_dags: int, big_runs: int
+) -> list[tuple[str, float, float, int]]:
     with tempfile.TemporaryDirectory() as tmp:
         configure(Path(tmp), url)
         started = time.monotonic()
-        info = load_data()
+        info = load_data(small_dags, big_runs)
         print(
-            f"[{backend}] loaded {SMALL_DAGS + 1} DAGs, {info['tis']} task instances "
+            f"[{backend}] loaded {small_dags + 1} DAGs, {info['tis']} task instances "
             f"in {time.monotonic() - started:.1f}s",
             flush=True,
         )
@@ -237,7 +240,7 @@ def measure(backend: str, url: str, requests: int) -> list[tuple[str, float, flo
             "DAGs page 10": "/dags?page=10",
             "DAGs search": "/dags?q=dag_05",
             "DAGs tag filter": "/dags?tag=team-3",
-            "grid, 5 tasks": "/dags/dag_0500",
+            "grid, 5 tasks": f"/dags/dag_{small_dags // 2:04d}",
             "grid, 200 tasks x 25 runs": "/dags/big",
             "graph, 200 tasks": "/dags/big/graph",
             "runs list": "/dags/big/runs",
@@ -273,11 +276,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "mysql", "both"], default="both")
     parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--dags", type=int, default=SMALL_DAGS, help="five-task DAGs to load")
+    parser.add_argument("--big-runs", type=int, default=BIG_RUNS, help="runs of the 200-task DAG")
     args = parser.parse_args()
     results: dict[str, list[tuple[str, float, float, int]]] = {}
     if args.backend in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as tmp:
-            results["sqlite"] = measure("sqlite", f"sqlite:///{tmp}/bench.db", args.requests)
+            results["sqlite"] = measure(
+                "sqlite", f"sqlite:///{tmp}/bench.db", args.requests, args.dags, args.big_runs
+            )
     if args.backend in ("mysql", "both"):
         from tests.servers import start_mariadb
 
@@ -285,7 +292,7 @@ def main() -> None:
             server = start_mariadb(Path(tmp) / "mariadb")
             try:
                 url = server.create_database(f"bench_{uuid.uuid4().hex[:8]}")
-                results["mysql"] = measure("mysql", url, args.requests)
+                results["mysql"] = measure("mysql", url, args.requests, args.dags, args.big_runs)
             finally:
                 server.stop()
     for backend, rows in results.items():

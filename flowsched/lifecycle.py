@@ -804,6 +804,29 @@ def _request_callback(
     )
 
 
+def _unexpanded(session: Session, ti_id: int) -> Any:
+    """The fields of a mapped task's unexpanded instance (map_index -1, state none)
+    that its copies or its try record repeat; None if it is no longer that."""
+    return session.execute(
+        select(
+            TaskInstance.try_number,
+            TaskInstance.dag_run_id,
+            TaskInstance.dag_id,
+            TaskInstance.run_id,
+            TaskInstance.task_id,
+            TaskInstance.max_tries,
+            TaskInstance.operator,
+            TaskInstance.queue,
+            TaskInstance.pool,
+            TaskInstance.priority_weight,
+        ).where(
+            TaskInstance.id == ti_id,
+            TaskInstance.map_index == -1,
+            TaskInstance.state == TaskState.NONE.value,
+        )
+    ).one_or_none()
+
+
 def expand_mapped(session: Session, ti_id: int, count: int, now: datetime) -> int:
     """none -> scheduled as ``count`` copies of a mapped task, map_index 0..count-1.
 
@@ -811,13 +834,16 @@ def expand_mapped(session: Session, ti_id: int, count: int, now: datetime) -> in
     others are added beside it, all scheduled at once: their upstreams are done.
     Returns how many copies now exist (0 if someone else expanded it first).
     """
-    ti = session.scalar(select(TaskInstance).where(TaskInstance.id == ti_id).with_for_update())
-    if ti is None or ti.map_index != -1 or ti.state != TaskState.NONE.value or count < 1:
+    ti = _unexpanded(session, ti_id) if count >= 1 else None
+    if ti is None or not _guarded_update(
+        session,
+        ti_id,
+        ti.try_number,
+        (TaskState.NONE,),
+        instance_only={"map_index": 0, "state": TaskState.SCHEDULED.value, "scheduled_at": now},
+        guard=(TaskInstance.map_index == -1,),
+    ):
         return 0
-    ti.map_index = 0
-    ti.state = TaskState.SCHEDULED.value
-    ti.scheduled_at = now
-    session.flush()
     copies = [
         {
             "dag_run_id": ti.dag_run_id,
@@ -837,8 +863,8 @@ def expand_mapped(session: Session, ti_id: int, count: int, now: datetime) -> in
         }
         for index in range(1, count)
     ]
-    for start in range(0, len(copies), 500):
-        session.execute(insert(TaskInstance), copies[start : start + 500])
+    for start in range(0, len(copies), _CHUNK):
+        session.execute(insert(TaskInstance), copies[start : start + _CHUNK])
     return count
 
 
@@ -848,20 +874,16 @@ def end_unexpanded(
     """none -> skipped (nothing to map over) or failed (unmappable) for a mapped task
     that cannot expand; the reason is kept as a try's error where the task page shows it.
     """
-    result = session.execute(
-        update(TaskInstance)
-        .where(
-            TaskInstance.id == ti_id,
-            TaskInstance.map_index == -1,
-            TaskInstance.state == TaskState.NONE.value,
-        )
-        .values(state=state.value, start_date=now, end_date=now, try_number=1)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    ti = _unexpanded(session, ti_id)
+    if ti is None or not _guarded_update(
+        session,
+        ti_id,
+        ti.try_number,
+        (TaskState.NONE,),
+        instance_only={"state": state.value, "start_date": now, "end_date": now, "try_number": 1},
+        guard=(TaskInstance.map_index == -1,),
+    ):
         return None
-    ti = session.get(TaskInstance, ti_id)
-    assert ti is not None
     session.add(
         TaskTry(
             task_instance_id=ti_id,

@@ -345,7 +345,18 @@ def mark_tasks(
         raise FlowschedError("a task can only be marked success or failed")
     changed: list[tuple[str, str]] = []
     with session_scope() as session:
-        anchor = get_run(session, dag_id, run_id)
+        try:
+            anchor = get_run(session, dag_id, run_id)
+        except DagRunNotFound:
+            if session.scalar(
+                select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == task_id)
+            ):
+                raise FlowschedError(
+                    f"'{task_id}' is a run of '{dag_id}' and '{run_id}' is not: the task and the "
+                    f"run look swapped; the order is DAG TASK RUN, as in `flowsched tasks run` "
+                    f"(here: {dag_id} {run_id} {task_id})"
+                ) from None
+            raise
         tis_of_anchor = session.scalar(
             select(TaskInstance).where(
                 TaskInstance.dag_run_id == anchor.id, TaskInstance.task_id == task_id

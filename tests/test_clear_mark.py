@@ -128,8 +128,13 @@ def test_cli_clear_and_mark_take_the_same_flags(home):
     assert "would clear 4 task instance(s)" in dry.stdout
     assert "r3  a" in dry.stdout and "r1" not in dry.stdout
     assert set(states().values()) == {"success"}
+    # Airflow's order, as `tasks run`: DAG TASK RUN; swapped, it says so and marks nothing.
+    swapped = flowsched(home, "tasks", "mark", "chain", "r2", "b", "failed", check=False)
+    assert swapped.returncode != 0
+    assert "look swapped; the order is DAG TASK RUN" in swapped.stderr, swapped.stderr
+    assert set(states().values()) == {"success"}
     marked = flowsched(
-        home, "tasks", "mark", "chain", "r2", "b", "failed", "--downstream", "--past"
+        home, "tasks", "mark", "chain", "b", "r2", "failed", "--downstream", "--past"
     )
     assert "marked 4 task instance(s) failed" in marked.stdout
     after = states()

@@ -447,8 +447,8 @@ def tasks_run(dag_id: str, task_id: str, run_id: str, map_index: int) -> None:
 
 @tasks.command("mark")
 @click.argument("dag_id")
-@click.argument("run_id")
 @click.argument("task_id")
+@click.argument("run_id")
 @click.argument("state", type=click.Choice(["success", "failed"]))
 @click.option("-u", "--upstream", is_flag=True, help="Also the tasks upstream.")
 @click.option("-d", "--downstream", is_flag=True, help="Also the tasks downstream.")
@@ -457,8 +457,8 @@ def tasks_run(dag_id: str, task_id: str, run_id: str, map_index: int) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be marked.")
 def tasks_mark(
     dag_id: str,
-    run_id: str,
     task_id: str,
+    run_id: str,
     state: str,
     upstream: bool,
     downstream: bool,
@@ -466,7 +466,10 @@ def tasks_mark(
     future: bool,
     dry_run: bool,
 ) -> None:
-    """Mark a task success or failed by hand, as the web page's Mark buttons do."""
+    """Mark a task success or failed by hand, as the web page's Mark buttons do.
+
+    Arguments in Airflow's order, as `tasks run`: DAG TASK RUN STATE.
+    """
     from flowsched.operations import mark_tasks
     from flowsched.state import TaskState
 

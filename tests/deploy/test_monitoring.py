@@ -59,3 +59,28 @@ def test_scrape_config_lists_every_component_at_its_cluster_address(tmp_path: Pa
 def test_metrics_off_leaves_no_target(tmp_path: Path) -> None:
     config = render_scrape_config(tmp_path, "-e", "flowsched_metrics_enabled=false")
     assert all(job["static_configs"] == [] for job in config["scrape_configs"])
+
+
+def schemes(config: dict) -> dict[str, tuple[str, str | None]]:
+    """{job: (scheme, CA file)}"""
+    return {
+        job["job_name"]: (job["scheme"], job.get("tls_config", {}).get("ca_file"))
+        for job in config["scrape_configs"]
+    }
+
+
+def test_https_ports_are_scraped_over_tls_against_the_cluster_ca(tmp_path: Path) -> None:
+    """Under TLS the webserver's metrics port (a gunicorn listener) serves https: its job
+    checks it against the CA; the prometheus_client ports of the others serve plain HTTP."""
+    config = render_scrape_config(tmp_path, "-e", "flowsched_prometheus_ca_file=/etc/prom/ca.pem")
+    assert schemes(config) == {
+        "flowsched_scheduler": ("http", None),
+        "flowsched_dag_processor": ("http", None),
+        "flowsched_worker": ("http", None),
+        "flowsched_webserver": ("https", "/etc/prom/ca.pem"),
+    }
+
+
+def test_without_tls_every_job_is_plain_http(tmp_path: Path) -> None:
+    config = render_scrape_config(tmp_path, "-e", "flowsched_tls_enabled=false")
+    assert set(schemes(config).values()) == {("http", None)}

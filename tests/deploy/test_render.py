@@ -5,6 +5,7 @@ per-host values of flowsched.cfg and flowsched.env."""
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import shutil
@@ -235,6 +236,41 @@ def test_services_listen_on_the_cluster_address(rendered: dict[str, Path], sampl
         assert cfg["webserver"]["bind"] == f"{ip}:8081"
         assert cfg["flower"]["host"] == ip
         assert cfg["worker"]["log_server_host"] == ip
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_each_unit_gets_the_health_check_of_its_table_entry(
+    rendered: dict[str, Path], sample: str
+) -> None:
+    """The `health` field of the table of services, resolved per host as health.yml probes it:
+    the webserver over https against the cluster CA, the scheduler's plain-HTTP /metrics,
+    Flower's port (an HTTP check where the inventory overrides it), the worker's ping."""
+    base = "10.77.0" if sample == "gmt8" else "192.168.50"
+    for host, ip in {"master1": f"{base}.21", "worker2": f"{base}.32"}.items():
+        probes = json.loads((rendered[sample] / host / "health-probes.json").read_text())
+        by_unit = {probe.pop("unit"): probe for probe in probes}
+        assert set(by_unit) == set(LONG_RUNNING)
+        assert by_unit["flow-webserver.service"] == {
+            "url": f"https://{ip}:8081/api/v1/health",
+            "ca_path": "/etc/flowsched/tls/ca.pem",
+        }
+        assert by_unit["flow-scheduler.service"] == {"url": f"http://{ip}:9110/metrics"}
+        flower = (
+            {"url": f"https://{ip}:5555/healthcheck", "ca_path": "/etc/flowsched/tls/ca.pem"}
+            # worker2's own overrides replace the group's whole, Flower's check too.
+            if (sample, host) == ("shanghai", "master1")
+            else {"address": ip, "port": 5555}
+        )
+        assert by_unit["flow-flower.service"] == flower
+        command = by_unit["flow-worker.service"]["command"]
+        assert command[:5] == [
+            "/usr/local/sbin/flowsched-run",
+            "celery",
+            "--app=flowsched.celery.app",
+            "inspect",
+            "ping",
+        ]
+        assert command[-1] == f"--destination={ip}@{ip}"
 
 
 @pytest.mark.parametrize("sample", SAMPLES)

@@ -97,6 +97,17 @@ def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
             ["-e", '{"flowsched_services_overrides": {"sheduler": {"state": "stopped"}}}'],
             "Unknown service name in flowsched_services_names",
         ),
+        (
+            ["-e", '{"flowsched_services_overrides": {"flower": {"health": {"port": 0}}}}'],
+            "flowsched_services_units.flower.health",
+        ),
+        (
+            [
+                "-e",
+                '{"flowsched_services_overrides": {"worker": {"health": {"command": "ping"}}}}',
+            ],
+            "flowsched_services_units.worker.health",
+        ),
         (["-e", "mariadb_port=99999"], "Need mariadb_port 1-65535 (99999)"),
         (["-e", '{"mariadb_user_privileges": ["ALL PRIVILEGES"]}'], "without global or ALL"),
         (["-e", "redis_maxmemory=lots"], "redis_maxmemory like 2gb (lots)"),
@@ -158,6 +169,8 @@ def test_rotating_fernet_keys_pass_validation(run: Run) -> None:
         "webserver-stop",
         "service-entry",
         "service-name",
+        "health-port",
+        "health-command",
         "mariadb-port",
         "mariadb-privileges",
         "redis-maxmemory",
