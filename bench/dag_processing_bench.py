@@ -118,7 +118,7 @@ def live_edit(tmp: Path, count: int, timeout: float) -> None:
         passes = [
             line.split(" in ")[-1].split("s")[0]
             for line in (tmp / "dag-processor.log").read_text(errors="replace").splitlines()
-            if "parsed " in line and " files, " in line
+            if "parsed " in line and " DAGs, " in line
         ]
         if passes:
             print(f"dag-processor pass times (s): {', '.join(passes[-5:])}")

@@ -249,6 +249,12 @@ OPTIONS: dict[str, dict[str, Option]] = {
             _positive(float), "30", "Seconds between scans of the DAG folder."
         ),
         "parsing_processes": Option(_positive(int), "2", "DAG files imported at once."),
+        "min_file_process_interval": Option(
+            _positive(float),
+            "30",
+            "Seconds after which an unchanged DAG file is imported again (a changed one is "
+            "at the next scan): what a file's stamp cannot show, such as a module it imports.",
+        ),
         "task_heartbeat_interval": Option(
             _positive(float), "5", "Seconds between heartbeats of a running task."
         ),

@@ -1,9 +1,12 @@
 """Finding and importing DAG files, each in isolation.
 
-Each file is imported in a forked child with a deadline and a memory cap, in
-its own process group killed after the file, so a file that raises, loops,
-blocks, forks or eats memory only produces an import error for itself. The
-child hashes the exact bytes it compiles, so the fingerprint always matches
+Files are imported in forked import children, each with a deadline per file and
+a memory cap, in its own process group. A child is warm: it imports many files
+in turn (a fork per child and pass, not per file), and is ended with its whole
+group as soon as a file it imported started a process, ran out of memory, timed
+out or killed it; a fresh child takes the next file. So a file that raises,
+loops, blocks, forks or eats memory only produces an import error for itself.
+The child hashes the exact bytes it compiles, so the fingerprint always matches
 the code that defined the DAG.
 """
 
@@ -138,8 +141,17 @@ class ParseResult:
     duration: float = 0.0
 
 
-def _parse_in_child(path: Path, relative: str, connection: Connection, memory_limit: int) -> None:
+# Audit events by which a DAG file starts another process (sys.addaudithook): an import
+# child that saw one is retired after the file, its whole process group killed with it.
+_SPAWN_EVENTS = frozenset(
+    {"os.fork", "os.forkpty", "os.posix_spawn", "os.system", "subprocess.Popen", "pty.spawn"}
+)
+
+
+def _parse_one(path: Path, relative: str, memory_limit: int) -> dict[str, Any]:
+    """Import one file in this (import child) process: what the parent is sent back."""
     result: dict[str, Any] = {"relative": relative}
+    name = module_name_for(relative)
     try:
         fingerprint, source, dags = exec_dag_file(path, relative)
         result["fingerprint"] = fingerprint
@@ -158,15 +170,23 @@ def _parse_in_child(path: Path, relative: str, connection: Connection, memory_li
         result["error"] = f"{relative}: {exc}"
     except MemoryError:
         result = {"relative": relative, "error": _memory_error(relative, memory_limit)}
+        result["retire"] = True  # its heap may be left in pieces: a fresh child goes on
     except BaseException:
         result["error"] = traceback.format_exc()
+    finally:
+        # The next file starts from a clean slate: no module, no DAG left of this one.
+        sys.modules.pop(name, None)
+    return result
+
+
+def _send(connection: Connection, result: dict[str, Any]) -> None:
     try:
         connection.send_bytes(json.dumps(result, default=str).encode())
     except Exception:
-        connection.send_bytes(
-            json.dumps({"relative": relative, "error": traceback.format_exc()}).encode()
-        )
-    connection.close()
+        payload = {"relative": result["relative"], "error": traceback.format_exc()}
+        if result.get("retire"):
+            payload["retire"] = True
+        connection.send_bytes(json.dumps(payload).encode())
 
 
 def _memory_error(relative: str, limit: int) -> str:
@@ -189,18 +209,43 @@ def _limit_memory(mebibytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def _child_main(
-    path: str, relative: str, connection: Connection, parent: int, memory_limit: int
-) -> None:
-    # In its own process group, killed whole after the file: whatever the file forked
-    # goes with it. Dies with its parent; never writes to the parent's terminal.
+def _child_main(connection: Connection, parent: int, memory_limit: int) -> None:
+    """An import child: imports the files it is sent, one at a time, until told to stop
+    (an empty request) or retired (the file it imported started a process, or ran out
+    of memory).
+
+    In its own process group, killed whole when the child is retired: whatever a file
+    forked goes with it. Dies with its parent; never reads the parent's terminal.
+    """
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
     set_parent_death_signal(signal.SIGKILL, parent)
     _limit_memory(memory_limit)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    _parse_in_child(Path(path), relative, connection, memory_limit)
+    spawned: list[str] = []
+
+    def audit(event: str, _args: tuple[Any, ...]) -> None:
+        if event in _SPAWN_EVENTS:
+            spawned.append(event)
+
+    sys.addaudithook(audit)
+    while True:
+        try:
+            request = connection.recv_bytes()
+        except (EOFError, OSError):
+            break
+        if not request:
+            break
+        path, relative = json.loads(request)
+        spawned.clear()
+        result = _parse_one(Path(path), relative, memory_limit)
+        if spawned:
+            result["retire"] = True
+        _send(connection, result)
+        if result.get("retire"):
+            break
+    connection.close()
     os._exit(0)
 
 
@@ -213,71 +258,113 @@ def _died(relative: str, process: Any, memory_limit: int) -> str:
     return message
 
 
-def _end(process: Any) -> None:
-    """Kill what is left of an import child's group, then collect the child."""
-    kill_group(process.pid)
-    process.join(DEFAULT_DEADLINE)
+@dataclass
+class _ImportChild:
+    """A warm import child: forked once, it imports many files in turn under its
+    rlimits, so a pass costs a fork per child, not a fork per file."""
+
+    process: Any
+    connection: Connection
+    relative: str | None = None  # the file it is importing now
+    started: float = 0.0
+
+    @classmethod
+    def start(cls, context: Any, memory_limit: int) -> _ImportChild:
+        ours, theirs = context.Pipe(duplex=True)
+        process = context.Process(target=_child_main, args=(theirs, os.getpid(), memory_limit))
+        process.start()
+        with contextlib.suppress(OSError):
+            os.setpgid(process.pid, process.pid)  # also done by the child: no race
+        theirs.close()
+        return cls(process, ours)
+
+    def send(self, path: Path, relative: str) -> bool:
+        """Hand it a file; False if it is gone (it then imports nothing)."""
+        self.relative, self.started = relative, time.monotonic()
+        try:
+            self.connection.send_bytes(json.dumps([str(path), relative]).encode())
+        except OSError:
+            return False
+        return True
+
+    def receive(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.connection.recv_bytes())
+        except (EOFError, OSError, ValueError):
+            return None
+
+    def end(self) -> None:
+        """Stop it and kill what is left of its process group, then collect it."""
+        with contextlib.suppress(OSError):
+            self.connection.send_bytes(b"")
+        self.connection.close()
+        kill_group(self.process.pid)
+        self.process.join(DEFAULT_DEADLINE)
 
 
 def parse_files(
     folder: Path, paths: list[Path], timeout: float, processes: int, memory_limit: int = 0
 ) -> Iterator[ParseResult]:
-    """Import each file in its own forked child, ``processes`` at a time.
+    """Import the files in up to ``processes`` warm import children, one file each at a time.
 
-    Each child has its own process group, killed after its file, and an address
-    space capped at ``memory_limit`` MiB more than ours (0: no cap).
+    Each child has its own process group and an address space capped at
+    ``memory_limit`` MiB more than ours (0: no cap). A child whose file started a
+    process, ran out of memory, timed out or killed it is ended with its whole
+    group before the next file, and a fresh one takes over; every child's group
+    is killed when the files are done.
     """
     context = multiprocessing.get_context("fork")
     pending = list(paths)
-    running: dict[Connection, tuple[Any, str, float]] = {}
-    while pending or running:
-        while pending and len(running) < processes:
-            path = pending.pop(0)
-            relative = str(path.relative_to(folder))
-            receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(
-                target=_child_main,
-                args=(str(path), relative, sender, os.getpid(), memory_limit),
-            )
-            process.start()
-            with contextlib.suppress(OSError):
-                os.setpgid(process.pid, process.pid)  # also done by the child: no race
-            sender.close()
-            running[receiver] = (process, relative, time.monotonic())
-        now = time.monotonic()
-        nearest = min(started + timeout for _, _, started in running.values())
-        ready = wait(list(running), timeout=max(0.0, nearest - now))
-        for receiver in ready:
-            process, relative, started = running.pop(receiver)  # type: ignore[index]
-            try:
-                payload = json.loads(receiver.recv_bytes())
-                result = ParseResult(
-                    relative=relative,
-                    fingerprint=payload.get("fingerprint"),
-                    source=payload.get("source"),
-                    dags=payload.get("dags", []),
-                    error=payload.get("error"),
-                )
-            except (EOFError, OSError, ValueError):
-                result = None
-            receiver.close()
-            if result is None:
-                process.join(DEFAULT_DEADLINE)  # the exit code is known once it is collected
-                result = ParseResult(
-                    relative=relative, error=_died(relative, process, memory_limit)
-                )
-            _end(process)
-            result.duration = time.monotonic() - started
-            yield result
-        now = time.monotonic()
-        for receiver, (process, relative, started) in list(running.items()):
-            if now - started >= timeout:
-                _end(process)
-                receiver.close()
-                del running[receiver]
-                yield ParseResult(
-                    relative=relative,
-                    error=f"{relative}: import timed out after {timeout:g} s "
-                    "(core.dagbag_import_timeout)",
-                    duration=now - started,
-                )
+    pending.reverse()  # popped from the end: in listing order
+    idle: list[_ImportChild] = []
+    busy: dict[Connection, _ImportChild] = {}
+    try:
+        while pending or busy:
+            while pending and len(busy) < processes:
+                path = pending.pop()
+                relative = str(path.relative_to(folder))
+                child = idle.pop() if idle else _ImportChild.start(context, memory_limit)
+                if not child.send(path, relative):  # it died between files: a fresh one
+                    child.end()
+                    child = _ImportChild.start(context, memory_limit)
+                    child.send(path, relative)  # if this one is gone too, its death says why
+                busy[child.connection] = child
+            now = time.monotonic()
+            nearest = min(child.started + timeout for child in busy.values())
+            for connection in wait(list(busy), timeout=max(0.0, nearest - now)):
+                child = busy.pop(connection)  # type: ignore[arg-type]
+                relative = child.relative or ""
+                payload = child.receive()
+                if payload is None:
+                    child.end()  # the exit code is known once it is collected
+                    result = ParseResult(
+                        relative=relative, error=_died(relative, child.process, memory_limit)
+                    )
+                else:
+                    result = ParseResult(
+                        relative=relative,
+                        fingerprint=payload.get("fingerprint"),
+                        source=payload.get("source"),
+                        dags=payload.get("dags", []),
+                        error=payload.get("error"),
+                    )
+                    if payload.get("retire"):
+                        child.end()
+                    else:
+                        idle.append(child)
+                result.duration = time.monotonic() - child.started
+                yield result
+            now = time.monotonic()
+            for connection, child in list(busy.items()):
+                if now - child.started >= timeout:
+                    del busy[connection]
+                    child.end()
+                    yield ParseResult(
+                        relative=child.relative or "",
+                        error=f"{child.relative}: import timed out after {timeout:g} s "
+                        "(core.dagbag_import_timeout)",
+                        duration=now - child.started,
+                    )
+    finally:
+        for child in [*idle, *busy.values()]:
+            child.end()

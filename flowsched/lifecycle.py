@@ -15,10 +15,10 @@ version the try was queued with: no caller has to fetch it, none can pass a wron
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -168,7 +168,7 @@ def queue_try(
     queue: str,
     job_id: int | None,
     now: datetime,
-    plugins: dict[str, str] | None = None,
+    plugins: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     by_hand: bool = False,
 ) -> Workload | None:
     """scheduled/none -> queued with the next try number; None if someone else moved it.
@@ -233,19 +233,139 @@ def queue_try(
                 queued_at=now,
             )
         )
+    target = QueueTarget(
+        fingerprint, dag_version_id, fileloc, queue, tuple(dict(plugins or {}).items())
+    )
+    return _workload(session, ti, try_number, target)
+
+
+class QueueTarget(NamedTuple):
+    """What a try is queued with: the DAG version and file it must run, and where."""
+
+    fingerprint: str
+    dag_version_id: int | None
+    fileloc: str
+    queue: str
+    plugins: tuple[tuple[str, str], ...]  # (plugin file, fingerprint): hashable
+
+
+def queue_tries(
+    session: Session,
+    tries: Sequence[tuple[Any, QueueTarget]],
+    *,
+    job_id: int | None,
+    now: datetime,
+) -> list[Workload]:
+    """scheduled/none -> queued with the next try number, for many instances at once:
+    the scheduler's pass. ``tries`` are (instance as read: id, dag_id, run_id, task_id,
+    map_index, state, try_number; what to queue it with), in the order to queue them.
+
+    The same transition as :func:`queue_try`, guarded alike (the try number read and
+    a state it may be queued from), written as one UPDATE per group of instances that
+    share a try number and target, and one multi-row INSERT of their history rows: a
+    few statements per pass, not two per try. An instance another writer moved first
+    is left out; a due sensor between pokes (a resumed try) goes through queue_try.
+    Returns the workloads of the tries queued, in the given order.
+    """
+    queued: dict[int, Workload] = {}
+    groups: dict[tuple[int, QueueTarget], list[Any]] = defaultdict(list)
+    for ti, target in tries:
+        if ti.state == TaskState.UP_FOR_RESCHEDULE.value:
+            instance = session.get(TaskInstance, ti.id)
+            workload = None
+            if instance is not None and instance.try_number == ti.try_number:
+                workload = queue_try(session, instance, job_id=job_id, now=now, **target._asdict())
+            if workload is not None:
+                queued[ti.id] = workload
+            continue
+        groups[(ti.try_number, target)].append(ti)
+    expected = [TaskState.SCHEDULED.value, TaskState.NONE.value]
+    history: list[dict[str, Any]] = []
+    for (try_number, target), group in groups.items():
+        for start in range(0, len(group), _CHUNK):
+            chunk = group[start : start + _CHUNK]
+            ids = [ti.id for ti in chunk]
+            values = {
+                "state": TaskState.QUEUED.value,
+                "try_number": try_number + 1,
+                "queued_at": now,
+                "queue": target.queue,
+                "fingerprint": target.fingerprint,
+                "dag_version_id": target.dag_version_id,
+                "queued_by_job_id": job_id,
+                "hostname": None,
+                "worker_nodename": None,
+                "pid": None,
+                "start_date": None,
+                "end_date": None,
+                "duration": None,
+                "next_retry_at": None,
+                "last_heartbeat": None,
+            }
+            changed = session.execute(
+                update(TaskInstance)
+                .where(
+                    TaskInstance.id.in_(ids),
+                    TaskInstance.try_number == try_number,
+                    TaskInstance.state.in_(expected),
+                )
+                .values(values)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            won = chunk
+            if changed != len(chunk):
+                # Some moved on since they were read: the ones this UPDATE queued are
+                # those now queued at this try number, by this job, at this instant.
+                mine = set(
+                    session.scalars(
+                        select(TaskInstance.id).where(
+                            TaskInstance.id.in_(ids),
+                            TaskInstance.state == TaskState.QUEUED.value,
+                            TaskInstance.try_number == try_number + 1,
+                            TaskInstance.queued_at == now,
+                            _same(TaskInstance.queued_by_job_id, job_id),
+                        )
+                    )
+                )
+                won = [ti for ti in chunk if ti.id in mine]
+            for ti in won:
+                history.append(
+                    {
+                        "task_instance_id": ti.id,
+                        "dag_id": ti.dag_id,
+                        "run_id": ti.run_id,
+                        "task_id": ti.task_id,
+                        "map_index": ti.map_index,
+                        "try_number": try_number + 1,
+                        "state": TaskState.QUEUED.value,
+                        "fingerprint": target.fingerprint,
+                        "dag_version_id": target.dag_version_id,
+                        "queued_at": now,
+                    }
+                )
+                queued[ti.id] = _workload(session, ti, try_number + 1, target)
+    for start in range(0, len(history), _CHUNK):
+        session.execute(insert(TaskTry), history[start : start + _CHUNK])
+    return [queued[ti.id] for ti, _ in tries if ti.id in queued]
+
+
+def _workload(session: Session, ti: Any, try_number: int, target: QueueTarget) -> Workload:
+    """The executor's payload for try ``try_number`` of instance ``ti`` (a row or a light
+    row: ids and ``dag_run_id``), carrying its run's fields."""
     return Workload(
         ti_id=ti.id,
         dag_id=ti.dag_id,
         task_id=ti.task_id,
         run_id=ti.run_id,
         try_number=try_number,
-        fingerprint=fingerprint,
-        fileloc=fileloc,
-        queue=queue,
-        dag_version_id=dag_version_id,
-        plugins=dict(plugins or {}),
+        fingerprint=target.fingerprint,
+        fileloc=target.fileloc,
+        queue=target.queue,
+        dag_version_id=target.dag_version_id,
+        plugins=dict(target.plugins),
         map_index=ti.map_index,
-        # The scheduler holds the run in this session already: no query for it.
+        # The scheduler holds its runs in this session already (the identity map answers,
+        # no query); at worst one read per run, never per try.
         run=run_fields(session.get(DagRun, ti.dag_run_id)),
     )
 
@@ -260,6 +380,10 @@ def run_fields(run: DagRun | None) -> dict[str, Any] | None:
         key: value.isoformat() if isinstance(value, datetime) else value
         for key, value in fields.items()
     }
+
+
+def _same(column: Any, value: Any) -> ColumnElement[bool]:
+    return column.is_(None) if value is None else column == value
 
 
 def claim_try(

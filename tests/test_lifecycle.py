@@ -161,6 +161,46 @@ def test_only_waiting_instances_are_queued(ti_id, state):
     assert row(ti_id).try_number == 0
 
 
+TARGET = lifecycle.QueueTarget("f" * 64, None, "d.py", "default", (("p.py", "e" * 64),))
+
+
+def queue_many(seen: list[TaskInstance], job_id: int | None = 7) -> list[lifecycle.Workload]:
+    """Queue as a scheduler's pass does, from rows as it read them."""
+    with session_scope() as session:
+        return lifecycle.queue_tries(
+            session, [(ti, TARGET) for ti in seen], job_id=job_id, now=utcnow()
+        )
+
+
+def test_queue_tries_queues_many_in_order_each_with_a_try_record(sqlite_home):
+    ids = make_run(["a", "b", "c"])
+    workloads = queue_many([row(ids[t]) for t in ("c", "a", "b")])
+    assert [w.task_id for w in workloads] == ["c", "a", "b"]
+    assert {(w.try_number, w.queue, w.fileloc) for w in workloads} == {(1, "default", "d.py")}
+    assert workloads[0].plugins == {"p.py": "e" * 64}
+    for ti_id in ids.values():
+        ti = row(ti_id)
+        assert (ti.state, ti.try_number, ti.queued_by_job_id) == ("queued", 1, 7)
+        (record,) = try_rows(ti_id)
+        assert (record.try_number, record.state, record.fingerprint) == (1, "queued", "f" * 64)
+
+
+def test_queue_tries_leaves_out_instances_another_writer_moved_first(sqlite_home):
+    ids = make_run(["a", "b", "c"])
+    seen = [row(ids[t]) for t in ("a", "b", "c")]
+    assert queue(ids["b"]) is not None  # another scheduler queued b after this pass read it
+    with session_scope() as session:
+        session.get(TaskInstance, ids["c"]).state = "skipped"  # c was marked meanwhile
+    workloads = queue_many(seen)
+    assert [w.task_id for w in workloads] == ["a"]
+    assert [r.try_number for r in try_rows(ids["b"])] == [1]  # b's one try, not two
+    assert try_rows(ids["c"]) == [] and row(ids["c"]).state == "skipped"
+    # A read older than the instance's try number loses too, even once it waits again.
+    with session_scope() as session:
+        session.get(TaskInstance, ids["b"]).state = "scheduled"
+    assert queue_many([seen[1]]) == [] and row(ids["b"]).try_number == 1
+
+
 # --- claim ---------------------------------------------------------------------------
 
 

@@ -68,11 +68,12 @@ class DagProcessingMetrics:
             self.last_duration.labels(relative).set(seconds)
         self.total_parse_time.set(report.duration)
         self.import_errors.set(len(report.errors))
-        self.file_count.set(report.files)
+        self.file_count.set(report.listed)
         statsd = self._statsd
         if statsd is None:
             return
-        for relative, seconds in report.file_durations.items():
+        for relative in report.imported:
+            seconds = report.file_durations[relative]
             # Airflow names the file by its stem: dag_processing.last_duration.<file>
             statsd.timing(f"dag_processing.last_duration.{safe_name(Path(relative).stem)}", seconds)
         statsd.gauge("dag_processing.total_parse_time", report.duration)

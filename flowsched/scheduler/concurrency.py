@@ -43,22 +43,24 @@ class Concurrency:
         query = select(Pool).with_for_update() if lock else select(Pool)
         pools = {pool.name: pool.slots for pool in session.scalars(query)}
         limits = cls(pool_slots=pools)
-        by_task = (TaskInstance.pool, TaskInstance.dag_version_id, TaskInstance.task_id)
-        for pool, version_id, task_id, count in session.execute(
-            select(*by_task, func.count()).where(TaskInstance.state.in_(ACTIVE)).group_by(*by_task)
+        dag_ids = set(dag_ids)
+        # One read of the tries queued or running (the state index: never the history,
+        # however long), counted for pools and, for ``dag_ids``, per DAG, task and run.
+        by_try = (
+            TaskInstance.pool,
+            TaskInstance.dag_version_id,
+            TaskInstance.dag_id,
+            TaskInstance.task_id,
+            TaskInstance.dag_run_id,
+        )
+        for pool, version_id, dag_id, task_id, run_id, count in session.execute(
+            select(*by_try, func.count()).where(TaskInstance.state.in_(ACTIVE)).group_by(*by_try)
         ):
             limits.pool_used[pool] += count * slots_of(version_id, task_id)
-        dag_ids = set(dag_ids)
-        if not dag_ids:
-            return limits
-        for dag_id, task_id, run_id, count in session.execute(
-            select(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.dag_run_id, func.count())
-            .where(TaskInstance.state.in_(ACTIVE), TaskInstance.dag_id.in_(dag_ids))
-            .group_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.dag_run_id)
-        ):
-            limits.dag_active[dag_id] += count
-            limits.task_active[dag_id, task_id] += count
-            limits.task_run_active[run_id, task_id] += count
+            if dag_id in dag_ids:
+                limits.dag_active[dag_id] += count
+                limits.task_active[dag_id, task_id] += count
+                limits.task_run_active[run_id, task_id] += count
         return limits
 
     def blocker(self, dag: SerializedDAG, spec: TaskSpec, dag_run_id: int) -> str | None:

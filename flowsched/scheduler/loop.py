@@ -39,12 +39,13 @@ from flowsched.exceptions import SchedulerNotAllowed
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
 from flowsched.lifecycle import (
+    QueueTarget,
     apply_decisions,
     fail_unqueueable,
     finish_run,
     finish_try,
     poke_history,
-    queue_try,
+    queue_tries,
     requeue_lost_try,
     start_run,
     time_out_run,
@@ -70,6 +71,19 @@ log = logging.getLogger(__name__)
 SCHEDULER_JOB = "scheduler"
 SWEEP_INTERVAL = 5.0
 CANDIDATE_ORDER = (TaskInstance.priority_weight.desc(), TaskInstance.scheduled_at, TaskInstance.id)
+# What the pass reads of a try it may queue (rows, not ORM objects).
+CANDIDATE_COLUMNS = (
+    TaskInstance.id,
+    TaskInstance.dag_run_id,
+    TaskInstance.dag_id,
+    TaskInstance.run_id,
+    TaskInstance.task_id,
+    TaskInstance.map_index,
+    TaskInstance.state,
+    TaskInstance.try_number,
+    TaskInstance.priority_weight,
+    TaskInstance.scheduled_at,
+)
 
 
 def skip_locked_supported() -> tuple[bool, str]:
@@ -297,10 +311,12 @@ class Scheduler:
     def _run_pass(self) -> bool:
         self._heartbeat()
         did_work = self._handle_events(self.executor.sync())
-        did_work |= self.create_due_runs() > 0
-        did_work |= self.create_dataset_runs() > 0
-        did_work |= self.start_queued_runs() > 0
-        workloads = self.schedule_runs()
+        due, datasets, queued, running = self._pending()
+        created = self.create_due_runs(checked=True) if due else 0
+        created += self.create_dataset_runs(checked=True) if datasets else 0
+        started = self.start_queued_runs(checked=True) if queued or created else 0
+        did_work |= created + started > 0
+        workloads = self.schedule_runs(checked=True) if running or started else []
         for workload in workloads:
             self.executor.queue(workload)
         did_work |= bool(workloads)
@@ -324,13 +340,15 @@ class Scheduler:
             self._serialized[version_id] = dag
         return dag
 
-    def _latest_versions(self, session: Session, dag_ids: set[str]) -> dict[str, DagVersion]:
+    def _latest_versions(self, session: Session, dag_ids: set[str]) -> dict[str, Any]:
+        """{dag id: (id, fingerprint, fileloc) of its latest version}: only the columns a
+        pass needs (the serialized DAG, large, is read once per version by _dag)."""
         rows = session.execute(
-            select(Dag.dag_id, DagVersion)
+            select(Dag.dag_id, DagVersion.id, DagVersion.fingerprint, DagVersion.fileloc)
             .join(DagVersion, DagVersion.id == Dag.latest_version_id)
             .where(Dag.dag_id.in_(dag_ids))
         ).all()
-        return {dag_id: version for dag_id, version in rows}
+        return {row.dag_id: row for row in rows}
 
     # -- runs ---------------------------------------------------------------
     @staticmethod
@@ -339,12 +357,32 @@ class Scheduler:
         with session_scope(read_only=True) as session:
             return bool(session.scalar(select(exists().where(condition))))
 
-    def create_due_runs(self) -> int:
+    @staticmethod
+    def _due(now: datetime) -> Any:
+        return (
+            (Dag.next_run_create_after <= now) & Dag.is_paused.is_(False) & Dag.is_active.is_(True)
+        )
+
+    def _pending(self) -> tuple[bool, bool, bool, bool]:
+        """Is there (a DAG due for a run, a dataset-triggered run, a queued run, a running
+        run)? One lock-free read for the four, so an idle pass is one short transaction."""
+        with session_scope(read_only=True) as session:
+            row = session.execute(
+                select(
+                    exists().where(self._due(utcnow())),
+                    exists().where(DatasetDagRunQueue.target_dag_id.is_not(None)),
+                    exists().where(DagRun.state == RunState.QUEUED.value),
+                    exists().where(DagRun.state == RunState.RUNNING.value),
+                )
+            ).one()
+        return bool(row[0]), bool(row[1]), bool(row[2]), bool(row[3])
+
+    def create_due_runs(self, *, checked: bool = False) -> int:
+        """Runs of DAGs whose next interval has ended (``checked``: the caller has
+        just seen there are some, no need to look again)."""
         now = utcnow()
         created = 0
-        if not self._any(
-            (Dag.next_run_create_after <= now) & Dag.is_paused.is_(False) & Dag.is_active.is_(True)
-        ):
+        if not checked and not self._any(self._due(now)):
             return 0
         with session_scope() as session:
             dags = session.scalars(
@@ -376,9 +414,9 @@ class Scheduler:
                 dag.next_run_create_after = fields[2]
         return created
 
-    def create_dataset_runs(self) -> int:
+    def create_dataset_runs(self, *, checked: bool = False) -> int:
         """Runs of DAGs scheduled on datasets that have all been updated (dataset_runs.py)."""
-        if not self._any(DatasetDagRunQueue.target_dag_id.is_not(None)):
+        if not checked and not self._any(DatasetDagRunQueue.target_dag_id.is_not(None)):
             return 0
         with session_scope() as session:
             created = create_dataset_triggered_runs(session, utcnow())
@@ -386,10 +424,10 @@ class Scheduler:
             log.info("dataset-triggered run %s created", run_id)
         return len(created)
 
-    def start_queued_runs(self) -> int:
+    def start_queued_runs(self, *, checked: bool = False) -> int:
         started = 0
         now = utcnow()
-        if not self._any(DagRun.state == RunState.QUEUED.value):
+        if not checked and not self._any(DagRun.state == RunState.QUEUED.value):
             return 0
         with session_scope() as session:
             queued = session.scalars(
@@ -429,7 +467,7 @@ class Scheduler:
                 started += 1
         return started
 
-    def schedule_runs(self) -> list[Workload]:
+    def schedule_runs(self, *, checked: bool = False) -> list[Workload]:
         """Apply trigger rules in running runs and queue what is ready.
 
         Decisions are made on (task, state) tuples and written as conditional
@@ -438,7 +476,7 @@ class Scheduler:
         ORM objects.
         """
         now = utcnow()
-        if not self._any(DagRun.state == RunState.RUNNING.value):
+        if not checked and not self._any(DagRun.state == RunState.RUNNING.value):
             return []
         with session_scope() as session:
             runs = session.scalars(
@@ -598,10 +636,14 @@ class Scheduler:
         self,
         session: Session,
         runs: Sequence[DagRun],
-        versions: dict[str, DagVersion],
+        versions: dict[str, Any],
         now: datetime,
     ) -> list[Workload]:
-        """Queue scheduled tries of the locked runs, by priority, within slots and pools."""
+        """Queue scheduled tries of the locked runs, by priority, within slots and pools.
+
+        Candidates are read as rows (no ORM objects) and queued together
+        (lifecycle.queue_tries): a few statements per pass, not two per try.
+        """
         limit = min(self.executor.slots_available(), self.conf.scheduler.max_tis_per_query)
         if limit <= 0:
             return []
@@ -614,10 +656,10 @@ class Scheduler:
         )
         candidates = sorted(
             [
-                ti
+                row
                 for condition in (ready, due_poke)
-                for ti in session.scalars(
-                    select(TaskInstance)
+                for row in session.execute(
+                    select(*CANDIDATE_COLUMNS)
                     .where(TaskInstance.dag_run_id.in_(run_ids), condition)
                     .order_by(*CANDIDATE_ORDER)
                     .limit(self.conf.scheduler.max_tis_per_query)
@@ -630,14 +672,14 @@ class Scheduler:
         dag_ids = {ti.dag_id for ti in candidates}
         limits = Concurrency.load(session, dag_ids, lambda v, t: self._pool_slots_of(session, v, t))
         default_queue = self.conf.celery.default_queue
-        workloads: list[Workload] = []
+        chosen: list[tuple[Any, QueueTarget]] = []
         backlog = self._repoke_backlog(session, candidates)
         for ti in candidates:
-            if len(workloads) >= limit:
+            if len(chosen) >= limit:
                 break
             if (
                 ti.state == TaskState.UP_FOR_RESCHEDULE.value
-                and backlog + len(workloads) >= self.conf.scheduler.max_queued_reschedules
+                and backlog + len(chosen) >= self.conf.scheduler.max_queued_reschedules
             ):
                 continue  # a sensor's next poke yields to a backlog: it waits here, not there
             version = versions.get(ti.dag_id)
@@ -647,26 +689,23 @@ class Scheduler:
                 continue
             if spec.pool not in limits.pool_slots:
                 reason = f"pool '{spec.pool}' does not exist"
-                if fail_unqueueable(session, ti, reason, now):
+                instance = session.get(TaskInstance, ti.id)
+                if instance is not None and fail_unqueueable(session, instance, reason, now):
                     log.error("%s.%s: %s", ti.dag_id, ti.task_id, reason)
                 continue
             if limits.blocker(dag, spec, ti.dag_run_id) is not None:
                 continue  # stays scheduled; `tasks failed-deps` shows why
-            workload = queue_try(
-                session,
-                ti,
+            # Counted as taken now; one another writer moves first is just not queued.
+            limits.take(dag, spec, ti.dag_run_id)
+            target = QueueTarget(
                 fingerprint=version.fingerprint,
                 dag_version_id=version.id,
                 fileloc=version.fileloc,
                 queue=spec.queue or default_queue,
-                job_id=self.job_id,
-                now=now,
-                plugins=dict(spec.plugin_files),
+                plugins=spec.plugin_files,
             )
-            if workload is not None:
-                limits.take(dag, spec, ti.dag_run_id)
-                workloads.append(workload)
-        return workloads
+            chosen.append((ti, target))
+        return queue_tries(session, chosen, job_id=self.job_id, now=now)
 
     def _pool_slots_of(self, session: Session, version_id: int | None, task_id: str) -> int:
         """Pool slots a queued or running try takes, by the DAG version it was queued with."""
@@ -676,7 +715,7 @@ class Scheduler:
         return spec.pool_slots if spec else 1
 
     @staticmethod
-    def _repoke_backlog(session: Session, candidates: Sequence[TaskInstance]) -> int:
+    def _repoke_backlog(session: Session, candidates: Sequence[Any]) -> int:
         """Tries queued but not started, counted only when a sensor's poke is due."""
         if not any(ti.state == TaskState.UP_FOR_RESCHEDULE.value for ti in candidates):
             return 0
@@ -722,14 +761,27 @@ class Scheduler:
         self._unhandled.extend(events)
         if not self._unhandled:
             return False
+        events = [e for e in self._unhandled if e.exit_code != EXIT_RESULT_NOT_RECORDED]
+        ids = sorted({event.ti_id for event in events})
+        unfinished = (TaskState.RUNNING.value, TaskState.QUEUED.value)
         with session_scope() as session:
-            for event in self._unhandled:
-                if event.exit_code == EXIT_RESULT_NOT_RECORDED:
-                    continue
-                ti = session.get(TaskInstance, event.ti_id)
+            # One read for the lot: most tries recorded their result, so few come back.
+            open_tries: dict[int, TaskInstance] = {}
+            for start in range(0, len(ids), 500):
+                open_tries.update(
+                    (ti.id, ti)
+                    for ti in session.scalars(
+                        select(TaskInstance).where(
+                            TaskInstance.id.in_(ids[start : start + 500]),
+                            TaskInstance.state.in_(unfinished),
+                        )
+                    )
+                )
+            for event in events:
+                ti = open_tries.get(event.ti_id)
                 if ti is None or ti.try_number != event.try_number:
                     continue
-                if ti.state in (TaskState.RUNNING.value, TaskState.QUEUED.value):
+                if ti.state in unfinished:
                     if event.exit_code == 0 and poke_history(session, ti.id, ti.try_number)[1]:
                         # The end of an earlier poke of a rescheduled sensor: its try was
                         # queued again since (same try number); not this process's death.

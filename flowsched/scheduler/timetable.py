@@ -26,19 +26,33 @@ def last_scheduled_interval(session: Session, dag_id: str) -> Interval | None:
 
 
 def next_interval(
-    session: Session, dag: SerializedDAG, now: datetime, after: Interval | None = None
+    session: Session,
+    dag: SerializedDAG,
+    now: datetime,
+    after: Interval | None = None,
+    *,
+    no_runs: bool = False,
 ) -> Interval | None:
+    """The next interval to run after ``after`` (default: the DAG's last scheduled run;
+    ``no_runs``: the caller knows it has none, no need to look)."""
     if dag.start_date is None:
         return None
-    last = after if after is not None else last_scheduled_interval(session, dag.dag_id)
+    last = after
+    if last is None and not no_runs:
+        last = last_scheduled_interval(session, dag.dag_id)
     return dag.schedule.next_interval(last, dag.start_date, dag.end_date, dag.catchup, now)
 
 
 def next_run_fields(
-    session: Session, dag: SerializedDAG, now: datetime, after: Interval | None = None
+    session: Session,
+    dag: SerializedDAG,
+    now: datetime,
+    after: Interval | None = None,
+    *,
+    no_runs: bool = False,
 ) -> tuple[datetime | None, datetime | None, datetime | None]:
     """(interval start, interval end, create after) for the ``dag`` row."""
-    interval = next_interval(session, dag, now, after)
+    interval = next_interval(session, dag, now, after, no_runs=no_runs)
     if interval is None:
         return None, None, None
     return interval.start, interval.end, interval.end
