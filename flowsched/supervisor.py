@@ -163,8 +163,13 @@ class _Heartbeat(threading.Thread):
 
 def _wait_and_beat(pid: int, workload: Workload, flags: TryFlags) -> None:
     """Wait for the try's process to end (it stays a zombie), heartbeating for it each
-    ``task_heartbeat_interval`` while its task code runs; a try gone from the database
-    (cleared, marked, timed out) is stopped with SIGTERM, flagged as lost."""
+    ``task_heartbeat_interval`` while it lives; a try gone from the database (cleared,
+    marked, timed out) while its task code runs is stopped with SIGTERM, flagged as lost.
+
+    The beats go on after the task code, while the try records its result: a result
+    retried through a database outage is then not taken for a zombie once the
+    database is back (the first beat refreshes the try), however long the write
+    itself takes to get through on a loaded machine."""
     interval_ms = max(1, int(get_config().scheduler.task_heartbeat_interval * 1000))
     outage: Outage | None = None
     pidfd = os.pidfd_open(pid)
@@ -172,10 +177,12 @@ def _wait_and_beat(pid: int, workload: Workload, flags: TryFlags) -> None:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         while not poller.poll(interval_ms):  # readable once the process has ended
-            if not flags.running or flags.lost:
+            if flags.lost:
                 continue
             outage = outage or db_outage(log)
-            # Re-read after the UPDATE: a try that just recorded its own result is not lost.
+            # flags.running is re-read after the UPDATE: a try that is not running in the
+            # database because it has just recorded its own result (or not yet claimed)
+            # is not lost.
             if _beat(workload, outage) is False and flags.running:
                 flags.set_lost()
                 worker_log.warning(
