@@ -349,6 +349,12 @@ def queue_tries(
     return [queued[ti.id] for ti, _ in tries if ti.id in queued]
 
 
+def queued_workload(session: Session, ti: TaskInstance, target: QueueTarget) -> Workload:
+    """The payload of the try ``ti`` is queued at, to send it again (a duplicate of a
+    message claims nothing, so sending one twice never runs a try twice)."""
+    return _workload(session, ti, ti.try_number, target)
+
+
 def _workload(session: Session, ti: Any, try_number: int, target: QueueTarget) -> Workload:
     """The executor's payload for try ``try_number`` of instance ``ti`` (a row or a light
     row: ids and ``dag_run_id``), carrying its run's fields."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -10,7 +11,10 @@ from sqlalchemy import select, update
 from flowsched import operations
 from flowsched.db.engine import session_scope
 from flowsched.db.models import Dag, DagRun, TaskInstance, XCom
+from flowsched.executors.base import BaseExecutor
+from flowsched.scheduler.loop import RESEND_AFTER_OUTAGE, Scheduler
 from flowsched.timezone import utcnow
+from flowsched.workloads import Workload
 from tests.harness import drive, parse, run_finished, run_state, ti_states, tries
 
 PIPELINE = """
@@ -299,3 +303,40 @@ with DAG("poolless", start_date=datetime(2026, 1, 1)) as dag:
     assert run_state("poolless") == "failed"
     assert ti_states("poolless") == {"ok": ("success", 1), "lost": ("failed", 0)}
     assert tries("poolless", "lost") == []  # never queued: no try was opened
+
+
+class _Recording(BaseExecutor):
+    """An executor that keeps what it is given (as a broker would) and runs nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[Workload] = []
+
+    def queue(self, workload: Workload) -> None:
+        self.sent.append(workload)
+
+    def slots_available(self) -> int:
+        return 16
+
+
+def test_queued_tries_are_sent_again_once_after_a_database_outage(home):
+    home.write_dag("pipeline.py", PIPELINE)
+    parse()
+    operations.trigger_dag("pipeline")
+    executor = _Recording()
+    scheduler = Scheduler(executor, run_dag_processor=False)
+    with scheduler:
+        for _ in range(20):  # a few passes: create nothing, start the run, queue its root
+            if executor.sent:
+                break
+            scheduler.run_once()
+        (first,) = executor.sent
+        # The database went down and came back over a minute ago: the message of the try
+        # it had queued may be lost (its pass's COMMIT was in doubt).
+        scheduler._db_outage.back_at = time.monotonic() - RESEND_AFTER_OUTAGE - 1
+        scheduler._last_sweep = 0.0
+        scheduler.run_once()
+        scheduler._last_sweep = 0.0
+        scheduler.run_once()  # once per outage, not per pass
+    assert [w.to_dict() for w in executor.sent] == [first.to_dict(), first.to_dict()]
+    assert ti_states("pipeline")["extract"] == ("queued", 1)  # the same try: no retry spent

@@ -46,6 +46,7 @@ from flowsched.lifecycle import (
     finish_try,
     poke_history,
     queue_tries,
+    queued_workload,
     requeue_lost_try,
     start_run,
     time_out_run,
@@ -70,6 +71,8 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_JOB = "scheduler"
 SWEEP_INTERVAL = 5.0
+# Seconds after the metadata database is back before queued tries are sent again once.
+RESEND_AFTER_OUTAGE = 60.0
 CANDIDATE_ORDER = (TaskInstance.priority_weight.desc(), TaskInstance.scheduled_at, TaskInstance.id)
 # What the pass reads of a try it may queue (rows, not ORM objects).
 CANDIDATE_COLUMNS = (
@@ -131,6 +134,7 @@ class Scheduler:
         self._processor: subprocess.Popen[bytes] | None = None
         # Metadata DB outages as this scheduler sees them; see _sweep_allowed().
         self._db_outage = db_outage(log)
+        self._resent_after: float | None = None  # the outage (its back_at) re-sent for
         self._started = time.monotonic()
         # Executor events taken but not yet written (kept through a DB outage).
         self._unhandled: list[ExecutorEvent] = []
@@ -327,6 +331,7 @@ class Scheduler:
                 zombies = self.sweep_zombies()
             if self._sweep_allowed(self.conf.scheduler.task_queued_timeout):
                 stuck = self.sweep_stuck_queued()
+            self._resend_after_outage()
             self.metrics.swept(zombies, stuck)
             did_work |= zombies + stuck > 0
         return did_work
@@ -833,6 +838,61 @@ class Scheduler:
                     (TaskState.RUNNING,),
                 )
             return len(zombies)
+
+    def _resend_after_outage(self) -> int:
+        """Send the message of every try still queued once more, once per database outage,
+        ``RESEND_AFTER_OUTAGE`` s after it ended.
+
+        Around an outage a pass can commit its tries as queued and still lose their
+        messages (a COMMIT that reached the server while the connection dropped: the
+        pass is retried and finds nothing to send), and the stuck-queued sweep would
+        re-queue them only after ``task_queued_timeout``. A second message is
+        harmless: the claim is one conditional UPDATE, so whichever copy comes second
+        claims nothing and runs nothing. Executors whose tries die with the scheduler
+        hold their queue in memory and are left to the orphan reset.
+        """
+        back_at = self._db_outage.back_at
+        if (
+            self.executor.tasks_die_with_scheduler
+            or back_at is None
+            or back_at == self._resent_after
+            or time.monotonic() - back_at < RESEND_AFTER_OUTAGE
+        ):
+            return 0
+        self._resent_after = back_at
+        workloads: list[Workload] = []
+        with session_scope(read_only=True) as session:
+            queued = session.scalars(
+                select(TaskInstance)
+                .where(TaskInstance.state == TaskState.QUEUED.value)
+                .order_by(TaskInstance.queued_at)
+                .limit(self.conf.scheduler.max_tis_per_query)
+            ).all()
+            for ti in queued:
+                version = session.get(DagVersion, ti.dag_version_id) if ti.dag_version_id else None
+                dag = self._dag(session, version.id) if version else None
+                spec = dag.tasks.get(ti.task_id) if dag else None
+                if version is None or spec is None:
+                    continue  # left to the stuck-queued sweep
+                target = QueueTarget(
+                    fingerprint=ti.fingerprint or version.fingerprint,
+                    dag_version_id=version.id,
+                    fileloc=version.fileloc,
+                    queue=ti.queue or spec.queue or self.conf.celery.default_queue,
+                    plugins=spec.plugin_files,
+                )
+                workloads.append(queued_workload(session, ti, target))
+        for workload in workloads:
+            self.executor.queue(workload)
+        if workloads:
+            log.warning(
+                "re-sent %d queued tries %g s after the metadata database came back (a "
+                "message lost around the outage would otherwise wait for task_queued_timeout; "
+                "a duplicate claims nothing)",
+                len(workloads),
+                RESEND_AFTER_OUTAGE,
+            )
+        return len(workloads)
 
     def sweep_stuck_queued(self) -> int:
         limit = utcnow() - timedelta(seconds=self.conf.scheduler.task_queued_timeout)
