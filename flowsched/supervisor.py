@@ -344,7 +344,12 @@ def run_try(
     except TaskTerminated as exc:
         exception = exc
         interrupted = not flags.lost
-        error = f"{exc}: will be retried" if interrupted else f"{exc}: stopped from outside"
+        error = (
+            f"{exc}: will be retried"
+            if interrupted
+            else f"{exc}: this try is no longer running in the database (cleared, marked "
+            "or timed out elsewhere), so its supervisor stopped it"
+        )
         log.error("%s", error)
     except TaskTimeout as exc:
         exception, error = exc, str(exc)
