@@ -110,8 +110,11 @@ def podman() -> Iterator[PodmanService]:
     subprocess.run([*cli, "import", str(rootfs), IMAGE], env=env, check=True, capture_output=True)
     socket = base / "podman.sock"
     with (base / "service.log").open("wb") as service_log:
+        # In the service's own folder: conmon writes a file named "oom" into its working
+        # directory when a container is OOM-killed (it left one in the checkout).
         service = subprocess.Popen(
             [*cli, "system", "service", "--time=0", f"unix://{socket}"],
+            cwd=base,
             env=env,
             stdout=service_log,
             stderr=subprocess.STDOUT,

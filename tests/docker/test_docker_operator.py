@@ -124,7 +124,7 @@ QUIET = """
 with DAG("{dag_id}", start_date=datetime(2026, 1, 1), schedule=None) as dag:
     DockerOperator(
         task_id="quiet", image="{image}", network_mode="none", pull_policy="never",
-        command=["sh", "-c", "sleep 5; echo after-silence"],
+        command=["sh", "-c", "sleep 10; echo after-silence"],
     )
     DockerOperator(
         task_id="oom", image="{image}", network_mode="none", pull_policy="never",
@@ -137,8 +137,9 @@ def test_a_silent_container_outlives_the_api_timeout_and_oom_is_named(
     docker_home, podman, monkeypatch
 ):
     # Podman answers a follow request for logs only once there is output: the log stream
-    # must not be held to the API timeout (60 s, 2 s here; task processes are forked).
-    monkeypatch.setattr(docker_provider, "API_TIMEOUT", 2)
+    # must not be held to the API timeout (60 s; 4 s here: under the container's 10 s of
+    # silence, above a slow API call on a loaded machine; task processes are forked).
+    monkeypatch.setattr(docker_provider, "API_TIMEOUT", 4)
     write(docker_home, "dock_quiet", QUIET, image=podman.image)
     operations.trigger_dag("dock_quiet")
     drive(run_finished("dock_quiet"))
