@@ -1,0 +1,136 @@
+"""molecule/run-ci cannot hang a CI run: a stage past its deadline is killed with
+everything it started, named with the Ansible task and the hosts it waited for,
+tried once more on fresh hosts, and the retry is reported.
+
+The real script runs in a copy of the repository's layout whose ``molecule`` and
+``scripts/nspawn-hosts`` are stand-ins (the lab itself is exercised by the
+molecule scenarios): what is tested here is run-ci's own bookkeeping, with its
+real deadlines, cgroups and summary.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A converge that prints an Ansible task, gets an answer from one host and then
+# waits forever for the other, with a grandchild that would outlive a plain kill.
+FAKE_MOLECULE = """#!/usr/bin/env bash
+stage=$1
+count_file="$FAKE_STATE/$stage.count"
+n=$(( $(cat "$count_file" 2>/dev/null || echo 0) + 1 ))
+echo "$n" >"$count_file"
+echo "molecule $stage try $n"
+if [[ $stage == converge && $n -le $FAKE_HANGS ]]; then
+    echo "TASK [flowsched_common : Refresh the package lists] ****"
+    echo "ok: [fs-one]"
+    setsid sleep 1000 &
+    echo $! >>"$FAKE_STATE/sleepers"
+    sleep 1000
+fi
+exit 0
+"""
+
+FAKE_TOOL = """#!/usr/bin/env bash
+case $1 in
+    leftovers|check|image|ssh|journal) exit 0 ;;
+    status) echo "HOST STATE"; echo "fs-one running"; echo "fs-two running" ;;
+esac
+"""
+
+
+def _fake_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / "molecule" / "fake").mkdir(parents=True)
+    (repo / "scripts").mkdir()
+    shutil.copy(REPO / "molecule" / "run-ci", repo / "molecule" / "run-ci")
+    (repo / "molecule" / "fake" / "molecule.yml").write_text(
+        textwrap.dedent("""\
+        platforms:
+          - name: fs-one
+          - name: fs-two
+        provisioner:
+          inventory:
+            links:
+              hosts: hosts.yml
+        """)
+    )
+    (repo / "molecule" / "fake" / "hosts.yml").write_text(
+        "all:\n  vars:\n    flowsched_lab_name: fake\n    flowsched_lab_bridge: fake0\n"
+    )
+    for path, text in (
+        (repo / "scripts" / "nspawn-hosts", FAKE_TOOL),
+        (repo / "scripts" / "lab-wheelhouse", "#!/bin/sh\necho /nonexistent\n"),
+        (tmp_path / "bin" / "molecule", FAKE_MOLECULE),
+    ):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755)
+    return repo
+
+
+def _run(tmp_path: Path, hangs: int) -> tuple[subprocess.CompletedProcess[str], float]:
+    repo = _fake_repo(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {
+        **os.environ,
+        "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+        "FAKE_STATE": str(state),
+        "FAKE_HANGS": str(hangs),
+        "RUN_CI_TIMEOUT_CONVERGE": "3",
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(repo / "molecule" / "run-ci"), "fake"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done, time.monotonic() - started
+
+
+def _sleepers_gone(tmp_path: Path) -> None:
+    for pid in (tmp_path / "state" / "sleepers").read_text().split():
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} outlived its stage"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="run-ci needs root (cgroups, as in CI)")
+def test_a_stalled_stage_is_killed_named_and_retried_once_on_fresh_hosts(tmp_path):
+    done, took = _run(tmp_path, hangs=1)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "scenario fake: converge timed out after 3s; killing its processes" in out
+    assert (
+        "timed out after 3s; stuck in TASK [flowsched_common : Refresh the package lists] "
+        "waiting for fs-two"
+    ) in out
+    assert "scenario fake: converge again on fresh hosts" in out
+    assert "ok on RETRY (try 1:" in out
+    assert (tmp_path / "state" / "converge.count").read_text().strip() == "2"
+    assert took < 90
+    _sleepers_gone(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="run-ci needs root (cgroups, as in CI)")
+def test_a_stage_that_stalls_twice_fails_the_run_within_its_deadlines(tmp_path):
+    done, took = _run(tmp_path, hangs=2)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAILED twice (try 1:" in done.stdout
+    assert "scenario fake: verify" not in done.stdout  # nothing runs after a failed stage
+    logs = done.stdout.split("FAILED; the stages' logs are in ", 1)[1].split()[0]
+    shutil.rmtree(logs)
+    assert took < 90
+    _sleepers_gone(tmp_path)
