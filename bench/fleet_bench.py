@@ -177,7 +177,7 @@ def measure(workers: int, task_seconds: int) -> Figures:
     # later sizes reuse it), so that the first converge is the same work at
     # every size.
     run(["ansible-playbook", "-i", str(ROOT / "inventories" / "lab"),
-         str(ROOT / "bench" / "fleet_build.yml")])  # fmt: skip
+         str(ROOT / "playbooks" / "build-wheelhouse.yml")])  # fmt: skip
     up = run([str(LAB), "up", "--workers", str(workers)])
     converge = re.search(r"deploy with site\.yml: done in (\d+)s", up.stdout + up.stderr)
     figures.record("first converge", float(converge.group(1)) if converge else float("nan"))
@@ -199,7 +199,7 @@ def measure(workers: int, task_seconds: int) -> Figures:
         dag_tarball = size(max(tarballs, key=lambda p: p.stat().st_mtime)) if tarballs else 0
 
         source, version = new_version_source(tmp)
-        playbook("bench/fleet_build.yml", "-e", f"flowsched_source_dir={source}")
+        playbook("playbooks/build-wheelhouse.yml", "-e", f"flowsched_source_dir={source}")
         wheelhouse = max(
             Path(env()["FLOWSCHED_LAB_BUILD_DIR"]).glob(f"*{version}*.tar"),
             key=lambda p: p.stat().st_mtime,
