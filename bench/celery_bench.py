@@ -76,7 +76,7 @@ def stop(processes: list) -> None:
         process.wait(60)
 
 
-def wait_ready(logs: list[Path], marker: str = " ready.", timeout: float = 60) -> None:
+def wait_ready(logs: list[Path], marker: str = " ready.", timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(path.exists() and marker in path.read_text(errors="replace") for path in logs):

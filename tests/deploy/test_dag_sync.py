@@ -85,6 +85,7 @@ def shipped(source: Path) -> dict[str, str]:
     return {k: v for k, v in tree(source).items() if "__pycache__" not in k}
 
 
+@pytest.mark.timeout(900)  # many playbook runs: over 300 s when the lab shares the cores
 def test_dag_sync_lifecycle(sync: Sync) -> None:
     """One scenario, run after run (each run of the role takes seconds)."""
     # 1. First sync: every host gets the same files in a content-named release.
