@@ -21,6 +21,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="run-ci needs root (cgroups, as in CI)")
+
 # A converge that prints an Ansible task, gets an answer from one host and then
 # waits forever for the other, with a grandchild that would outlive a plain kill.
 FAKE_MOLECULE = """#!/usr/bin/env bash
@@ -111,7 +113,6 @@ def _sleepers_gone(tmp_path: Path) -> None:
         assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} outlived its stage"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="run-ci needs root (cgroups, as in CI)")
 def test_a_stalled_stage_is_killed_named_and_retried_once_on_fresh_hosts(tmp_path):
     done, took = _run(tmp_path, hangs=1)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -128,7 +129,6 @@ def test_a_stalled_stage_is_killed_named_and_retried_once_on_fresh_hosts(tmp_pat
     _sleepers_gone(tmp_path)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="run-ci needs root (cgroups, as in CI)")
 def test_a_stage_that_stalls_twice_fails_the_run_within_its_deadlines(tmp_path):
     done, took = _run(tmp_path, hangs=2)
     assert done.returncode == 1, done.stdout + done.stderr
@@ -140,7 +140,6 @@ def test_a_stage_that_stalls_twice_fails_the_run_within_its_deadlines(tmp_path):
     _sleepers_gone(tmp_path)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="run-ci needs root (cgroups, as in CI)")
 def test_scenarios_run_side_by_side_after_one_wheelhouse_build_and_report_each(tmp_path):
     done, _ = _run(tmp_path, hangs=0, scenarios=("fake", "other"))
     assert done.returncode == 0, done.stdout + done.stderr
