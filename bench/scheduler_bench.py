@@ -79,7 +79,15 @@ class InstantExecutor(BaseExecutor):
             for workload in self.pending:
                 claimed = claim_try(session, workload, hostname="bench", nodename="bench", pid=1)
                 if claimed:
-                    finish_try(session, workload.ti_id, workload.try_number, success=True)
+                    # As the runner records a success of a task without dataset outlets.
+                    finish_try(
+                        session,
+                        workload.ti_id,
+                        workload.try_number,
+                        success=True,
+                        started=claimed,
+                        outlets=False,
+                    )
                     self.completed += 1
         self.pending = []
         self.busy_s += time.monotonic() - started

@@ -73,6 +73,8 @@ SCHEDULER_JOB = "scheduler"
 SWEEP_INTERVAL = 5.0
 # Seconds after the metadata database is back before queued tries are sent again once.
 RESEND_AFTER_OUTAGE = 60.0
+# Candidates read per pass beyond the open slots, for tries the limits keep back.
+CANDIDATE_MARGIN = 16
 CANDIDATE_ORDER = (TaskInstance.priority_weight.desc(), TaskInstance.scheduled_at, TaskInstance.id)
 # What the pass reads of a try it may queue (rows, not ORM objects).
 CANDIDATE_COLUMNS = (
@@ -337,12 +339,21 @@ class Scheduler:
         return did_work
 
     def _dag(self, session: Session, version_id: int) -> SerializedDAG:
+        dag = self._version(session, version_id)
+        assert dag is not None
+        return dag
+
+    def _version(self, session: Session, version_id: int) -> SerializedDAG | None:
+        """The serialized DAG of a version, read and parsed once per scheduler (a version
+        never changes); None if there is no such version."""
         dag = self._serialized.get(version_id)
         if dag is None:
-            version = session.get(DagVersion, version_id)
-            assert version is not None
-            dag = SerializedDAG(version.serialized)
-            self._serialized[version_id] = dag
+            serialized = session.scalar(
+                select(DagVersion.serialized).where(DagVersion.id == version_id)
+            )
+            if serialized is None:
+                return None
+            dag = self._serialized[version_id] = SerializedDAG(serialized)
         return dag
 
     def _latest_versions(self, session: Session, dag_ids: set[str]) -> dict[str, Any]:
@@ -649,36 +660,73 @@ class Scheduler:
         Candidates are read as rows (no ORM objects) and queued together
         (lifecycle.queue_tries): a few statements per pass, not two per try.
         """
-        limit = min(self.executor.slots_available(), self.conf.scheduler.max_tis_per_query)
+        max_tis = self.conf.scheduler.max_tis_per_query
+        limit = min(self.executor.slots_available(), max_tis)
         if limit <= 0:
             return []
         run_ids = [run.id for run in runs]
+        # Read only as many candidates as the open slots want, plus a margin: reading
+        # max_tis_per_query rows per pass to queue the one try a freed slot takes made a
+        # 1,000-task fan-out quadratic. Further only when the limits kept some back.
+        window = min(limit + CANDIDATE_MARGIN, max_tis)
+        candidates, full = self._candidates(session, run_ids, now, window)
+        if not candidates:
+            return []
+        # Counts for every locked run's DAG: the wider read may reach any of them.
+        limits = Concurrency.load(
+            session, {run.dag_id for run in runs}, lambda v, t: self._pool_slots_of(session, v, t)
+        )
+        chosen: list[tuple[Any, QueueTarget]] = []
+        backlog = self._repoke_backlog(session, candidates)
+        self._choose(session, candidates, chosen, limit, limits, backlog, versions, now)
+        if len(chosen) < limit and full and window < max_tis:
+            seen = {ti.id for ti in candidates}
+            wider, _ = self._candidates(session, run_ids, now, max_tis)
+            unseen = [ti for ti in wider if ti.id not in seen]
+            backlog = backlog or self._repoke_backlog(session, unseen)
+            self._choose(session, unseen, chosen, limit, limits, backlog, versions, now)
+        return queue_tries(session, chosen, job_id=self.job_id, now=now)
+
+    @staticmethod
+    def _candidates(
+        session: Session, run_ids: list[int], now: datetime, window: int
+    ) -> tuple[list[Any], bool]:
+        """Tries of ``run_ids`` that may be queued, best first, up to ``window`` of each kind;
+        and whether a kind filled its window (there may be more)."""
         ready = TaskInstance.state == TaskState.SCHEDULED.value
         # A sensor between pokes (mode="reschedule") whose reschedule date has come;
-        # fetched apart, so a crowd of due pokes never hides fresh tasks past the limit.
+        # fetched apart, so a crowd of due pokes never hides fresh tasks past the window.
         due_poke = (TaskInstance.state == TaskState.UP_FOR_RESCHEDULE.value) & (
             TaskInstance.next_retry_at <= now
         )
+        kinds = [
+            session.execute(
+                select(*CANDIDATE_COLUMNS)
+                .where(TaskInstance.dag_run_id.in_(run_ids), condition)
+                .order_by(*CANDIDATE_ORDER)
+                .limit(window)
+            ).all()
+            for condition in (ready, due_poke)
+        ]
         candidates = sorted(
-            [
-                row
-                for condition in (ready, due_poke)
-                for row in session.execute(
-                    select(*CANDIDATE_COLUMNS)
-                    .where(TaskInstance.dag_run_id.in_(run_ids), condition)
-                    .order_by(*CANDIDATE_ORDER)
-                    .limit(self.conf.scheduler.max_tis_per_query)
-                )
-            ],
+            (row for rows in kinds for row in rows),
             key=lambda ti: (-ti.priority_weight, ti.scheduled_at or now, ti.id),
         )
-        if not candidates:
-            return []
-        dag_ids = {ti.dag_id for ti in candidates}
-        limits = Concurrency.load(session, dag_ids, lambda v, t: self._pool_slots_of(session, v, t))
+        return candidates, any(len(rows) >= window for rows in kinds)
+
+    def _choose(
+        self,
+        session: Session,
+        candidates: Sequence[Any],
+        chosen: list[tuple[Any, QueueTarget]],
+        limit: int,
+        limits: Concurrency,
+        backlog: int,
+        versions: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        """Add to ``chosen``, in order, the candidates the limits let through, up to ``limit``."""
         default_queue = self.conf.celery.default_queue
-        chosen: list[tuple[Any, QueueTarget]] = []
-        backlog = self._repoke_backlog(session, candidates)
         for ti in candidates:
             if len(chosen) >= limit:
                 break
@@ -710,13 +758,11 @@ class Scheduler:
                 plugins=spec.plugin_files,
             )
             chosen.append((ti, target))
-        return queue_tries(session, chosen, job_id=self.job_id, now=now)
 
     def _pool_slots_of(self, session: Session, version_id: int | None, task_id: str) -> int:
         """Pool slots a queued or running try takes, by the DAG version it was queued with."""
-        if version_id is None or session.get(DagVersion, version_id) is None:
-            return 1
-        spec = self._dag(session, version_id).tasks.get(task_id)
+        dag = None if version_id is None else self._version(session, version_id)
+        spec = dag.tasks.get(task_id) if dag else None
         return spec.pool_slots if spec else 1
 
     @staticmethod
