@@ -294,6 +294,26 @@ def _claim(workload: Workload, nodename: str) -> Any:
     return started
 
 
+# A pipe the process that forks tries may hand down (the LocalExecutor's pool, see
+# :func:`announce_results_to`): a try writes a byte to it once its result is committed,
+# so the scheduler's next pass starts then, not once this process has exited, been
+# reaped and been reported by its pool process (the hop to a downstream task).
+_results_fd: int | None = None
+
+
+def announce_results_to(fd: int | None) -> None:
+    """Have the tries this process forks write a byte to ``fd`` (non-blocking: a full
+    pipe drops it, a wake-up already pending) once their result is recorded."""
+    global _results_fd
+    _results_fd = fd
+
+
+def _announce_result() -> None:
+    if _results_fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(_results_fd, b".")
+
+
 def run_try(
     workload: Workload, *, nodename: str, foreground: bool = False, flags: TryFlags | None = None
 ) -> int:
@@ -364,7 +384,7 @@ def run_try(
         log.error("task failed:\n%s", error)
     finally:
         _stop_running(flags, heartbeat, previous_term)
-    return task_runner.record_result(
+    code = task_runner.record_result(
         workload,
         success,
         error,
@@ -377,6 +397,8 @@ def run_try(
         started=started,
         outlets=outlets,
     )
+    _announce_result()
+    return code
 
 
 def _stop_running(flags: TryFlags, heartbeat: _Heartbeat | None, previous_term: Any) -> None:

@@ -8,12 +8,15 @@ outlives the interval, and a process that never claimed its try never ends it.
 from __future__ import annotations
 
 import logging
+import os
+
+import pytest
 
 from flowsched.db.engine import session_scope
 from flowsched.db.models import TaskInstance
 from flowsched.lifecycle import claim_try
 from flowsched.operations import trigger_dag
-from flowsched.supervisor import fork_and_run, record_crash
+from flowsched.supervisor import announce_results_to, fork_and_run, record_crash
 from flowsched.task_runner import foreground_workload
 from tests.harness import parse
 
@@ -81,3 +84,24 @@ def test_a_duplicate_message_never_runs_and_never_ends_the_try_it_names(sqlite_h
     assert (ti.state, ti.worker_nodename) == ("running", "other")
     record_crash(workload, "n", 1)  # the process that claimed it did die: that ends it
     assert _row(workload.ti_id).state in ("up_for_retry", "failed")
+
+
+def test_a_try_announces_its_recorded_result_and_a_refused_message_does_not(sqlite_home):
+    # The LocalExecutor's scheduler wakes on this byte: a try's downstream is decided once
+    # its result is committed, not once its process has been reaped and reported.
+    run_id = _setup(sqlite_home)
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    announce_results_to(write_end)
+    try:
+        quick = foreground_workload("beats", "quick", run_id)
+        assert fork_and_run(quick, nodename="n") == (0, True)
+        assert os.read(read_end, 16) == b"."
+        assert _row(quick.ti_id).state == "success"  # committed before the byte was sent
+        assert fork_and_run(quick, nodename="n") == (0, False)  # the same message again
+        with pytest.raises(BlockingIOError):
+            os.read(read_end, 16)
+    finally:
+        announce_results_to(None)
+        os.close(read_end)
+        os.close(write_end)

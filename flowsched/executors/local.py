@@ -26,10 +26,11 @@ from flowsched.workloads import Workload
 log = logging.getLogger(__name__)
 
 
-def _pool_process(tasks: Any, results: Any, parent: int, nodename: str) -> None:
+def _pool_process(tasks: Any, results: Any, parent: int, nodename: str, recorded: int) -> None:
     from flowsched.processes import set_parent_death_signal
-    from flowsched.supervisor import TryNotStarted, fork_and_run, record_crash
+    from flowsched.supervisor import TryNotStarted, announce_results_to, fork_and_run, record_crash
 
+    announce_results_to(recorded)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The scheduler died (even kill -9): SIGTERM, which interrupts the running try
     # (recorded as interrupted, retried) and ends this process.
@@ -80,16 +81,27 @@ class LocalExecutor(BaseExecutor):
         self._tasks = self._context.Queue()
         self._results = self._context.Queue()
         nodename = f"local@{get_hostname()}"
+        # Tries write a byte here once their result is committed (supervisor.run_try):
+        # the scheduler's pass for their downstream tasks starts then. Close-on-exec, so
+        # no task's subprocess holds it; non-blocking for the writers.
+        recorded_r, recorded_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(recorded_w, False)
         for _ in range(self.parallelism):
             process = self._context.Process(
                 target=_pool_process,
-                args=(self._tasks, self._results, os.getpid(), nodename),
+                args=(self._tasks, self._results, os.getpid(), nodename, recorded_w),
                 daemon=False,
             )
             process.start()
             self._processes.append(process)
+        # Only the pool processes (and their tries) write: the reader sees end of file
+        # once they have all ended.
+        os.close(recorded_w)
         self._reader = threading.Thread(target=self._read_results, daemon=True, name="results")
         self._reader.start()
+        threading.Thread(
+            target=self._read_recorded, args=(recorded_r,), daemon=True, name="recorded"
+        ).start()
 
     def _read_results(self) -> None:
         while True:
@@ -101,6 +113,13 @@ class LocalExecutor(BaseExecutor):
                 self._in_flight -= 1
                 self._events.append(ExecutorEvent(ti_id, try_number, code))
             self.wakeup.set()
+
+    def _read_recorded(self, fd: int) -> None:
+        try:
+            while os.read(fd, 512):
+                self.wakeup.set()
+        finally:
+            os.close(fd)
 
     def queue(self, workload: Workload) -> None:
         with self._lock:
