@@ -65,7 +65,7 @@ from flowsched.state import TaskState
 from flowsched.task_env import scrub_task_environment
 from flowsched.task_logs.files import open_for_append, relative_log_path
 from flowsched.timezone import display
-from flowsched.workloads import Workload
+from flowsched.workloads import RECORDED, Workload
 
 log = logging.getLogger("flowsched.task")
 worker_log = logging.getLogger("flowsched.worker")
@@ -295,23 +295,25 @@ def _claim(workload: Workload, nodename: str) -> Any:
 
 
 # A pipe the process that forks tries may hand down (the LocalExecutor's pool, see
-# :func:`announce_results_to`): a try writes a byte to it once its result is committed,
-# so the scheduler's next pass starts then, not once this process has exited, been
-# reaped and been reported by its pool process (the hop to a downstream task).
+# :func:`announce_results_to`): a try writes its key (ti id, try number) to it once its
+# result is committed, so the scheduler's next pass starts then, not once this process
+# has exited, been reaped and been reported by its pool process (the hop to a
+# downstream task).
 _results_fd: int | None = None
 
 
 def announce_results_to(fd: int | None) -> None:
-    """Have the tries this process forks write a byte to ``fd`` (non-blocking: a full
-    pipe drops it, a wake-up already pending) once their result is recorded."""
+    """Have the tries this process forks write their key to ``fd`` (non-blocking: with
+    the pipe full it is dropped, and the pool process's report says the same later)
+    once their result is recorded."""
     global _results_fd
     _results_fd = fd
 
 
-def _announce_result() -> None:
+def _announce_result(workload: Workload) -> None:
     if _results_fd is not None:
         with contextlib.suppress(OSError):
-            os.write(_results_fd, b".")
+            os.write(_results_fd, RECORDED.pack(workload.ti_id, workload.try_number))
 
 
 def run_try(
@@ -397,7 +399,8 @@ def run_try(
         started=started,
         outlets=outlets,
     )
-    _announce_result()
+    if code == 0:
+        _announce_result(workload)
     return code
 
 

@@ -7,8 +7,13 @@ SQLAlchemy) along, as Airflow 3's ``executors/workloads.py``.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
+
+# What a try sends back to the LocalExecutor once its result is committed (its ti id and
+# try number, one write on a pipe: atomic), see flowsched.supervisor.announce_results_to.
+RECORDED = struct.Struct("=qi")
 
 # What a try's context needs of its run (``dag_run`` in templates, dates, conf).
 RUN_FIELDS = (

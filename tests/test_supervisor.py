@@ -18,6 +18,7 @@ from flowsched.lifecycle import claim_try
 from flowsched.operations import trigger_dag
 from flowsched.supervisor import announce_results_to, fork_and_run, record_crash
 from flowsched.task_runner import foreground_workload
+from flowsched.workloads import RECORDED
 from tests.harness import parse
 
 DAG_FILE = """
@@ -87,8 +88,8 @@ def test_a_duplicate_message_never_runs_and_never_ends_the_try_it_names(sqlite_h
 
 
 def test_a_try_announces_its_recorded_result_and_a_refused_message_does_not(sqlite_home):
-    # The LocalExecutor's scheduler wakes on this byte: a try's downstream is decided once
-    # its result is committed, not once its process has been reaped and reported.
+    # The LocalExecutor frees the slot and wakes the scheduler on this: a try's downstream
+    # is decided once its result is committed, not once its process is reaped and reported.
     run_id = _setup(sqlite_home)
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)
@@ -96,7 +97,7 @@ def test_a_try_announces_its_recorded_result_and_a_refused_message_does_not(sqli
     try:
         quick = foreground_workload("beats", "quick", run_id)
         assert fork_and_run(quick, nodename="n") == (0, True)
-        assert os.read(read_end, 16) == b"."
+        assert os.read(read_end, 64) == RECORDED.pack(quick.ti_id, quick.try_number)
         assert _row(quick.ti_id).state == "success"  # committed before the byte was sent
         assert fork_and_run(quick, nodename="n") == (0, False)  # the same message again
         with pytest.raises(BlockingIOError):

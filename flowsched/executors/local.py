@@ -21,7 +21,7 @@ from typing import Any
 from flowsched.config import get_config
 from flowsched.executors.base import BaseExecutor, ExecutorEvent
 from flowsched.hostname import get_hostname
-from flowsched.workloads import Workload
+from flowsched.workloads import RECORDED, Workload
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ class LocalExecutor(BaseExecutor):
         self._tasks: Any = None
         self._results: Any = None
         self._processes: list[Any] = []
-        self._in_flight = 0
+        # Tries queued whose result is neither recorded nor reported yet: (ti id, try number).
+        self._in_flight: set[tuple[int, int]] = set()
         self._events: list[ExecutorEvent] = []
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
@@ -110,25 +111,35 @@ class LocalExecutor(BaseExecutor):
                 return
             ti_id, try_number, code = item
             with self._lock:
-                self._in_flight -= 1
+                self._in_flight.discard((ti_id, try_number))
                 self._events.append(ExecutorEvent(ti_id, try_number, code))
             self.wakeup.set()
 
     def _read_recorded(self, fd: int) -> None:
+        """A try's result is recorded: its slot is free now (the next workload waits in
+        the queue the few milliseconds its pool process takes to clean up), and its
+        downstream tasks can be decided."""
+        pending = b""
         try:
-            while os.read(fd, 512):
+            while chunk := os.read(fd, RECORDED.size * 64):
+                pending += chunk
+                whole = len(pending) - len(pending) % RECORDED.size
+                with self._lock:
+                    for key in RECORDED.iter_unpack(pending[:whole]):
+                        self._in_flight.discard(key)
+                pending = pending[whole:]
                 self.wakeup.set()
         finally:
             os.close(fd)
 
     def queue(self, workload: Workload) -> None:
         with self._lock:
-            self._in_flight += 1
+            self._in_flight.add((workload.ti_id, workload.try_number))
         self._tasks.put(workload.to_dict())
 
     def slots_available(self) -> int:
         with self._lock:
-            return self.parallelism - self._in_flight
+            return self.parallelism - len(self._in_flight)
 
     def sync(self) -> list[ExecutorEvent]:
         with self._lock:
