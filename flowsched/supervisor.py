@@ -37,7 +37,9 @@ from flowsched.config import get_config
 from flowsched.db.engine import (
     db_outage,
     for_a_try_process,
+    handing_over,
     is_db_outage,
+    open_connection_for_next_try,
     session_scope,
     with_db_retry,
 )
@@ -278,7 +280,12 @@ def _claim(workload: Workload, nodename: str) -> Any:
     def claim() -> Any:
         with session_scope() as session:
             return claim_try(
-                session, workload, hostname=hostname, nodename=nodename, pid=os.getpid()
+                session,
+                workload,
+                hostname=hostname,
+                nodename=nodename,
+                pid=os.getpid(),
+                commit=True,
             )
 
     # A message delivered while the database is down waits for it (the worker slot
@@ -455,13 +462,17 @@ def fork_and_run(workload: Workload, *, nodename: str) -> TryExit:
     become_subreaper()
     flags = TryFlags()
     try:
-        pid = os.fork()
+        # The try starts with a connection this process opened for it (no CONNECT
+        # before its claim); this process keeps none of it.
+        with handing_over():
+            pid = os.fork()
     except OSError as exc:
         raise TryNotStarted(
             f"cannot start a process for {workload.describe()}: {fork_failure_hint(exc)}"
         ) from exc
     if pid == 0:
         _run_forked_try(workload, nodename, supervisor, flags)
+    open_connection_for_next_try()  # while the try runs: ready for the next one
 
     forwarded = False
 
