@@ -472,7 +472,6 @@ def fork_and_run(workload: Workload, *, nodename: str) -> TryExit:
         ) from exc
     if pid == 0:
         _run_forked_try(workload, nodename, supervisor, flags)
-    open_connection_for_next_try()  # while the try runs: ready for the next one
 
     forwarded = False
 
@@ -487,6 +486,7 @@ def fork_and_run(workload: Workload, *, nodename: str) -> TryExit:
 
     previous = signal.signal(signal.SIGTERM, forward)
     try:
+        open_connection_for_next_try()  # while the try runs: ready for the next one
         _wait_and_beat(pid, workload, flags)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -340,6 +340,7 @@ class _Spare(NamedTuple):
 
 _spare: _Spare | None = None
 _handing_over = False
+_spare_failed = float("-inf")  # time.monotonic() of the last attempt that failed
 
 
 def open_connection_for_next_try() -> None:
@@ -347,11 +348,14 @@ def open_connection_for_next_try() -> None:
     young, the connection its next try will start with (:func:`handing_over`), so the
     try sends its claim at once instead of connecting first. Best effort: if the
     database cannot be reached now, the try connects (and waits) itself."""
-    global _spare
+    global _spare, _spare_failed
     if _engine is None or _engine.dialect.name != "mysql" or _try_process:
         return
-    if _spare is not None and time.monotonic() - _spare.opened < SPARE_MAX_AGE:
+    now = time.monotonic()
+    if _spare is not None and now - _spare.opened < SPARE_MAX_AGE:
         return
+    if now - _spare_failed < SPARE_MAX_AGE:
+        return  # the database was unreachable a moment ago: no second wait per try
     _close_spare()
     pool = _engine.pool.recreate()
     _tune_for_try(pool)
@@ -359,6 +363,7 @@ def open_connection_for_next_try() -> None:
     try:
         proxy = pool.connect()
     except Exception as exc:
+        _spare_failed = time.monotonic()
         log.debug("no connection ready for the next try: %s", exc)
         return
     finally:
