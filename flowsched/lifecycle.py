@@ -79,7 +79,7 @@ def _guarded_update(
         .where(
             TaskInstance.id == ti_id,
             TaskInstance.try_number == try_number,
-            TaskInstance.state.in_([str(state) for state in expected]),
+            _one_of(TaskInstance.state, [str(state) for state in expected]),
             *guard,
         )
         .values({**shared, **(instance_only or {})})
@@ -95,7 +95,7 @@ def _guarded_update(
             )
             .values(**record)
         )
-        counts = send_at_once(session, [instance, history])
+        counts = send_at_once(session, [instance, history], prepare=_warming.get())
         if counts is not None:
             return counts[0] == 1
     matched = session.execute(instance).rowcount == 1
@@ -108,6 +108,12 @@ def _guarded_update(
             .values(**record)
         )
     return matched
+
+
+def _one_of(column: Any, values: list[str]) -> ColumnElement[bool]:
+    """``column IN values``; ``column = value`` for one: the same statement whatever
+    the value, which a statement sent at once can keep compiled (engine._compiled)."""
+    return column == values[0] if len(values) == 1 else column.in_(values)
 
 
 # Set by warm_up: the history UPDATE is sent even when no instance matched (none can).
@@ -131,7 +137,9 @@ def warm_up(session: Session) -> None:
     )
     token = _warming.set(True)
     try:
-        claim_try(session, nobody, hostname="", nodename="", pid=0)
+        # commit=True: also the forms a try sends at once with its COMMIT (compiled
+        # here, never sent from here: this process's connections cannot).
+        claim_try(session, nobody, hostname="", nodename="", pid=0, commit=True)
         for rendered in ({}, None):
             finish_try(
                 session,
@@ -141,6 +149,7 @@ def warm_up(session: Session) -> None:
                 rendered_fields=rendered,
                 started=utcnow(),
                 outlets=False,
+                commit=True,
             )
     finally:
         _warming.reset(token)

@@ -113,6 +113,26 @@ def test_a_claim_and_a_result_are_one_send_each(sent):
     )
 
 
+def test_each_send_carries_its_own_values_though_compiled_once():
+    ids = make_run(["a", "b", "c"])
+    with session_scope() as session:
+        lifecycle.warm_up(session)  # compiles the forms sent at once
+    for pid, task_id in enumerate(ids, start=100):
+        workload = queue(ids[task_id])
+        with session_scope() as session:
+            assert lifecycle.claim_try(
+                session, workload, hostname=task_id, nodename=f"n-{task_id}", pid=pid, commit=True
+            )
+    for pid, (task_id, ti_id) in enumerate(ids.items(), start=100):
+        ti, (record,) = row(ti_id), try_rows(ti_id)
+        assert (ti.pid, ti.hostname, record.pid, record.worker_nodename) == (
+            pid,
+            task_id,
+            pid,
+            f"n-{task_id}",
+        )
+
+
 def test_a_duplicate_claim_in_one_send_wins_nothing_and_writes_no_history():
     ti_id = make_run(["t"])["t"]
     workload = queue(ti_id)

@@ -287,10 +287,14 @@ def _execute_at_once(cursor: Any, statement: str, parameters: Any, context: Any)
     return True
 
 
-def send_at_once(session: Session, statements: Sequence[Executable]) -> list[int] | None:
+def send_at_once(
+    session: Session, statements: Sequence[Executable], *, prepare: bool = False
+) -> list[int] | None:
     """Send ``statements`` and a COMMIT as ONE round trip on this session's connection:
     each statement's row count (matched rows), in order. None, with nothing sent, where
-    the connection cannot (SQLite, or a connection not opened for a try's process).
+    the connection cannot (SQLite, or a connection not opened for a try's process);
+    with ``prepare`` the statements are compiled for it all the same (a process that
+    forks tries prepares them once for all its tries: see ``lifecycle.warm_up``).
 
     The values are bound parameters, escaped by the driver (never formatted into
     the SQL), processed by their column types as SQLAlchemy would. The server runs
@@ -301,21 +305,17 @@ def send_at_once(session: Session, statements: Sequence[Executable]) -> list[int
     is sent in between.
     """
     conn = session.connection()
-    if not conn.info.get(SENDS_AT_ONCE):
+    at_once = bool(conn.info.get(SENDS_AT_ONCE))
+    if not at_once and not prepare:
         return None
     parts: list[str] = []
     values: list[Any] = []
     for statement in statements:
-        # IN lists as one bound parameter per value, as SQLAlchemy sends them.
-        compiled = statement.compile(
-            dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
-        )
-        params = compiled.construct_params()
-        processors = compiled._bind_processors
-        parts.append(compiled.string)
-        for key in compiled.positiontup or ():
-            value = params[key]
-            values.append(processors[key](value) if key in processors else value)
+        sql, params = _compiled(statement, conn.dialect)
+        parts.append(sql)
+        values.extend(params)
+    if not at_once:
+        return None
     parts.append("COMMIT")
     counts: list[int] = []
     conn.exec_driver_sql("; ".join(parts), tuple(values), execution_options={_ROW_COUNTS: counts})
@@ -323,6 +323,41 @@ def send_at_once(session: Session, statements: Sequence[Executable]) -> list[int
         raise RuntimeError(f"sent {len(parts)} statements at once, got {len(counts)} results")
     conn.info[COMMIT_SENT] = True
     return counts[:-1]
+
+
+# Compiled forms of the statements sent at once, by the structure of the statement
+# (SQLAlchemy's cache key, without the values): compiled once per process that forks
+# tries, not once per try. A handful of shapes; emptied if ever it grows past this.
+_AT_ONCE_CACHE_SIZE = 64
+_at_once_cache: dict[Any, Any] = {}
+
+
+def _compiled(statement: Executable, dialect: Any) -> tuple[str, list[Any]]:
+    """``statement`` as the DBAPI takes it: its SQL with placeholders, and its values
+    in their order, processed by their column types (as SQLAlchemy's execute would)."""
+    key = statement._generate_cache_key()  # type: ignore[attr-defined]
+    cache_key = None if key is None else (dialect, key.key)
+    compiled = _at_once_cache.get(cache_key) if cache_key is not None else None
+    if compiled is None:
+        compiled = statement.compile(dialect=dialect, cache_key=key)  # type: ignore[call-arg]
+        if "__[POSTCOMPILE_" in compiled.string:
+            # An IN list: one bound parameter per value, as SQLAlchemy sends them
+            # (their number is the statement's own: not cached).
+            compiled = statement.compile(
+                dialect=dialect, compile_kwargs={"render_postcompile": True}
+            )
+            key = cache_key = None
+        elif cache_key is not None:
+            if len(_at_once_cache) >= _AT_ONCE_CACHE_SIZE:
+                _at_once_cache.clear()
+            _at_once_cache[cache_key] = compiled
+    params = compiled.construct_params(extracted_parameters=key.bindparams if key else None)
+    processors = compiled._bind_processors
+    values = []
+    for name in compiled.positiontup or ():
+        value = params[name]
+        values.append(processors[name](value) if name in processors else value)
+    return compiled.string, values
 
 
 # --- the connection a forked try starts with ----------------------------------------
