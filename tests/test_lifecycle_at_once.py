@@ -151,12 +151,8 @@ def test_a_mismatched_message_in_one_send_leaves_the_queued_history_row_alone():
     for other in (replace(workload, task_id="other"), replace(workload, try_number=2)):
         assert claim(other) is None
     (record,) = try_rows(ti_id)
-    assert (row(ti_id).state, record.state, record.pid, record.start_date) == (
-        "queued",
-        "queued",
-        None,
-        None,
-    )
+    assert row(ti_id).state == record.state == "queued"
+    assert (record.pid, record.start_date) == (None, None)
     assert claim(workload) is not None
 
 
@@ -168,12 +164,8 @@ def test_a_result_in_one_send_after_the_try_was_taken_away_writes_nothing():
         session.execute(update(TaskInstance).where(TaskInstance.id == ti_id).values(state="failed"))
     assert finish(ti_id, 1, started, {"x": 1}) is None
     (record,) = try_rows(ti_id)
-    assert (row(ti_id).state, record.state, record.rendered_fields, record.end_date) == (
-        "failed",
-        "running",
-        None,
-        None,
-    )
+    assert (row(ti_id).state, record.state) == ("failed", "running")
+    assert (record.rendered_fields, record.end_date) == (None, None)
 
 
 def test_what_follows_a_send_in_its_session_is_committed(sent):
