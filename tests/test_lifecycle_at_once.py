@@ -255,3 +255,24 @@ def test_the_connection_handed_to_a_try_is_the_childs_alone(monkeypatch):
     # so the parent sent no COM_QUIT on it.
     assert (int(mine), claimed) == (handed, "True")
     assert row(ti_id).state == "running"
+
+
+def test_a_fork_that_is_not_a_trys_leaves_the_connection_to_this_process(monkeypatch):
+    # A DAG file or a plugin forking in a pool process: its child must not take the
+    # connection opened for the next try, which stays this process's.
+    monkeypatch.setattr(db_engine, "_try_process", False)
+    db_engine.reset_engine()
+    get_engine()
+    open_connection_for_next_try()
+    spare = db_engine._spare
+    assert spare is not None
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if db_engine._spare is None and get_engine().pool is not spare.pool else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert db_engine._spare is spare
+    cursor = spare.dbapi_connection.cursor()
+    cursor.execute("SELECT 1")  # still open: the child closed nothing of it
+    assert cursor.fetchone() == (1,)
+    cursor.close()

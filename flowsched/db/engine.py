@@ -304,6 +304,7 @@ def send_at_once(
     is over on the server: its commit (or rollback) sends nothing, unless a statement
     is sent in between.
     """
+    session.flush()  # anything pending goes before the COMMIT (nothing: sends nothing)
     conn = session.connection()
     at_once = bool(conn.info.get(SENDS_AT_ONCE))
     if not at_once and not prepare:
@@ -436,7 +437,7 @@ def handing_over() -> Iterator[None]:
         _handing_over = False
         raise
     if os.getpid() != owner:
-        return  # the child (it never leaves the block: it ends with os._exit)
+        return  # the child: the connection is its own now (see _after_fork_in_child)
     _handing_over = False
     spare, _spare = _spare, None
     if spare is not None:
