@@ -29,7 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 
-from flowsched.db.engine import TRANSACTION_ENDED
+from flowsched.db.engine import TRANSACTION_ENDED, commit_sent
 
 ENV = "FLOWSCHED_BENCH_ROUNDTRIPS"
 PROBE_DIR = Path(__file__).resolve().parent / "_probe"
@@ -82,8 +82,10 @@ def install(path: str | Path) -> None:
         return
     _installed = True
     event.listen(Engine, "before_cursor_execute", _statement)
-    event.listen(Engine, "commit", lambda _conn: _note("COMMIT"))
-    event.listen(Engine, "rollback", lambda _conn: _note("ROLLBACK"))
+    # A COMMIT sent with a transition (engine.send_at_once) was counted with it: the
+    # session's commit after it sends nothing.
+    event.listen(Engine, "commit", lambda conn: commit_sent(conn) or _note("COMMIT"))
+    event.listen(Engine, "rollback", lambda conn: commit_sent(conn) or _note("ROLLBACK"))
     # pool_pre_ping pings on a checkout of a connection opened before; the pool's
     # reset-on-return rolls back, unless the transaction already ended (then
     # SQLAlchemy sends nothing).

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from flowsched.dataset_events import record_outlet_events
+from flowsched.db.engine import send_at_once
 from flowsched.db.models import (
     CallbackRequest,
     DagRun,
@@ -53,6 +54,7 @@ def _guarded_update(
     instance_only: Mapping[str, Any] | None = None,
     record_only: Mapping[str, Any] | None = None,
     guard: Iterable[ColumnElement[bool]] = (),
+    commit: bool = False,
 ) -> bool:
     """The one way a try changes: a conditional UPDATE of its instance naming the try
     number and the states it may be in; False (nothing written) if another writer
@@ -61,23 +63,44 @@ def _guarded_update(
     Only when the instance row matched does the try's history row follow, with the
     ``shared`` values (what both rows record alike) and ``record_only`` ones; a try
     that lost the race never touches the history of the try that won.
+
+    ``commit``: the caller's transaction ends with this transition. Where the
+    connection can (a try's process on MariaDB/MySQL: ``engine.send_at_once``),
+    both UPDATEs and the COMMIT then go to the server in one send: the history
+    row's UPDATE is guarded by ``ROW_COUNT() > 0``, which the server evaluates
+    once, before that UPDATE changes anything, as the row count of the instance's
+    UPDATE just before it; so a try that lost the race still touches nothing, and
+    the instance's row count still decides who won.
     """
     shared = dict(shared or {})
-    result = session.execute(
+    record = {**shared, **(record_only or {})}
+    instance = (
         update(TaskInstance)
         .where(
             TaskInstance.id == ti_id,
             TaskInstance.try_number == try_number,
-            TaskInstance.state.in_([str(state) for state in expected]),
+            _one_of(TaskInstance.state, [str(state) for state in expected]),
             *guard,
         )
         .values({**shared, **(instance_only or {})})
         .execution_options(synchronize_session=False)
     )
-    matched = result.rowcount == 1
+    if commit and record:
+        history = (
+            update(TaskTry)
+            .where(
+                TaskTry.task_instance_id == ti_id,
+                TaskTry.try_number == try_number,
+                func.row_count() > 0,
+            )
+            .values(**record)
+        )
+        counts = send_at_once(session, [instance, history], prepare=_warming.get())
+        if counts is not None:
+            return counts[0] == 1
+    matched = session.execute(instance).rowcount == 1
     if not matched and not _warming.get():
         return False
-    record = {**shared, **(record_only or {})}
     if record:
         session.execute(
             update(TaskTry)
@@ -85,6 +108,12 @@ def _guarded_update(
             .values(**record)
         )
     return matched
+
+
+def _one_of(column: Any, values: list[str]) -> ColumnElement[bool]:
+    """``column IN values``; ``column = value`` for one: the same statement whatever
+    the value, which a statement sent at once can keep compiled (engine._compiled)."""
+    return column == values[0] if len(values) == 1 else column.in_(values)
 
 
 # Set by warm_up: the history UPDATE is sent even when no instance matched (none can).
@@ -108,7 +137,9 @@ def warm_up(session: Session) -> None:
     )
     token = _warming.set(True)
     try:
-        claim_try(session, nobody, hostname="", nodename="", pid=0)
+        # commit=True: also the forms a try sends at once with its COMMIT (compiled
+        # here, never sent from here: this process's connections cannot).
+        claim_try(session, nobody, hostname="", nodename="", pid=0, commit=True)
         for rendered in ({}, None):
             finish_try(
                 session,
@@ -118,6 +149,7 @@ def warm_up(session: Session) -> None:
                 rendered_fields=rendered,
                 started=utcnow(),
                 outlets=False,
+                commit=True,
             )
     finally:
         _warming.reset(token)
@@ -393,13 +425,21 @@ def _same(column: Any, value: Any) -> ColumnElement[bool]:
 
 
 def claim_try(
-    session: Session, workload: Workload, *, hostname: str, nodename: str, pid: int
+    session: Session,
+    workload: Workload,
+    *,
+    hostname: str,
+    nodename: str,
+    pid: int,
+    commit: bool = False,
 ) -> datetime | None:
     """queued -> running for exactly this try: its start time, or None (do not run it).
 
     One conditional UPDATE (and its history row's) names the message's ids as well as
     the try number and state, so a duplicate, stale or mismatched message claims
     nothing: no read before it; :func:`claim_refusal` tells why, in that rare case.
+    With ``commit`` (the caller's transaction ends here) they may go with their
+    COMMIT in one round trip (see :func:`_guarded_update`).
     """
     now = utcnow()
     claimed = _guarded_update(
@@ -421,6 +461,7 @@ def claim_try(
             TaskInstance.run_id == workload.run_id,
             TaskInstance.map_index == workload.map_index,
         ],
+        commit=commit,
     )
     return now if claimed else None
 
@@ -532,6 +573,7 @@ def finish_try(
     force_fail: bool = False,
     started: datetime | None = None,
     outlets: bool = True,
+    commit: bool = False,
 ) -> TaskState | None:
     """Record the end of a try and apply the retry policy.
 
@@ -546,7 +588,9 @@ def finish_try(
 
     A success whose claim time the caller knows (``started``, what :func:`claim_try`
     returned) and whose task has no dataset outlets (``outlets=False``) is one
-    conditional UPDATE (and its history row's): nothing to read first.
+    conditional UPDATE (and its history row's): nothing to read first; with
+    ``commit`` (the caller writes nothing after it in this transaction), sent with
+    its COMMIT in one round trip where the connection can (see :func:`_guarded_update`).
     """
     now = utcnow()
     if success and started is not None and not outlets:
@@ -558,6 +602,7 @@ def finish_try(
             {"end_date": now, "duration": (now - started).total_seconds()},
             instance_only={"pid": None, "state": TaskState.SUCCESS.value},
             record_only=_history(rendered_fields, state=TaskState.SUCCESS.value, error=error),
+            commit=commit,
         )
         return TaskState.SUCCESS if done else None
     ti = _locked_instance(session, ti_id, try_number)

@@ -37,7 +37,9 @@ from flowsched.config import get_config
 from flowsched.db.engine import (
     db_outage,
     for_a_try_process,
+    handing_over,
     is_db_outage,
+    open_connection_for_next_try,
     session_scope,
     with_db_retry,
 )
@@ -278,7 +280,12 @@ def _claim(workload: Workload, nodename: str) -> Any:
     def claim() -> Any:
         with session_scope() as session:
             return claim_try(
-                session, workload, hostname=hostname, nodename=nodename, pid=os.getpid()
+                session,
+                workload,
+                hostname=hostname,
+                nodename=nodename,
+                pid=os.getpid(),
+                commit=True,
             )
 
     # A message delivered while the database is down waits for it (the worker slot
@@ -480,7 +487,10 @@ def fork_and_run(workload: Workload, *, nodename: str) -> TryExit:
     become_subreaper()
     flags = TryFlags()
     try:
-        pid = os.fork()
+        # The try starts with a connection this process opened for it (no CONNECT
+        # before its claim); this process keeps none of it.
+        with handing_over():
+            pid = os.fork()
     except OSError as exc:
         raise TryNotStarted(
             f"cannot start a process for {workload.describe()}: {fork_failure_hint(exc)}"
@@ -501,6 +511,7 @@ def fork_and_run(workload: Workload, *, nodename: str) -> TryExit:
 
     previous = signal.signal(signal.SIGTERM, forward)
     try:
+        open_connection_for_next_try()  # while the try runs: ready for the next one
         _wait_and_beat(pid, workload, flags)
     finally:
         signal.signal(signal.SIGTERM, previous)

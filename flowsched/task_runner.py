@@ -415,6 +415,8 @@ def finish_through_outage(
                 force_fail=force_fail,
                 started=started,
                 outlets=outlets,
+                # Nothing written after it: its COMMIT may go with it (one round trip).
+                commit=not skips,
             )
             if state is TaskState.SUCCESS and skips:
                 skip_tasks(session, workload.dag_id, workload.run_id, skips)

@@ -8,16 +8,21 @@ can write at once. MySQL/MariaDB runs at READ COMMITTED: the scheduler's
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.expression import Executable
 
 from flowsched.config import get_config
 from flowsched.exceptions import DatabaseUnavailable
@@ -25,6 +30,7 @@ from flowsched.outage import Outage, retry_through
 from flowsched.tls import mysql_connect_args
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _engine: Engine | None = None
 _sessionmaker: sessionmaker[Session] | None = None
@@ -57,6 +63,7 @@ TRANSACTION_ENDED = "flowsched_transaction_ended"
 
 def _checked_out(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     record.info[TRANSACTION_ENDED] = False
+    record.info.pop(COMMIT_SENT, None)
 
 
 def _reset_on_return(engine: Engine) -> Callable[..., None]:
@@ -108,7 +115,8 @@ def build_engine(url: str) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return _own_reset(engine)
     connect_args: dict[str, Any] = {}
-    if parsed.get_backend_name() == "mysql":
+    mysql = parsed.get_backend_name() == "mysql"
+    if mysql:
         connect_args["connect_timeout"] = conf.connect_timeout
         connect_args.update(mysql_connect_args())
     engine = create_engine(
@@ -121,6 +129,8 @@ def build_engine(url: str) -> Engine:
         isolation_level="READ COMMITTED",
         connect_args=connect_args,
     )
+    if mysql and parsed.get_driver_name() == "mysqldb":
+        _sends_at_once(engine)
     return _own_reset(engine)
 
 
@@ -140,6 +150,7 @@ def get_engine() -> Engine:
 def reset_engine() -> None:
     """Forget the engine after a config change; the next use builds a new one."""
     global _engine, _sessionmaker, _read_sessionmaker
+    _close_spare()
     if _engine is not None:
         _engine.dispose(close=False)
     _engine = None
@@ -159,10 +170,20 @@ def _after_fork_in_child() -> None:
     sessions. So the child parks the inherited pool and gives the engine a
     fresh, empty one: it keeps the engine's compiled-statement cache and
     dialect set-up, which a task process would otherwise rebuild every try.
+    A try's child forked in :func:`handing_over` gets instead the pool holding
+    the connection opened for it; any other child parks that one too.
     """
+    global _spare, _handing_over
     if _engine is not None:
         _inherited.append(_engine.pool)
-        _engine.pool = _engine.pool.recreate()
+        if _spare is not None and _handing_over:
+            # The try's fork (handing_over): its connection, opened for it, is its own.
+            _engine.pool = _spare.pool
+        else:
+            if _spare is not None:
+                _inherited.append(_spare.pool)
+            _engine.pool = _engine.pool.recreate()
+    _spare, _handing_over = None, False
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -191,6 +212,251 @@ _try_process = False
 def _tune_for_try(pool: Any) -> None:
     pool._pre_ping = False
     pool._recycle = TRY_CONNECTION_RECYCLE
+
+
+# --- a transition and its COMMIT in one send (MariaDB/MySQL, a try's connection) -----
+
+# On a pooled connection's record: opened with MULTI_STATEMENTS, for a try's process
+# (the only connections that have it: nothing else sends statements at once).
+SENDS_AT_ONCE = "flowsched_sends_at_once"
+# On a pooled connection's record: the last send ended its transaction (its COMMIT
+# went with it), and nothing was sent since: a commit or rollback now sends nothing.
+COMMIT_SENT = "flowsched_commit_sent"
+# An execution option: the send's statements' row counts are appended to this list.
+_ROW_COUNTS = "flowsched_row_counts"
+
+# Set while a process that forks tries opens the connection it hands to its next try.
+_opening_for_a_try: ContextVar[bool] = ContextVar("flowsched_opening_for_a_try", default=False)
+
+
+def _sends_at_once(engine: Engine) -> None:
+    """Let a try's connections send several statements at once (:func:`send_at_once`)."""
+    event.listen(engine, "do_connect", _multi_statements)
+    event.listen(engine, "do_execute", _execute_at_once)
+    event.listen(engine, "before_cursor_execute", _transaction_goes_on)
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_connection: Any) -> None:
+        if not commit_sent(dbapi_connection):
+            commit(dbapi_connection)
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        if not commit_sent(dbapi_connection):
+            rollback(dbapi_connection)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
+
+def commit_sent(connection: Any) -> bool:
+    """Whether ``connection`` (a pooled DBAPI connection or an engine Connection) has
+    no transaction open on the server because its last send committed it."""
+    if not isinstance(connection, PoolProxiedConnection | Connection):
+        return False  # a bare DBAPI connection (the pool's own reset)
+    try:
+        return bool(connection.info.get(COMMIT_SENT))
+    except NotImplementedError:
+        return False  # the dialect's first look at a new connection: no pool entry yet
+
+
+def _multi_statements(_dialect: Any, record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+    if _try_process or _opening_for_a_try.get():
+        from MySQLdb.constants import CLIENT
+
+        cparams["client_flag"] = cparams.get("client_flag", 0) | CLIENT.MULTI_STATEMENTS
+        if record is not None:
+            record.info[SENDS_AT_ONCE] = True
+
+
+def _transaction_goes_on(conn: Any, *_: Any) -> None:
+    """A statement after a send that committed starts a transaction: it must be ended."""
+    conn.info.pop(COMMIT_SENT, None)
+
+
+def _execute_at_once(cursor: Any, statement: str, parameters: Any, context: Any) -> bool | None:
+    counts = context.execution_options.get(_ROW_COUNTS)
+    if counts is None:
+        return None  # SQLAlchemy's own execute
+    cursor.execute(statement, parameters)
+    counts.append(cursor.rowcount)
+    # Each statement's result in turn: an error in a later one raises here (the server
+    # stops at it, so the COMMIT after it is not run), as SQLAlchemy's error.
+    while cursor.nextset() is not None:
+        counts.append(cursor.rowcount)
+    return True
+
+
+def send_at_once(
+    session: Session, statements: Sequence[Executable], *, prepare: bool = False
+) -> list[int] | None:
+    """Send ``statements`` and a COMMIT as ONE round trip on this session's connection:
+    each statement's row count (matched rows), in order. None, with nothing sent, where
+    the connection cannot (SQLite, or a connection not opened for a try's process);
+    with ``prepare`` the statements are compiled for it all the same (a process that
+    forks tries prepares them once for all its tries: see ``lifecycle.warm_up``).
+
+    The values are bound parameters, escaped by the driver (never formatted into
+    the SQL), processed by their column types as SQLAlchemy would. The server runs
+    the statements in turn and stops at the first error, COMMIT included: then
+    this raises SQLAlchemy's error (a lost connection is invalidated, not reused)
+    and the caller's rollback undoes what ran. After it the session's transaction
+    is over on the server: its commit (or rollback) sends nothing, unless a statement
+    is sent in between.
+    """
+    session.flush()  # anything pending goes before the COMMIT (nothing: sends nothing)
+    conn = session.connection()
+    at_once = bool(conn.info.get(SENDS_AT_ONCE))
+    if not at_once and not prepare:
+        return None
+    parts: list[str] = []
+    values: list[Any] = []
+    for statement in statements:
+        sql, params = _compiled(statement, conn.dialect)
+        parts.append(sql)
+        values.extend(params)
+    if not at_once:
+        return None
+    parts.append("COMMIT")
+    counts: list[int] = []
+    conn.exec_driver_sql("; ".join(parts), tuple(values), execution_options={_ROW_COUNTS: counts})
+    if len(counts) != len(parts):
+        raise RuntimeError(f"sent {len(parts)} statements at once, got {len(counts)} results")
+    conn.info[COMMIT_SENT] = True
+    return counts[:-1]
+
+
+# Compiled forms of the statements sent at once, by the structure of the statement
+# (SQLAlchemy's cache key, without the values): compiled once per process that forks
+# tries, not once per try. A handful of shapes; emptied if ever it grows past this.
+_AT_ONCE_CACHE_SIZE = 64
+_at_once_cache: dict[Any, Any] = {}
+
+
+def _compiled(statement: Executable, dialect: Any) -> tuple[str, list[Any]]:
+    """``statement`` as the DBAPI takes it: its SQL with placeholders, and its values
+    in their order, processed by their column types (as SQLAlchemy's execute would)."""
+    key = statement._generate_cache_key()  # type: ignore[attr-defined]
+    cache_key = None if key is None else (dialect, key.key)
+    compiled = _at_once_cache.get(cache_key) if cache_key is not None else None
+    if compiled is None:
+        compiled = statement.compile(dialect=dialect, cache_key=key)  # type: ignore[call-arg]
+        if "__[POSTCOMPILE_" in compiled.string:
+            # An IN list: one bound parameter per value, as SQLAlchemy sends them
+            # (their number is the statement's own: not cached).
+            compiled = statement.compile(
+                dialect=dialect, compile_kwargs={"render_postcompile": True}
+            )
+            key = cache_key = None
+        elif cache_key is not None:
+            if len(_at_once_cache) >= _AT_ONCE_CACHE_SIZE:
+                _at_once_cache.clear()
+            _at_once_cache[cache_key] = compiled
+    params = compiled.construct_params(extracted_parameters=key.bindparams if key else None)
+    processors = compiled._bind_processors
+    values = []
+    for name in compiled.positiontup or ():
+        value = params[name]
+        values.append(processors[name](value) if name in processors else value)
+    return compiled.string, values
+
+
+# --- the connection a forked try starts with ----------------------------------------
+
+# A process that forks tries opens its next try's connection ahead (while the try
+# before runs): it is handed over at the fork if younger than this, else replaced.
+SPARE_MAX_AGE = TRY_CONNECTION_RECYCLE / 2
+
+
+class _Spare(NamedTuple):
+    pool: Any  # a pool of its own, holding the one connection (checked in)
+    dbapi_connection: Any
+    opened: float  # time.monotonic()
+
+
+_spare: _Spare | None = None
+_handing_over = False
+_spare_failed = float("-inf")  # time.monotonic() of the last attempt that failed
+
+
+def open_connection_for_next_try() -> None:
+    """In a process that forks tries (MariaDB/MySQL): open, unless one is ready and
+    young, the connection its next try will start with (:func:`handing_over`), so the
+    try sends its claim at once instead of connecting first. Best effort: if the
+    database cannot be reached now, the try connects (and waits) itself."""
+    global _spare, _spare_failed
+    if _engine is None or _engine.dialect.name != "mysql" or _try_process:
+        return
+    now = time.monotonic()
+    if _spare is not None and now - _spare.opened < SPARE_MAX_AGE:
+        return
+    if now - _spare_failed < SPARE_MAX_AGE:
+        return  # the database was unreachable a moment ago: no second wait per try
+    _close_spare()
+    pool = _engine.pool.recreate()
+    _tune_for_try(pool)
+    token = _opening_for_a_try.set(True)
+    try:
+        proxy = pool.connect()
+    except Exception as exc:
+        _spare_failed = time.monotonic()
+        log.debug("no connection ready for the next try: %s", exc)
+        return
+    finally:
+        _opening_for_a_try.reset(token)
+    dbapi_connection = proxy.dbapi_connection
+    proxy.info[TRANSACTION_ENDED] = True  # nothing to roll back when it goes back
+    proxy.close()
+    _spare = _Spare(pool, dbapi_connection, time.monotonic())
+
+
+def _close_spare() -> None:
+    """Close the spare connection: still this process's own (never handed over)."""
+    global _spare
+    if _spare is not None:
+        with contextlib.suppress(Exception):
+            _spare.pool.dispose()
+    _spare = None
+
+
+@contextmanager
+def handing_over() -> Iterator[None]:
+    """Around the ``os.fork()`` of a try: the child adopts the connection
+    :func:`open_connection_for_next_try` opened (its pool becomes the child's), and
+    this process drops its copy without a word to the server: its socket is
+    pointed at /dev/null first, so closing it sends no COM_QUIT on the connection
+    the child now owns. A connection is never used by two processes. If the fork
+    fails, the connection stays here for the next try."""
+    global _handing_over, _spare
+    open_connection_for_next_try()
+    _handing_over = _spare is not None
+    owner = os.getpid()
+    try:
+        yield
+    except BaseException:
+        _handing_over = False
+        raise
+    if os.getpid() != owner:
+        return  # the child: the connection is its own now (see _after_fork_in_child)
+    _handing_over = False
+    spare, _spare = _spare, None
+    if spare is not None:
+        _drop_silently(spare)
+
+
+def _drop_silently(spare: _Spare) -> None:
+    try:
+        fd = spare.dbapi_connection.fileno()
+    except Exception:
+        _inherited.append(spare.pool)  # cannot tell its socket: kept, never closed
+        return
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    with contextlib.suppress(Exception):
+        spare.pool.dispose()
 
 
 def new_session(read_only: bool = False) -> Session:
