@@ -23,6 +23,7 @@ import signal
 import stat
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -459,6 +460,19 @@ def _remove_containers(
         container.remove(force=True)
 
 
+def _not_yet_copied(lines: list[bytes], seen: Counter[bytes]) -> list[bytes]:
+    """``lines`` (the finished log, its last item the unended tail) less those already
+    copied (``seen``, counted: a line written twice is copied twice), in order."""
+    left = Counter(seen)
+    rest = []
+    for raw in lines[:-1]:
+        if left[raw] > 0:
+            left[raw] -= 1
+        else:
+            rest.append(raw)
+    return [*rest, lines[-1]]
+
+
 class _OutputCopier(threading.Thread):
     """Copies the container's output into the task log as whole lines, as it comes.
 
@@ -478,7 +492,7 @@ class _OutputCopier(threading.Thread):
         self.url = url
         self.stream: Any = None
         self.lock = threading.Lock()
-        self.copied = 0  # bytes of output taken in so far
+        self.seen: Counter[bytes] = Counter()  # the whole lines copied so far
         self.pending = b""  # a line not yet ended
         self.last_line: str | None = None
         self.closed = False
@@ -502,10 +516,10 @@ class _OutputCopier(threading.Thread):
         with self.lock:
             if self.closed:
                 return
-            self.copied += len(chunk)
             self.pending += chunk
             *lines, self.pending = self.pending.split(b"\n")
             for raw in lines:
+                self.seen[raw] += 1
                 self._write(raw)
 
     def _write(self, raw: bytes) -> None:
@@ -514,14 +528,22 @@ class _OutputCopier(threading.Thread):
         sys.stdout.flush()
 
     def finish(self, grace: float = 2.0) -> str | None:
-        """After the container exited: copy the rest, even an unended last line; the last line."""
+        """After the container exited: copy the rest, even an unended last line; the last line.
+
+        A stream still open after the grace is closed and the rest taken from the
+        finished log: by lines, not by byte offset, since Podman does not always give
+        stdout and stderr in the same order in the stream and in the stored log (an
+        offset then skipped one line and repeated another)."""
         self.join(grace)
-        rest = self.container.logs(stream=False) if self.is_alive() else b""
+        full = self.container.logs(stream=False) if self.is_alive() else None
         with self.lock:
             self.closed = True
-            self.pending += rest[self.copied :]
-            *lines, tail = self.pending.split(b"\n")
-            for raw in [*lines, tail] if tail else lines:
+            if full is None:
+                lines = self.pending.split(b"\n")
+            else:
+                lines = _not_yet_copied(full.split(b"\n"), self.seen)
+            *ended, tail = lines
+            for raw in [*ended, tail] if tail else ended:
                 self._write(raw)
             self.pending = b""
         self.close()

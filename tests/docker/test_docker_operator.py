@@ -285,3 +285,14 @@ def test_a_new_try_removes_containers_left_by_earlier_tries(docker_home, podman)
     assert "stopping and removing container" in log and "try_number=0" in log
     assert "fresh" in log.splitlines()
     assert podman.containers("dock_left") == []
+
+
+def test_the_rest_of_the_output_is_taken_by_lines_whatever_the_order_of_stdout_and_stderr():
+    from collections import Counter
+
+    from flowsched.providers.docker import _not_yet_copied
+
+    # The stream gave stdout's lines first; the stored log starts with stderr's line.
+    seen = Counter([b"hello", b"again", b"hello"])
+    full = [b"to-stderr", b"hello", b"again", b"hello", b"hello", b"last-line"]
+    assert _not_yet_copied(full, seen) == [b"to-stderr", b"hello", b"last-line"]
