@@ -82,9 +82,9 @@ class LocalExecutor(BaseExecutor):
         self._tasks = self._context.Queue()
         self._results = self._context.Queue()
         nodename = f"local@{get_hostname()}"
-        # Tries write a byte here once their result is committed (supervisor.run_try):
-        # the scheduler's pass for their downstream tasks starts then. Close-on-exec, so
-        # no task's subprocess holds it; non-blocking for the writers.
+        # Tries write their key here once their result is committed (supervisor.run_try):
+        # their slot is free and the pass for their downstream tasks starts then.
+        # Close-on-exec, so no task's subprocess holds it; non-blocking for the writers.
         recorded_r, recorded_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(recorded_w, False)
         for _ in range(self.parallelism):
