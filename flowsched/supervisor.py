@@ -97,10 +97,11 @@ def _redirect_output(fd: int) -> None:
 class TryFlags:
     """What a try's process and its supervisor share (an anonymous mapping made
     before the fork): whether the try claimed its row, whether its task code is
-    running (not yet recording its result), and whether the supervisor found
-    the try gone from the database (cleared, marked, timed out) and stopped it."""
+    running (not yet recording its result), whether its result is recorded, and
+    whether the supervisor found the try gone from the database (cleared,
+    marked, timed out) and stopped it."""
 
-    _CLAIMED, _RUNNING, _RECORDING = 1, 2, 3
+    _CLAIMED, _RUNNING, _RECORDING, _RECORDED = 1, 2, 3, 4
 
     def __init__(self) -> None:
         self._map = mmap.mmap(-1, 2)
@@ -118,6 +119,13 @@ class TryFlags:
 
     def set_running(self, running: bool) -> None:
         self._map[0] = self._RUNNING if running else self._RECORDING
+
+    @property
+    def recorded(self) -> bool:
+        return self._map[0] == self._RECORDED
+
+    def set_recorded(self) -> None:
+        self._map[0] = self._RECORDED
 
     @property
     def lost(self) -> bool:
@@ -303,7 +311,8 @@ def _claim(workload: Workload, nodename: str) -> Any:
 
 # A pipe the process that forks tries may hand down (the LocalExecutor's pool, see
 # :func:`announce_results_to`): a try writes its key (ti id, try number) to it once its
-# result is committed, so the scheduler's next pass starts then, not once this process
+# result is committed and its output flushed to its log, so the scheduler's next pass
+# (and whoever reads that log) starts then, not once this process
 # has exited, been reaped and been reported by its pool process (the hop to a
 # downstream task).
 _results_fd: int | None = None
@@ -407,7 +416,7 @@ def run_try(
         outlets=outlets,
     )
     if code == 0:
-        _announce_result(workload)
+        flags.set_recorded()
     return code
 
 
@@ -566,6 +575,8 @@ def _run_forked_try(workload: Workload, nodename: str, supervisor: int, flags: T
             sys.stdout.flush()
             sys.stderr.flush()
             secrets_masker.finish_output()
+            if flags.recorded:
+                _announce_result(workload)
         if os.getppid() != supervisor:
             # Orphaned: nobody will clear our group after us. Doing it kills us too.
             os.killpg(0, signal.SIGKILL)

@@ -17,6 +17,7 @@ from flowsched.db.models import TaskInstance
 from flowsched.lifecycle import claim_try
 from flowsched.operations import trigger_dag
 from flowsched.supervisor import announce_results_to, fork_and_run, record_crash
+from flowsched.task_logs.files import log_path
 from flowsched.task_runner import foreground_workload
 from flowsched.workloads import RECORDED
 from tests.harness import parse
@@ -98,7 +99,10 @@ def test_a_try_announces_its_recorded_result_and_a_refused_message_does_not(sqli
         quick = foreground_workload("beats", "quick", run_id)
         assert fork_and_run(quick, nodename="n") == (0, True)
         assert os.read(read_end, 64) == RECORDED.pack(quick.ti_id, quick.try_number)
-        assert _row(quick.ti_id).state == "success"  # committed before the byte was sent
+        assert _row(quick.ti_id).state == "success"  # committed before the key was sent
+        # ... and its log complete: whoever is woken may read it at once.
+        log = log_path("beats", run_id, "quick", quick.try_number).read_text()
+        assert "finished: success" in log.splitlines()[-1]
         assert fork_and_run(quick, nodename="n") == (0, False)  # the same message again
         with pytest.raises(BlockingIOError):
             os.read(read_end, 16)
