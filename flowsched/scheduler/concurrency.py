@@ -100,17 +100,27 @@ class Concurrency:
         self.task_run_active[dag_run_id, spec.task_id] += 1
 
 
-def slots_reader(session: Session) -> SlotsOf:
-    """Pool slots of queued/running tries, from the DAG versions they were queued with."""
-    cache: dict[int, SerializedDAG | None] = {}
+def slots_reader(
+    session: Session, load_version: Callable[[int], SerializedDAG | None] | None = None
+) -> SlotsOf:
+    """Pool slots of queued/running tries, from the DAG versions they were queued with.
+
+    ``load_version`` reads a version's serialized DAG (the scheduler passes its own
+    cache, kept across passes); by default each version is read once per reader.
+    """
+    if load_version is None:
+        cache: dict[int, SerializedDAG | None] = {}
+
+        def load_version(version_id: int) -> SerializedDAG | None:
+            if version_id not in cache:
+                serialized = session.scalar(
+                    select(DagVersion.serialized).where(DagVersion.id == version_id)
+                )
+                cache[version_id] = None if serialized is None else SerializedDAG(serialized)
+            return cache[version_id]
 
     def slots_of(version_id: int | None, task_id: str) -> int:
-        if version_id is None:
-            return 1
-        if version_id not in cache:
-            version = session.get(DagVersion, version_id)
-            cache[version_id] = SerializedDAG(version.serialized) if version else None
-        dag = cache[version_id]
+        dag = None if version_id is None else load_version(version_id)
         spec = dag.tasks.get(task_id) if dag else None
         return spec.pool_slots if spec else 1
 

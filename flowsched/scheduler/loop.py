@@ -55,7 +55,7 @@ from flowsched.metrics.scheduler import SchedulerMetrics
 from flowsched.outage import EXIT_RESULT_NOT_RECORDED, result_retry_cap
 from flowsched.processes import pid_alive, spawn_flowsched
 from flowsched.scheduler import mapping
-from flowsched.scheduler.concurrency import Concurrency
+from flowsched.scheduler.concurrency import Concurrency, slots_reader
 from flowsched.scheduler.dataset_runs import create_dataset_triggered_runs
 from flowsched.scheduler.dependencies import Decision, evaluate
 from flowsched.scheduler.past_dependence import past_blockers
@@ -674,7 +674,9 @@ class Scheduler:
             return []
         # Counts for every locked run's DAG: the wider read may reach any of them.
         limits = Concurrency.load(
-            session, {run.dag_id for run in runs}, lambda v, t: self._pool_slots_of(session, v, t)
+            session,
+            {run.dag_id for run in runs},
+            slots_reader(session, lambda version_id: self._version(session, version_id)),
         )
         chosen: list[tuple[Any, QueueTarget]] = []
         backlog = self._repoke_backlog(session, candidates)
@@ -758,12 +760,6 @@ class Scheduler:
                 plugins=spec.plugin_files,
             )
             chosen.append((ti, target))
-
-    def _pool_slots_of(self, session: Session, version_id: int | None, task_id: str) -> int:
-        """Pool slots a queued or running try takes, by the DAG version it was queued with."""
-        dag = None if version_id is None else self._version(session, version_id)
-        spec = dag.tasks.get(task_id) if dag else None
-        return spec.pool_slots if spec else 1
 
     @staticmethod
     def _repoke_backlog(session: Session, candidates: Sequence[Any]) -> int:
