@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,36 +36,60 @@ SAMPLES = {
 APP_HOSTS = ["master1", "worker1", "worker2"]
 
 
+# The render fixture runs Ansible for both samples (about a minute each on a quiet
+# 2-core machine, several under load): the module's tests get the time it takes.
+pytestmark = pytest.mark.timeout(900)
+RENDER_DEADLINE = 600  # seconds, both samples at once
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Render both sample inventories once; install root `current` is this venv,
-    so ExecStart points at the real `flowsched` console script."""
-    out: dict[str, Path] = {}
+    """Render both sample inventories once, side by side (Ansible here mostly waits
+    on its own module processes); install root `current` is this venv, so ExecStart
+    points at the real `flowsched` console script."""
     install_root = tmp_path_factory.mktemp("opt-flowsched")
     (install_root / "current").symlink_to(sys.prefix, target_is_directory=True)
-    for name in SAMPLES:
-        root = tmp_path_factory.mktemp(f"render-{name}")
-        result = subprocess.run(
-            [
-                tool("ansible-playbook"),
-                "-i",
-                str(HERE / "inventories" / name),
-                str(HERE / "render.yml"),
-                "-e",
-                f"render_root={root}",
-                "-e",
-                f"flowsched_install_root={install_root}",
-            ],
-            cwd=REPO,
-            env=ansible_env(root),
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        out[name] = root
-    return out
+    runs: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
+    try:
+        for name in SAMPLES:
+            root = tmp_path_factory.mktemp(f"render-{name}")
+            with (root / "render.log").open("wb") as log:
+                runs[name] = (
+                    root,
+                    subprocess.Popen(
+                        [
+                            tool("ansible-playbook"),
+                            "-i",
+                            str(HERE / "inventories" / name),
+                            str(HERE / "render.yml"),
+                            "-e",
+                            f"render_root={root}",
+                            "-e",
+                            f"flowsched_install_root={install_root}",
+                        ],
+                        cwd=REPO,
+                        env=ansible_env(root),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    ),
+                )
+        deadline = time.monotonic() + RENDER_DEADLINE
+        for name, (root, process) in runs.items():
+            code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+            assert code == 0, f"rendering {name} failed:\n" + _tail(root / "render.log")
+    finally:
+        for _, process in runs.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return {name: root for name, (root, _) in runs.items()}
+
+
+def _tail(path: Path, size: int = 20_000) -> str:
+    """The end of a log, at most ``size`` bytes of it."""
+    with path.open("rb") as log:
+        log.seek(max(0, path.stat().st_size - size))
+        return log.read().decode(errors="replace")
 
 
 def read_cfg(path: Path) -> configparser.ConfigParser:
