@@ -1,10 +1,9 @@
 """Lab DAG: tasks that keep both workers busy for a while. Used by the verify
-steps that stop a busy worker and roll an upgrade while tasks run.
+step that stops a busy worker (molecule/shared/verify/stop.yml); the rolling
+upgrade's load is lab_drain, which lasts until each worker is drained.
 
 sleep_0 and sleep_1 run on worker1 (queue `worker1`) for the run's conf
-`seconds` (default 60); sleep_2 and sleep_3 on worker2 for a minute longer,
-so that worker2 is still busy when a rolling upgrade reaches it after
-worker1.
+`seconds` (default 60); sleep_2 and sleep_3 on worker2 for a minute longer.
 """
 
 from datetime import datetime
