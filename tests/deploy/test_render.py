@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from flowsched.task_logs.files import read_tail
 from tests.deploy.conftest import HERE, REPO, ansible_env, tool
 
 UNITS = [
@@ -88,8 +89,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _tail(path: Path, size: int = 20_000) -> str:
     """The end of a log, at most ``size`` bytes of it."""
     with path.open("rb") as log:
-        log.seek(max(0, path.stat().st_size - size))
-        return log.read().decode(errors="replace")
+        return read_tail(log, size).text()
 
 
 def read_cfg(path: Path) -> configparser.ConfigParser:
