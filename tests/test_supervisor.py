@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import signal
+import time
+from pathlib import Path
 
 import pytest
 
 from flowsched.db.engine import session_scope
 from flowsched.db.models import TaskInstance
+from flowsched.executors.local import LocalExecutor
 from flowsched.lifecycle import claim_try
 from flowsched.operations import trigger_dag
 from flowsched.supervisor import announce_results_to, fork_and_run, record_crash
@@ -110,3 +115,30 @@ def test_a_try_announces_its_recorded_result_and_a_refused_message_does_not(sqli
         announce_results_to(None)
         os.close(read_end)
         os.close(write_end)
+
+
+def test_an_idle_local_pool_process_ends_on_sigterm_whatever_its_parent_handles(sqlite_home):
+    # Pool processes are forked from the scheduler: with its SIGTERM handler (wake the
+    # loop) they swallowed the parent-death signal, and one re-entered by a second
+    # SIGTERM deadlocked on the loop's Event, left running after its scheduler died.
+    sigterm = 1 << (signal.SIGTERM - 1)
+
+    def caught(pid: int) -> int:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(re.search(r"SigCgt:\s*([0-9a-f]+)", status).group(1), 16) & sigterm
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    executor = LocalExecutor(parallelism=1)
+    try:
+        executor.start()
+        process = executor._processes[0]
+        deadline = time.monotonic() + 30
+        while caught(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the fork still runs the parent's handler until it resets it
+        assert not caught(process.pid)
+        os.kill(process.pid, signal.SIGTERM)
+        process.join(10)
+        assert process.exitcode == -signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        executor.end(grace=10)

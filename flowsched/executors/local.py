@@ -32,6 +32,11 @@ def _pool_process(tasks: Any, results: Any, parent: int, nodename: str, recorded
 
     announce_results_to(recorded)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Not the scheduler's handler, inherited through the fork: SIGTERM ends an idle pool
+    # process (fork_and_run forwards it to a running try). The inherited handler (set
+    # the loop's wakeup Event) swallowed it, and re-entered by a second SIGTERM while
+    # it held that Event's lock, deadlocked the process for good.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # The scheduler died (even kill -9): SIGTERM, which interrupts the running try
     # (recorded as interrupted, retried) and ends this process.
     set_parent_death_signal(signal.SIGTERM, parent=parent)
