@@ -81,10 +81,12 @@ def adopt_parent_death_signal() -> None:
         set_parent_death_signal(int(signum or signal.SIGKILL), int(parent))
 
 
-def become_subreaper() -> None:
+def become_subreaper(enabled: bool = True) -> None:
     """Orphans of this process's descendants are re-parented here instead of to init,
-    so :func:`end_tree` can still find (and kill) what a dead child left running."""
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    so :func:`end_tree` can still find (and kill) what a dead child left running.
+    ``enabled=False`` gives them back to init (a test process that ran a try in
+    place must not collect the zombies of every later test)."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 1 if enabled else 0)
 
 
 def python_command(*args: str) -> list[str]:

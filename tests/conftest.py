@@ -12,7 +12,18 @@ import pytest
 
 from flowsched.config import load_config, set_config
 from flowsched.db.engine import reset_engine
+from flowsched.processes import become_subreaper
 from tests.servers import MariaDBServer, RedisServer, start_mariadb, start_redis
+
+
+@pytest.fixture(autouse=True)
+def _not_a_subreaper_after_the_test() -> Iterator[None]:
+    """A test that runs a try in this process (``fork_and_run``) makes it a
+    subreaper for good: every later test's orphans would then become zombies of
+    the pytest process, never reaped, and look alive to the checks that
+    nothing was left behind (test_run_ci failed so in CI)."""
+    yield
+    become_subreaper(False)
 
 
 @pytest.fixture(scope="session")
