@@ -279,12 +279,14 @@ def states_of_run(dag_id: str, run_id: str) -> dict[str, str]:
     return {task: state for task, (state, _) in ti_states(dag_id, run_id).items()}
 
 
+# Long enough for `slow` to be running when it passes, even on a loaded CI
+# machine (3 s was not: `slow` was skipped before it started, at load 13).
 TIMEOUT = """
 from datetime import datetime, timedelta
 from flowsched import DAG, BashOperator
 
 with DAG("run_timeout", start_date=datetime(2026, 1, 1),
-         dagrun_timeout=timedelta(seconds=3)) as dag:
+         dagrun_timeout=timedelta(seconds=10)) as dag:
     quick = BashOperator(task_id="quick", bash_command="true")
     slow = BashOperator(task_id="slow", bash_command="sleep 60")
     after = BashOperator(task_id="after", bash_command="true")
@@ -305,7 +307,8 @@ def test_dagrun_timeout_fails_the_run_and_skips_what_is_unfinished(home):
     assert states_of("run_timeout") == {"quick": "success", "slow": "skipped", "after": "skipped"}
     [slow_try] = tries("run_timeout", "slow")
     assert slow_try.state == "skipped"
-    assert slow_try.error == "dagrun_timeout of 0:00:03 exceeded"
+    assert slow_try.error == "dagrun_timeout of 0:00:10 exceeded"
+    assert slow_try.pid is not None, "slow had not started when the timeout passed"
 
     def gone() -> bool:
         try:
