@@ -57,8 +57,22 @@ class Proc:
         return self.process.wait(timeout)
 
     def kill_tree(self) -> None:
-        """SIGKILL the process and everything below it: a machine that died."""
-        for pid in [self.process.pid, *descendants(self.process.pid)]:
+        """SIGKILL the process and everything below it: a machine that died.
+
+        Each is stopped first, until no new descendant shows up: a stopped process
+        cannot fork, while one killed from a list taken earlier could have started a
+        child meanwhile (a try's shell), orphaned and left running (found by
+        tests/leftovers.py: a `sleep 60` outlived its test).
+        """
+        tree: list[int] = []
+        while new := [
+            pid for pid in (self.process.pid, *descendants(self.process.pid)) if pid not in tree
+        ]:
+            for pid in new:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            tree.extend(new)
+        for pid in tree:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.process.wait(10)
