@@ -13,7 +13,14 @@ import pytest
 from flowsched.config import load_config, set_config
 from flowsched.db.engine import reset_engine
 from flowsched.processes import become_subreaper
+from tests import leftovers
 from tests.servers import MariaDBServer, RedisServer, start_mariadb, start_redis
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A plugin rather than conftest hooks: a session fixture's setup hook is
+    # the session's, which this folder's conftest does not see.
+    config.pluginmanager.register(leftovers, "flowsched-leftovers")
 
 
 @pytest.fixture(autouse=True)
