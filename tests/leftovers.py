@@ -41,6 +41,10 @@ def _procs(cgroup: Path) -> list[int]:
         return []
 
 
+def _put(pid: int, cgroup: Path) -> None:
+    (cgroup / "cgroup.procs").write_text(str(pid))
+
+
 def _command_line(pid: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -64,10 +68,10 @@ class Cgroups:
 
     def move_to(self, cgroup: Path) -> None:
         cgroup.mkdir(parents=True, exist_ok=True)
-        (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+        _put(os.getpid(), cgroup)
 
     def back_home(self) -> None:
-        (self.home / "cgroup.procs").write_text(str(os.getpid()))
+        _put(os.getpid(), self.home)
 
     def left_in(self, cgroup: Path) -> list[int]:
         """The processes still in ``cgroup`` after the grace time (none: it is removed)."""
@@ -81,10 +85,10 @@ class Cgroups:
 
     def release_all(self) -> None:
         """At the end: survivors go back to pytest's own cgroup, the folders go."""
-        for cgroup in sorted(self.base.glob("*"), reverse=True):
+        for cgroup in self.base.glob("*"):
             for pid in _procs(cgroup):
                 with contextlib.suppress(OSError):
-                    (self.home / "cgroup.procs").write_text(str(pid))
+                    _put(pid, self.home)
             with contextlib.suppress(OSError):
                 cgroup.rmdir()
         for folder in (self.base, self.base.parent):
