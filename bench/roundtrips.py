@@ -2,8 +2,8 @@
 
 A round trip is anything that waits for the server: a statement (BEGIN and
 COMMIT included when they are sent as statements), a DBAPI ``commit()`` or
-``rollback()``, the ``pool_pre_ping`` ping on a connection checkout (SQLAlchemy
-skips it for a connection opened by that checkout), and a new connection
+``rollback()``, the ping of a connection checked out after sitting idle
+(``flowsched.db.engine.send_ping``), and a new connection
 (``CONNECT``: its handshake, counted as one though it takes several).
 The counts come from SQLAlchemy's own events on every engine, so they see what
 the code really sends, in any process that installs the probe.
@@ -29,6 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 
+from flowsched.db import engine as engine_module
 from flowsched.db.engine import TRANSACTION_ENDED, commit_sent
 
 ENV = "FLOWSCHED_BENCH_ROUNDTRIPS"
@@ -55,15 +56,16 @@ def _statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
     _note(statement.split(None, 1)[0].upper() if statement.strip() else "?")
 
 
-def _connected(_dbapi_connection: Any, record: Any) -> None:
-    record.info["bench_fresh"] = True
+def _connected(_dbapi_connection: Any, _record: Any) -> None:
     _note("CONNECT")
 
 
-def _checkout(_dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    fresh = record.info.pop("bench_fresh", False)
-    if not fresh and getattr(getattr(proxy, "_pool", None), "_pre_ping", False):
+def _counted_ping(send: Any) -> Any:
+    def ping(dialect: Any, dbapi_connection: Any) -> bool:
         _note("PING")
+        return send(dialect, dbapi_connection)
+
+    return ping
 
 
 def _reset(_dbapi_connection: Any, record: Any, state: Any) -> None:
@@ -86,11 +88,11 @@ def install(path: str | Path) -> None:
     # session's commit after it sends nothing.
     event.listen(Engine, "commit", lambda conn: commit_sent(conn) or _note("COMMIT"))
     event.listen(Engine, "rollback", lambda conn: commit_sent(conn) or _note("ROLLBACK"))
-    # pool_pre_ping pings on a checkout of a connection opened before; the pool's
-    # reset-on-return rolls back, unless the transaction already ended (then
+    # A connection idle for a while is pinged at checkout (engine.send_ping); the
+    # pool's reset-on-return rolls back, unless the transaction already ended (then
     # SQLAlchemy sends nothing).
+    engine_module.send_ping = _counted_ping(engine_module.send_ping)
     event.listen(Pool, "connect", _connected)
-    event.listen(Pool, "checkout", _checkout)
     event.listen(Pool, "reset", _reset)
 
 

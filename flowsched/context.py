@@ -7,10 +7,11 @@ shows; ``ds`` and friends are dates in that zone.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 import pendulum
@@ -23,8 +24,22 @@ from flowsched.state import RunState, RunType
 from flowsched.timezone import default_timezone
 
 
+@functools.lru_cache(maxsize=4)
+def _pendulum_zone(zone: tzinfo) -> Any:
+    """The cluster's zone as pendulum's own: a DateTime in it is made without a lookup."""
+    return pendulum.timezone(getattr(zone, "key", None) or str(zone))
+
+
+def local_zone() -> Any:
+    """The cluster's zone (``core.default_timezone``) as a pendulum zone; the process
+    that forks tries looks it up once for all of them (``supervisor.preload_imports``)."""
+    return _pendulum_zone(default_timezone())
+
+
 def _local(value: datetime | None) -> pendulum.DateTime | None:
-    return None if value is None else pendulum.instance(value.astimezone(default_timezone()))
+    if value is None:
+        return None
+    return pendulum.instance(value.astimezone(local_zone()))
 
 
 def _ds(value: datetime | None) -> str | None:

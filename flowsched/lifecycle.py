@@ -20,8 +20,18 @@ from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Update,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ClauseElement
 
 from flowsched.dataset_events import record_outlet_events
 from flowsched.db.engine import send_at_once
@@ -53,11 +63,13 @@ def _guarded_update(
     *,
     instance_only: Mapping[str, Any] | None = None,
     record_only: Mapping[str, Any] | None = None,
+    match: Mapping[str, Any] | None = None,
     guard: Iterable[ColumnElement[bool]] = (),
     commit: bool = False,
 ) -> bool:
     """The one way a try changes: a conditional UPDATE of its instance naming the try
-    number and the states it may be in; False (nothing written) if another writer
+    number and the states it may be in (and ``match``: columns that must hold these
+    values; ``guard``: any other condition); False (nothing written) if another writer
     got there first.
 
     Only when the instance row matched does the try's history row follow, with the
@@ -70,34 +82,49 @@ def _guarded_update(
     row's UPDATE is guarded by ``ROW_COUNT() > 0``, which the server evaluates
     once, before that UPDATE changes anything, as the row count of the instance's
     UPDATE just before it; so a try that lost the race still touches nothing, and
-    the instance's row count still decides who won.
+    the instance's row count still decides who won. Those two statements are
+    templates built and compiled once per process (:func:`_at_once_templates`):
+    a try's process builds no statement, it only sends values.
     """
     shared = dict(shared or {})
     record = {**shared, **(record_only or {})}
+    values = {**shared, **(instance_only or {})}
+    match = dict(match or {})
+    states = tuple(str(state) for state in expected)
+    guard = list(guard)
+    if commit and record and not guard and not _has_expressions(values, record):
+        instance, history = _at_once_templates(states, tuple(values), tuple(record), tuple(match))
+        keys = {"ti_id": ti_id, "try_number": try_number}
+        counts = send_at_once(
+            session,
+            [
+                (
+                    instance,
+                    {
+                        **keys,
+                        **{f"state_{n}": state for n, state in enumerate(states)},
+                        **{f"match_{name}": value for name, value in match.items()},
+                        **{f"set_{name}": value for name, value in values.items()},
+                    },
+                ),
+                (history, {**keys, **{f"rec_{name}": value for name, value in record.items()}}),
+            ],
+            prepare=_warming.get(),
+        )
+        if counts is not None:
+            return counts[0] == 1
     instance = (
         update(TaskInstance)
         .where(
             TaskInstance.id == ti_id,
             TaskInstance.try_number == try_number,
-            _one_of(TaskInstance.state, [str(state) for state in expected]),
+            _one_of(TaskInstance.state, list(states)),
+            *(getattr(TaskInstance, name) == value for name, value in match.items()),
             *guard,
         )
-        .values({**shared, **(instance_only or {})})
+        .values(values)
         .execution_options(synchronize_session=False)
     )
-    if commit and record:
-        history = (
-            update(TaskTry)
-            .where(
-                TaskTry.task_instance_id == ti_id,
-                TaskTry.try_number == try_number,
-                func.row_count() > 0,
-            )
-            .values(**record)
-        )
-        counts = send_at_once(session, [instance, history], prepare=_warming.get())
-        if counts is not None:
-            return counts[0] == 1
     matched = session.execute(instance).rowcount == 1
     if not matched and not _warming.get():
         return False
@@ -110,9 +137,60 @@ def _guarded_update(
     return matched
 
 
+def _has_expressions(*mappings: Mapping[str, Any]) -> bool:
+    """Whether a value is SQL (``max_tries + 1``) rather than data: not a template's."""
+    return any(isinstance(value, ClauseElement) for each in mappings for value in each.values())
+
+
+# The two UPDATEs of a transition sent at once, by its shape (expected states, the
+# columns it sets and matches): a handful per process, built on first use.
+_templates: dict[tuple[Any, ...], tuple[Update, Update]] = {}
+
+
+def _at_once_templates(
+    states: tuple[str, ...],
+    value_names: tuple[str, ...],
+    record_names: tuple[str, ...],
+    match_names: tuple[str, ...],
+) -> tuple[Update, Update]:
+    """The instance's and the history row's UPDATE of a transition of this shape, every
+    value a named bound parameter (``ti_id``, ``try_number``, ``state_<n>``,
+    ``match_<column>``, ``set_<column>``, ``rec_<column>``)."""
+    shape = (states, value_names, record_names, match_names)
+    found = _templates.get(shape)
+    if found is not None:
+        return found
+    ti, tt = TaskInstance.__table__.c, TaskTry.__table__.c
+
+    def param(name: str, column: Any) -> Any:
+        return bindparam(name, type_=column.type)
+
+    in_states = [param(f"state_{n}", ti.state) for n in range(len(states))]
+    instance = (
+        update(TaskInstance.__table__)
+        .where(
+            ti.id == param("ti_id", ti.id),
+            ti.try_number == param("try_number", ti.try_number),
+            ti.state == in_states[0] if len(in_states) == 1 else ti.state.in_(in_states),
+            *(ti[name] == param(f"match_{name}", ti[name]) for name in match_names),
+        )
+        .values({name: param(f"set_{name}", ti[name]) for name in value_names})
+    )
+    history = (
+        update(TaskTry.__table__)
+        .where(
+            tt.task_instance_id == param("ti_id", tt.task_instance_id),
+            tt.try_number == param("try_number", tt.try_number),
+            func.row_count() > literal_column("0"),
+        )
+        .values({name: param(f"rec_{name}", tt[name]) for name in record_names})
+    )
+    found = _templates[shape] = (instance, history)
+    return found
+
+
 def _one_of(column: Any, values: list[str]) -> ColumnElement[bool]:
-    """``column IN values``; ``column = value`` for one: the same statement whatever
-    the value, which a statement sent at once can keep compiled (engine._compiled)."""
+    """``column IN values``; ``column = value`` for one."""
     return column == values[0] if len(values) == 1 else column.in_(values)
 
 
@@ -455,12 +533,12 @@ def claim_try(
             "pid": pid,
         },
         instance_only={"last_heartbeat": now},
-        guard=[
-            TaskInstance.dag_id == workload.dag_id,
-            TaskInstance.task_id == workload.task_id,
-            TaskInstance.run_id == workload.run_id,
-            TaskInstance.map_index == workload.map_index,
-        ],
+        match={
+            "dag_id": workload.dag_id,
+            "task_id": workload.task_id,
+            "run_id": workload.run_id,
+            "map_index": workload.map_index,
+        },
         commit=commit,
     )
     return now if claimed else None

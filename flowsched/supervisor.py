@@ -437,9 +437,11 @@ def preload_imports() -> None:
 
     import flowsched  # the authoring API: operators, sensors, decorators
     import flowsched.secrets  # noqa: F401  (the output masker reads its backends)
+    from flowsched.context import local_zone
     from flowsched.db.engine import get_engine
 
     get_engine()  # the dialect and its driver: no connection yet
+    local_zone()  # the zone the task's dates are shown in
 
 
 _warmed = False

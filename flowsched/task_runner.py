@@ -52,7 +52,7 @@ from flowsched.releases import dag_file_for, releases_of
 from flowsched.serialization import SerializedDAG
 from flowsched.state import TaskState
 from flowsched.template_accessors import template_accessors
-from flowsched.templating import BUILTIN_MACROS
+from flowsched.templating import BUILTIN_MACROS, template_environment
 from flowsched.timezone import display, utcnow
 from flowsched.workloads import Workload
 from flowsched.xcom import TaskInstanceContext, pull_xcom, push_xcom
@@ -469,6 +469,9 @@ def preload(workload: Workload) -> None:
     if len(_preloaded) >= PRELOAD_LIMIT:
         _preloaded.pop(next(iter(_preloaded)))
     _preloaded[key] = dags
+    for dag in dags:
+        with contextlib.suppress(Exception):  # the try builds it again and reports it
+            template_environment(dag)  # kept on the DAG: each try inherits it built
 
 
 class RunnerError(FlowschedError):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 
 from flowsched.db import migrate
 from flowsched.db.engine import get_engine, session_scope
@@ -99,3 +100,48 @@ def test_models_and_migrations_describe_the_same_schema(home):
     with get_engine().connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_a_connection_is_pinged_only_after_sitting_idle(mysql_home, monkeypatch):
+    """Several short transactions in a row send no ping (pool_pre_ping would send one
+    per checkout); a connection idle past PING_AFTER_IDLE is pinged, and one the
+    server dropped meanwhile is replaced at checkout: the caller sees no error."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from flowsched.config import get_config
+    from flowsched.db import engine as db_engine
+
+    pings: list[int] = []
+    send = db_engine.send_ping
+
+    def counted(dialect, dbapi_connection):
+        pings.append(dbapi_connection.thread_id())
+        return send(dialect, dbapi_connection)
+
+    monkeypatch.setattr(db_engine, "send_ping", counted)
+    monkeypatch.setattr(db_engine, "PING_AFTER_IDLE", 0.5)
+
+    def connection_id() -> int:
+        with session_scope() as session:
+            return session.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+
+    first = connection_id()
+    for _ in range(5):
+        assert connection_id() == first
+    assert pings == []
+
+    time.sleep(0.6)
+    assert connection_id() == first
+    assert pings == [first]
+
+    # Killed by the server while idle: pinged, found dead, replaced at checkout.
+    other = create_engine(get_config().database.sql_alchemy_conn, poolclass=NullPool)
+    with other.connect() as connection:
+        connection.exec_driver_sql(f"KILL CONNECTION {first}")
+    other.dispose()
+    time.sleep(0.6)
+    pings.clear()
+    replaced = connection_id()
+    assert replaced != first
+    assert pings == [first]

@@ -18,6 +18,7 @@ import pytest
 
 from flowsched.db.engine import session_scope
 from flowsched.db.models import TaskInstance
+from flowsched.executors.base import ExecutorEvent
 from flowsched.executors.local import LocalExecutor
 from flowsched.lifecycle import claim_try
 from flowsched.operations import trigger_dag
@@ -141,4 +142,27 @@ def test_an_idle_local_pool_process_ends_on_sigterm_whatever_its_parent_handles(
         assert process.exitcode == -signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
+        executor.end(grace=10)
+
+
+def test_a_local_try_that_recorded_its_result_leaves_the_scheduler_nothing_to_check(
+    sqlite_home,
+):
+    # Its pool process's report (exit code 0) would cost the scheduler a read of the try;
+    # a refused message (nothing recorded) is still reported, as a crash would be.
+    run_id = _setup(sqlite_home)
+    quick = foreground_workload("beats", "quick", run_id)
+    executor = LocalExecutor(parallelism=1)
+    executor.start()
+    try:
+        executor.queue(quick)
+        executor.queue(quick)  # the same message again, after it: refused, exit code 0
+        events: list[ExecutorEvent] = []
+        deadline = time.monotonic() + 30
+        while not events and time.monotonic() < deadline:
+            events += executor.sync()
+            time.sleep(0.05)
+        assert events == [ExecutorEvent(quick.ti_id, quick.try_number, 0)]
+        assert _row(quick.ti_id).state == "success"
+    finally:
         executor.end(grace=10)

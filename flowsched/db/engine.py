@@ -8,10 +8,11 @@ can write at once. MySQL/MariaDB runs at READ COMMITTED: the scheduler's
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.expression import Executable
@@ -37,8 +38,10 @@ _sessionmaker: sessionmaker[Session] | None = None
 _read_sessionmaker: sessionmaker[Session] | None = None
 
 
+@functools.lru_cache(maxsize=16)
 def safe_url(url: str) -> str:
-    """The URL with its password hidden, for messages and logs."""
+    """The URL with its password hidden, for messages and logs (parsed once per URL:
+    every try's outage handler names it)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -88,6 +91,55 @@ def _own_reset(engine: Engine) -> Engine:
     return engine
 
 
+# A connection back in the pool for less than this (seconds) is not pinged when it is
+# checked out again: it has just worked. One idle longer is pinged first, and replaced
+# if the server went away meanwhile (a restart, a network timeout), as with SQLAlchemy's
+# ``pool_pre_ping``, which pings at every checkout: a round trip for each of the
+# several short transactions of each scheduler pass, web request and try.
+PING_AFTER_IDLE = 1.0
+# On a pooled connection's record: when it was opened or last returned (time.monotonic()).
+IDLE_SINCE = "flowsched_idle_since"
+
+
+def send_ping(dialect: Any, dbapi_connection: Any) -> bool:
+    """One ping (a round trip): whether the server answered (bench/roundtrips.py counts it)."""
+    return bool(dialect.do_ping(dbapi_connection))
+
+
+def _ping_when_idle(engine: Engine) -> Engine:
+    """Check a connection at checkout only after it sat idle (:data:`PING_AFTER_IDLE`).
+
+    A connection the server dropped is raised as a ``DisconnectionError``: the pool
+    then discards it and checks out another (a new one), as pre-ping does. One that
+    failed within the idle time (a server restarted a moment ago) fails its statement
+    instead, which its caller takes as an outage and retries, as any statement sent
+    while the server is down.
+    """
+    dialect = engine.dialect
+
+    def idle_from_now(_dbapi_connection: Any, record: Any, *_: Any) -> None:
+        record.info[IDLE_SINCE] = time.monotonic()
+
+    def check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if _try_process:
+            return  # a try's connections: see for_a_try_process
+        if time.monotonic() - record.info.get(IDLE_SINCE, 0.0) < PING_AFTER_IDLE:
+            return
+        try:
+            alive = send_ping(dialect, dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise DisconnectionError(f"connection lost while idle: {exc}") from exc
+            raise
+        if not alive:
+            raise DisconnectionError("connection lost while idle")
+
+    event.listen(engine, "connect", idle_from_now)
+    event.listen(engine, "checkin", idle_from_now)
+    event.listen(engine, "checkout", check)
+    return engine
+
+
 def _sqlite_begin(conn: Any) -> None:
     """Writers take SQLite's write lock up front (no deadlocking lock upgrades);
     read-only sessions start a plain deferred transaction and never wait for it."""
@@ -106,7 +158,6 @@ def build_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"timeout": 30, "check_same_thread": False},
-            pool_pre_ping=True,
             pool_reset_on_return=None,  # _reset_on_return does it
         )
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -124,14 +175,13 @@ def build_engine(url: str) -> Engine:
         pool_size=conf.pool_size,
         max_overflow=conf.pool_size,
         pool_recycle=conf.pool_recycle,
-        pool_pre_ping=True,
         pool_reset_on_return=None,  # _reset_on_return does it
         isolation_level="READ COMMITTED",
         connect_args=connect_args,
     )
     if mysql and parsed.get_driver_name() == "mysqldb":
         _sends_at_once(engine)
-    return _own_reset(engine)
+    return _ping_when_idle(_own_reset(engine))
 
 
 def get_engine() -> Engine:
@@ -194,8 +244,8 @@ TRY_CONNECTION_RECYCLE = 10.0
 
 
 def for_a_try_process() -> None:
-    """Set this (forked) process's connections up for a try: no ``pool_pre_ping`` (a
-    round trip per checkout), but a connection older than ``TRY_CONNECTION_RECYCLE``
+    """Set this (forked) process's connections up for a try: never pinged at checkout
+    (see :func:`_ping_when_idle`), but a connection older than ``TRY_CONNECTION_RECYCLE``
     seconds is reopened at checkout. A try's claim and result (and a short task's
     XCom) then share one connection with no ping; the result of a long task gets a
     fresh connection, as a ping would have found it gone after a database restart
@@ -210,7 +260,6 @@ _try_process = False
 
 
 def _tune_for_try(pool: Any) -> None:
-    pool._pre_ping = False
     pool._recycle = TRY_CONNECTION_RECYCLE
 
 
@@ -288,7 +337,10 @@ def _execute_at_once(cursor: Any, statement: str, parameters: Any, context: Any)
 
 
 def send_at_once(
-    session: Session, statements: Sequence[Executable], *, prepare: bool = False
+    session: Session,
+    statements: Sequence[tuple[Executable, Mapping[str, Any]]],
+    *,
+    prepare: bool = False,
 ) -> list[int] | None:
     """Send ``statements`` and a COMMIT as ONE round trip on this session's connection:
     each statement's row count (matched rows), in order. None, with nothing sent, where
@@ -296,13 +348,15 @@ def send_at_once(
     with ``prepare`` the statements are compiled for it all the same (a process that
     forks tries prepares them once for all its tries: see ``lifecycle.warm_up``).
 
-    The values are bound parameters, escaped by the driver (never formatted into
-    the SQL), processed by their column types as SQLAlchemy would. The server runs
-    the statements in turn and stops at the first error, COMMIT included: then
-    this raises SQLAlchemy's error (a lost connection is invalidated, not reused)
-    and the caller's rollback undoes what ran. After it the session's transaction
-    is over on the server: its commit (or rollback) sends nothing, unless a statement
-    is sent in between.
+    Each statement is a template whose values are all named bound parameters
+    (``bindparam``), given with it: it is compiled once per process, the first time it
+    is sent, and each send only orders and converts its values. The values are
+    escaped by the driver (never formatted into the SQL), processed by their column
+    types as SQLAlchemy would. The server runs the statements in turn and stops at the
+    first error, COMMIT included: then this raises SQLAlchemy's error (a lost
+    connection is invalidated, not reused) and the caller's rollback undoes what ran.
+    After it the session's transaction is over on the server: its commit (or
+    rollback) sends nothing, unless a statement is sent in between.
     """
     session.flush()  # anything pending goes before the COMMIT (nothing: sends nothing)
     conn = session.connection()
@@ -311,10 +365,12 @@ def send_at_once(
         return None
     parts: list[str] = []
     values: list[Any] = []
-    for statement in statements:
-        sql, params = _compiled(statement, conn.dialect)
+    for statement, params in statements:
+        sql, names, processors = _compiled(statement, conn.dialect)
         parts.append(sql)
-        values.extend(params)
+        for name in names:
+            value = params[name]
+            values.append(processors[name](value) if name in processors else value)
     if not at_once:
         return None
     parts.append("COMMIT")
@@ -326,39 +382,28 @@ def send_at_once(
     return counts[:-1]
 
 
-# Compiled forms of the statements sent at once, by the structure of the statement
-# (SQLAlchemy's cache key, without the values): compiled once per process that forks
-# tries, not once per try. A handful of shapes; emptied if ever it grows past this.
-_AT_ONCE_CACHE_SIZE = 64
-_at_once_cache: dict[Any, Any] = {}
+# Compiled forms of the statement templates sent at once, by template and dialect:
+# compiled once per process that forks tries (lifecycle.warm_up), not once per try.
+_at_once_cache: dict[tuple[Any, Executable], tuple[str, tuple[str, ...], dict[str, Any]]] = {}
 
 
-def _compiled(statement: Executable, dialect: Any) -> tuple[str, list[Any]]:
-    """``statement`` as the DBAPI takes it: its SQL with placeholders, and its values
-    in their order, processed by their column types (as SQLAlchemy's execute would)."""
-    key = statement._generate_cache_key()  # type: ignore[attr-defined]
-    cache_key = None if key is None else (dialect, key.key)
-    compiled = _at_once_cache.get(cache_key) if cache_key is not None else None
-    if compiled is None:
-        compiled = statement.compile(dialect=dialect, cache_key=key)  # type: ignore[call-arg]
+def _compiled(statement: Executable, dialect: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """A template as the DBAPI takes it: its SQL with positional placeholders, the
+    names of its bound parameters in their order, and their type processors."""
+    key = (dialect, statement)
+    found = _at_once_cache.get(key)
+    if found is None:
+        compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
         if "__[POSTCOMPILE_" in compiled.string:
-            # An IN list: one bound parameter per value, as SQLAlchemy sends them
-            # (their number is the statement's own: not cached).
-            compiled = statement.compile(
-                dialect=dialect, compile_kwargs={"render_postcompile": True}
-            )
-            key = cache_key = None
-        elif cache_key is not None:
-            if len(_at_once_cache) >= _AT_ONCE_CACHE_SIZE:
-                _at_once_cache.clear()
-            _at_once_cache[cache_key] = compiled
-    params = compiled.construct_params(extracted_parameters=key.bindparams if key else None)
-    processors = compiled._bind_processors
-    values = []
-    for name in compiled.positiontup or ():
-        value = params[name]
-        values.append(processors[name](value) if name in processors else value)
-    return compiled.string, values
+            raise ValueError("a statement sent at once takes no expanding IN list")
+        names = tuple(compiled.positiontup or ())
+        processors = {
+            name: compiled._bind_processors[name]
+            for name in names
+            if name in compiled._bind_processors
+        }
+        found = _at_once_cache[key] = (compiled.string, names, processors)
+    return found
 
 
 # --- the connection a forked try starts with ----------------------------------------

@@ -78,6 +78,9 @@ class LocalExecutor(BaseExecutor):
         self._processes: list[Any] = []
         # Tries queued whose result is neither recorded nor reported yet: (ti id, try number).
         self._in_flight: set[tuple[int, int]] = set()
+        # Tries that announced their result recorded, until their pool process reports
+        # their end: that report (exit code 0) then tells the scheduler nothing new.
+        self._recorded: set[tuple[int, int]] = set()
         self._events: list[ExecutorEvent] = []
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
@@ -115,8 +118,13 @@ class LocalExecutor(BaseExecutor):
             if item is None:
                 return
             ti_id, try_number, code = item
+            key = (ti_id, try_number)
             with self._lock:
-                self._in_flight.discard((ti_id, try_number))
+                self._in_flight.discard(key)
+                if key in self._recorded:
+                    self._recorded.discard(key)
+                    if code == 0:
+                        continue  # recorded, and ended cleanly: nothing for the scheduler
                 self._events.append(ExecutorEvent(ti_id, try_number, code))
             self.wakeup.set()
 
@@ -131,7 +139,9 @@ class LocalExecutor(BaseExecutor):
                 whole = len(pending) - len(pending) % RECORDED.size
                 with self._lock:
                     for key in RECORDED.iter_unpack(pending[:whole]):
-                        self._in_flight.discard(key)
+                        if key in self._in_flight:  # else its end was reported first
+                            self._in_flight.discard(key)
+                            self._recorded.add(key)
                 pending = pending[whole:]
                 self.wakeup.set()
         finally:

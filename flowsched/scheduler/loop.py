@@ -132,6 +132,8 @@ class Scheduler:
         self._stopping = threading.Event()
         self._serialized: dict[int, SerializedDAG] = {}
         self._last_sweep = 0.0
+        # Set by schedule_runs when its pass may have left work for the next (run_once).
+        self._again = False
         self._last_heartbeat = 0.0
         self._processor: subprocess.Popen[bytes] | None = None
         # Metadata DB outages as this scheduler sees them; see _sweep_allowed().
@@ -308,6 +310,17 @@ class Scheduler:
 
     # -- one pass -----------------------------------------------------------
     def run_once(self) -> bool:
+        """One pass; whether another should follow at once rather than wait for the
+        executor's wake-up (a try ended) or ``loop_interval``.
+
+        A pass that queued tries does not ask for another by that alone: what it
+        decided it queued, up to the open slots, and a freed slot or an ended try
+        wakes the loop. Only work a pass may have left behind does: runs created,
+        started or finished, mapped tasks expanded, a full batch of tries queued
+        (``max_tis_per_query``), crashed tries failed, a sweep's finds. A second pass
+        right after each one cost the scheduler half its CPU in a busy run, and
+        delayed the tries it had just queued on a small machine.
+        """
         started = time.monotonic()
         did_work = self._run_pass()
         self.metrics.pass_done(time.monotonic() - started, self.executor.slots_available())
@@ -322,10 +335,11 @@ class Scheduler:
         created += self.create_dataset_runs(checked=True) if datasets else 0
         started = self.start_queued_runs(checked=True) if queued or created else 0
         did_work |= created + started > 0
+        self._again = False
         workloads = self.schedule_runs(checked=True) if running or started else []
         for workload in workloads:
             self.executor.queue(workload)
-        did_work |= bool(workloads)
+        did_work |= self._again
         if time.monotonic() - self._last_sweep >= SWEEP_INTERVAL:
             self._last_sweep = time.monotonic()
             zombies = stuck = 0
@@ -514,6 +528,7 @@ class Scheduler:
                     continue
                 dag = self._dag(session, version.id)
                 if self._timed_out(session, run, dag, now):
+                    self._again = True
                     continue
                 run_rows = rows.get(run.id, {})
                 if set(dag.tasks) - set(run_rows):
@@ -530,10 +545,11 @@ class Scheduler:
                         states[task_id] = mapping.expand(
                             session, run, spec, run_rows[task_id][0], now
                         )
+                        self._again = True
                         continue
                     changes.append((run_rows[task_id][0], run_rows[task_id][1], new_state))
                 changes.extend(mapping.copy_decisions(dag, states, copies.get(run.id, {}), now))
-                self._maybe_finish_run(session, run, dag, states)
+                self._again |= self._maybe_finish_run(session, run, dag, states)
             apply_decisions(session, changes, now)
             return self._queue_scheduled(session, runs, versions, now)
 
@@ -630,9 +646,10 @@ class Scheduler:
 
     def _maybe_finish_run(
         self, session: Session, run: DagRun, dag: SerializedDAG, states: dict[str, str]
-    ) -> None:
+    ) -> bool:
+        """Finish the run if all its tasks are; whether it did."""
         if not all(state in FINISHED_TASK_STATES for state in states.values()):
-            return
+            return False
         leaves = [task_id for task_id, children in dag.downstream.items() if not children]
         failed = any(
             states.get(task_id) in (TaskState.FAILED.value, TaskState.UPSTREAM_FAILED.value)
@@ -647,6 +664,7 @@ class Scheduler:
             request_callback=wants_run_callback(dag, state),
         )
         log.info("run %s of %s finished: %s", run.run_id, run.dag_id, run.state)
+        return True
 
     def _queue_scheduled(
         self,
@@ -687,6 +705,8 @@ class Scheduler:
             unseen = [ti for ti in wider if ti.id not in seen]
             backlog = backlog or self._repoke_backlog(session, unseen)
             self._choose(session, unseen, chosen, limit, limits, backlog, versions, now)
+        if len(chosen) >= max_tis:
+            self._again = True  # a full batch: more may be waiting for the next pass
         return queue_tries(session, chosen, job_id=self.job_id, now=now)
 
     @staticmethod

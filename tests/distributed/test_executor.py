@@ -111,3 +111,33 @@ def test_an_unreachable_broker_holds_workloads_and_sends_them_when_it_comes_back
     finally:
         executor.end(grace=5)
         server.stop()
+
+
+def test_only_the_end_of_a_try_wakes_the_scheduler(celery_home: Home, tmp_path: Path) -> None:
+    # A worker sends three task events per try and heartbeats; the scheduler's listener
+    # is subscribed to the events of a try's end only, and is woken by each of them.
+    server = start_redis(tmp_path / "redis")
+    try:
+        celery_home.configure(celery={"broker_url": server.url})
+        executor = _start(CeleryExecutor())
+        app = make_app()
+        try:
+            with app.connection_for_write() as connection:
+                dispatcher = app.events.Dispatcher(connection, enabled=True)
+
+                def woken_by(kind: str, timeout: float) -> bool:
+                    executor.wakeup.clear()
+                    dispatcher.send(kind, uuid="etl.load.try1")
+                    return executor.wakeup.wait(timeout)
+
+                # The listener subscribes in the background: the first end it hears.
+                wait_until(lambda: woken_by("task-succeeded", 0.2), timeout=20)
+                for other in ("task-received", "task-started", "worker-heartbeat"):
+                    assert not woken_by(other, 1.0), f"{other} woke the scheduler"
+                for kind in ("task-failed", "task-succeeded", "task-revoked", "task-rejected"):
+                    assert woken_by(kind, 10.0), f"{kind} did not wake the scheduler"
+                dispatcher.close()
+        finally:
+            executor.end(grace=5)
+    finally:
+        server.stop()
