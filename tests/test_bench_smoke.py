@@ -86,6 +86,15 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
             rf"^\[flowsched\] worker CPU per try .*: {NUMBER} ms$",
         ],
     ),
+    "fork_bench.py": (
+        ["--forks", "5", "--pages", "50"],
+        [
+            rf"^forking process: {NUMBER} MB resident",
+            rf"^fork \+ exit, nothing run: child {NUMBER} ms CPU, parent {NUMBER} ms CPU, "
+            rf"{NUMBER} ms wall \(5 forks\)$",
+            rf"^copy-on-write: -?{NUMBER} us per page written after the fork",
+        ],
+    ),
     "sensors_bench.py": (
         ["--sensors", "3", "--others", "2", "--poke-interval", "1"],
         [
