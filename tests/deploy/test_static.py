@@ -87,9 +87,37 @@ def _documented_defaults(role: str) -> set[str]:
     return names
 
 
-def _spec_options(role: str, entry: str = "main") -> dict[str, dict]:
-    specs = yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())
-    return specs["argument_specs"][entry]["options"]
+def _specs(role: str) -> dict[str, dict]:
+    return yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())[
+        "argument_specs"
+    ]
+
+
+def _spec_options(role: str) -> dict[str, dict]:
+    """The options of the role's settings: its `main` entry point's, or for
+    roles/flowsched (which has none, see below) its `deploy` entry point's."""
+    specs = _specs(role)
+    return specs["main" if "main" in specs else "deploy"]["options"]
+
+
+def test_settings_are_validated_once_per_run_not_per_host() -> None:
+    """Ansible validates an entry point's spec as the first task of the role on
+    every host of every play that uses it. roles/flowsched (every role's
+    dependency) has no `main` entry, and no role a `validate` entry: their
+    tasks validate every host's settings against the spec in one task per run
+    (flowsched_fleet_settings)."""
+    assert "main" not in _specs("flowsched")
+    assert [role for role in ROLES if "validate" in _specs(role)] == ["mariadb", "redis"]
+    for role, checks, entry in [
+        ("flowsched", "checks.yml", "deploy"),
+        ("flowsched_services", "table.yml", "main"),
+        ("worker", "checks.yml", "main"),
+        ("firewall", "checks.yml", "main"),
+    ]:
+        path = REPO / "roles" / role / "tasks" / checks
+        text = path.read_text()
+        assert "flowsched_fleet_settings:" in text, path
+        assert f".argument_specs.{entry}.options" in text, path
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -303,15 +303,20 @@ def test_a_host_with_another_fernet_key_is_named_without_showing_keys(
     assert FIRST_CHANGING_PLAY not in output
 
 
-def test_effective_settings_are_shown_per_host(run: Run) -> None:
-    result = run(
+def validate_only(run: Run, inventory: str):
+    """playbooks/validate.yml alone on a sample inventory (contacts no host)."""
+    return run(
         tool("ansible-playbook"),
         "-i",
-        str(HERE / "inventories" / "shanghai"),
+        str(HERE / "inventories" / inventory),
         "playbooks/validate.yml",
         *NO_CONTACT,
         timeout=120,
     )
+
+
+def test_effective_settings_are_shown_per_host(run: Run) -> None:
+    result = validate_only(run, "shanghai")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     shown = [line.strip().strip('",') for line in output.splitlines() if "timezone Asia/" in line]
@@ -403,3 +408,99 @@ def test_the_lab_inventory_generates_strong_secrets_that_pass_validation(
     }
     assert len(generated["secret_key"]) >= 32
     assert len(set(generated.values())) == len(generated)  # each its own
+
+
+@pytest.mark.parametrize(
+    ("host", "setting", "value", "message"),
+    [
+        (
+            "worker2",
+            "flowsched_timezone",
+            "Mars/Olympus",
+            "worker2: flowsched_timezone=Mars/Olympus is not a timezone name",
+        ),
+        (
+            "worker1",
+            "flowsched_worker_concurrency",
+            "many",
+            "worker1: argument 'flowsched_worker_concurrency' is of type",
+        ),
+        (
+            "worker2",
+            "flowsched_worker_stop_timeout",
+            300,
+            "worker2: Need flowsched_worker_stop_timeout (300) > flowsched_worker_shutdown_grace",
+        ),
+        (
+            "worker1",
+            "flowsched_host_ip",
+            "worker.example.org",
+            "flowsched_host_ip=worker.example.org on worker1",
+        ),
+        (
+            "worker2",
+            "flowsched_services_overrides",
+            {"webserver": {"stop_timeout": 60}},
+            "worker2: Need flowsched_services_units.webserver.stop_timeout (60) > "
+            "flowsched_webserver_timeout",
+        ),
+        (
+            "worker1",
+            "worker_ping_timeout",
+            1,
+            "worker1: Need worker_drain_timeout >= 0 (600) and worker_ping_timeout >= 5 (1)",
+        ),
+        (
+            "worker2",
+            "firewall_web_sources",
+            ["everyone"],
+            "worker2: With firewall_enabled, firewall_control_networks must list",
+        ),
+    ],
+    ids=[
+        "timezone",
+        "argument-spec",
+        "stop-timeout",
+        "host-ip",
+        "services-table",
+        "worker",
+        "firewall",
+    ],
+)
+def test_a_bad_setting_of_one_host_is_named_with_its_host(
+    run: Run, tmp_path: Path, host: str, setting: str, value: object, message: str
+) -> None:
+    """Each check runs once for the fleet (one task on the control machine, not
+    one per host); a failure still names the host whose setting is wrong, and
+    only that host, and stops the run before any host is contacted."""
+    inventory = yaml.safe_load((HERE / "inventories" / "gmt8" / "hosts.yml").read_text())
+    inventory["all"]["children"]["flowsched_workers"]["hosts"][host][setting] = value
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    result = site(run, inventory=path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output, output
+    failure = next(line for line in output.splitlines() if message in line)
+    others = {"db1", "broker1", "master1", "worker1", "worker2"} - {host}
+    assert not any(f"{other}:" in failure or f" {other} " in failure for other in others), failure
+    assert FIRST_CHANGING_PLAY not in output, output
+    assert "UNREACHABLE" not in output
+
+
+def test_the_checks_run_once_for_the_fleet(run: Run) -> None:
+    """The settings of every host are checked by one task per check, for the
+    first host of the play: no other host has a validation task result."""
+    result = validate_only(run, "gmt8")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    recap = {
+        line.split()[0]: line
+        for line in output.split("PLAY RECAP", 1)[1].splitlines()
+        if ": ok=" in line
+    }
+    # db1 runs the checks of the first play and MariaDB's, broker1 Redis's;
+    # the other hosts have no task of their own.
+    assert set(recap) == {"db1", "broker1"}, output
+    assert "Validating arguments against arg spec 'main'" not in output
+    assert "Validating arguments against arg spec 'validate' - Check the cluster" not in output

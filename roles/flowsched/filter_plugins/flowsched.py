@@ -5,6 +5,8 @@ so Ansible loads these for them too).
   (`{dest, content, owner, group, mode}`) to what the host-state module
   (library/flowsched_host_state.py) compares (`{path, sha1, owner, group,
   mode}`), the sha1 of the content as Ansible's `hash('sha1')` computes it.
+- `flowsched_failures`: the problems a fleet-wide check found, one line per
+  problem with the hosts that have it, for an assert's fail_msg.
 """
 
 from __future__ import annotations
@@ -37,8 +39,25 @@ def flowsched_file_states(files: Iterable[Mapping]) -> list[dict]:
     return states
 
 
+def flowsched_failures(found: Iterable[Mapping], separator: str = "; ") -> str:
+    """[{host, msg, named?}] -> "host1, host2: msg; ...": one entry per message,
+    in the order first found, with every host that has it; a message that
+    names its host itself (`named: true`) is shown as it is."""
+    hosts_of: dict[str, list[str]] = {}
+    named: set[str] = set()
+    for problem in found:
+        msg = str(problem["msg"])
+        hosts_of.setdefault(msg, []).append(str(problem["host"]))
+        if problem.get("named"):
+            named.add(msg)
+    return separator.join(
+        msg if msg in named else f"{', '.join(hosts)}: {msg}" for msg, hosts in hosts_of.items()
+    )
+
+
 class FilterModule:
     def filters(self):
         return {
             "flowsched_file_states": flowsched_file_states,
+            "flowsched_failures": flowsched_failures,
         }
