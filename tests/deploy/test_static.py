@@ -158,3 +158,33 @@ def test_secret_tasks_hide_their_output() -> None:
         tasks = yaml.safe_load((REPO / path).read_text())
         task = next(t for t in tasks if t["name"] == name)
         assert task.get("no_log") is True, f"{path}: {name}"
+
+
+def test_entry_points_skip_their_spec_only_after_the_fleet_validation() -> None:
+    """`rolespec_validate: false` (no per-host spec check) only in playbooks
+    that import validate.yml first, which validates every host in one task;
+    roll.yml (and the worker's roll-batch.yml) only under those."""
+    playbooks = [REPO / "site.yml", *(REPO / "playbooks").glob("*.yml")]
+    tasks = list(REPO.glob("roles/*/tasks/*.yml"))
+    skipping = {
+        path.relative_to(REPO).as_posix()
+        for path in playbooks + tasks
+        if "rolespec_validate: false" in path.read_text()
+    }
+    assert skipping == {
+        "site.yml",
+        "playbooks/upgrade.yml",
+        "playbooks/rollback.yml",
+        "playbooks/roll.yml",
+        "roles/worker/tasks/roll-batch.yml",
+    }
+    roll = re.compile(r"import_playbook: (playbooks/)?roll\.yml")
+    validate = re.compile(r"import_playbook: (playbooks/)?validate\.yml")
+    for path in playbooks:
+        text = path.read_text()
+        uses = [
+            m.start() for m in (roll.search(text), re.search("rolespec_validate: false", text)) if m
+        ]
+        if uses and path.name != "roll.yml":
+            first = validate.search(text)
+            assert first and first.start() < min(uses), path
