@@ -14,12 +14,10 @@ a few hundred bytes), routed to the Celery queue named by the task's
   still ``queued`` in the database and ``scheduler.task_queued_timeout``
   re-queues them as lost, without spending a retry: nothing is lost and
   nothing crash-loops.
-* the *listener* receives the workers' events of a try's end (succeeded,
-  failed, rejected, revoked: one subscription each, so a worker's other task
-  events and its heartbeats never reach the scheduler) and sets
-  :attr:`wakeup`, so a downstream task is scheduled as soon as its upstream
-  ends instead of a loop interval later. It is only an optimisation: if events
-  are lost the loop still polls every ``scheduler.loop_interval``.
+* the *listener* receives the workers' task events and sets :attr:`wakeup`,
+  so a downstream task is scheduled as soon as its upstream ends instead of
+  a loop interval later. It is only an optimisation: if events are lost the
+  loop still polls every ``scheduler.loop_interval``.
 
 Task state is never read from Celery: the runner writes it to the database.
 """
@@ -33,8 +31,6 @@ import time
 from typing import Any
 
 from celery import Celery
-from celery.events.receiver import EventReceiver
-from kombu import Queue
 from kombu.utils.url import maybe_sanitize_url
 
 from flowsched.celery.app import TASK_NAME, make_app
@@ -67,42 +63,6 @@ def publish(app: Celery, workload: Workload, producer: Any = None) -> None:
         retry=False,
         producer=producer,
     )
-
-
-class WakeupReceiver(EventReceiver):
-    """Celery's event receiver bound to the events of :data:`WAKEUP_EVENTS` only.
-
-    Celery's own receiver subscribes to every event (``#``): three per task (received,
-    started, succeeded) and each worker's heartbeats, each decoded by the scheduler
-    to be dropped. Bound by routing key, one queue per kind of event, only a try's
-    end arrives (with Redis, a subscription to that one channel), and it is not
-    decoded beyond what Celery needs to hand it over."""
-
-    def __init__(self, channel: Any, app: Celery, on_event: Any) -> None:
-        super().__init__(channel, app=app)
-        self._on_event = on_event
-        base = self.queue
-        self.queues = [
-            Queue(
-                f"{base.name}.{kind}",
-                exchange=self.exchange,
-                routing_key=kind.replace("-", "."),  # as Celery's dispatcher routes them
-                auto_delete=base.auto_delete,
-                durable=base.durable,
-                exclusive=base.exclusive,
-                message_ttl=base.message_ttl,
-                expires=base.expires,
-            )
-            for kind in WAKEUP_EVENTS
-        ]
-
-    def get_consumers(self, Consumer: Any, channel: Any) -> list[Any]:
-        return [
-            Consumer(queues=self.queues, callbacks=[self._wake], no_ack=True, accept=self.accept)
-        ]
-
-    def _wake(self, body: Any, _message: Any) -> None:
-        self._on_event(body)
 
 
 class CeleryExecutor(BaseExecutor):
@@ -243,7 +203,9 @@ class CeleryExecutor(BaseExecutor):
         while not self._closing.is_set():
             try:
                 with self.app.connection_for_read() as connection:
-                    self._receiver = WakeupReceiver(connection, self.app, self._on_event)
+                    self._receiver = self.app.events.Receiver(
+                        connection, handlers=dict.fromkeys(WAKEUP_EVENTS, self._on_event)
+                    )
                     if self._closing.is_set():
                         return
                     delay = FIRST_RETRY

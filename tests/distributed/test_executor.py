@@ -114,8 +114,9 @@ def test_an_unreachable_broker_holds_workloads_and_sends_them_when_it_comes_back
 
 
 def test_only_the_end_of_a_try_wakes_the_scheduler(celery_home: Home, tmp_path: Path) -> None:
-    # A worker sends three task events per try and heartbeats; the scheduler's listener
-    # is subscribed to the events of a try's end only, and is woken by each of them.
+    # A worker sends three task events per try and heartbeats; only a try's end wakes
+    # the scheduler. (Subscribing to those four events alone, a queue each, delayed
+    # them: a chain's hop went from 31 to 53 ms with kombu's Redis transport.)
     server = start_redis(tmp_path / "redis")
     try:
         celery_home.configure(celery={"broker_url": server.url})
